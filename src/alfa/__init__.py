@@ -1,0 +1,1 @@
+"""ALFA: meta-learning with adaptive hyperparameters."""

@@ -1,0 +1,33 @@
+"""Shared types: parameter dictionaries and a stacked meta-batch of tasks."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+__all__ = ["Params", "TaskBatch"]
+
+Params = dict[str, Tensor]
+"""Named tensors of a base learner, keyed as in ``nn.Module.named_parameters``."""
+
+
+class TaskBatch(NamedTuple):
+    """A meta-batch of ``T`` tasks stacked along a leading task axis (ready for ``vmap``).
+
+    Classification: ``support_x`` is ``[T, N*K, C, H, W]`` float32, ``support_y`` is
+    ``[T, N*K]`` int64 (labels ``0..N-1`` permuted per task); ``query_x``/``query_y`` likewise
+    with ``N*Q`` rows. Regression: ``x`` is ``[T, K, 1]`` and ``y`` is ``[T, K, 1]`` float32.
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+
+    def to(self, device: object) -> TaskBatch:
+        return TaskBatch(*(t.to(device, non_blocking=True) for t in self))
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.support_x.shape[0])
