@@ -1,0 +1,184 @@
+"""Command line: ``alfa train | eval | reproduce | demo | data check | plot``.
+
+Only parsing and dispatch live here. A user error prints one line ``alfa: error: ...`` on
+stderr and exits with code 2 (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from alfa.errors import AlfaError
+
+__all__ = ["main"]
+
+
+def _default_run_dir(config_path: str | None, name: str) -> Path:
+    stem = name or (Path(config_path).stem if config_path else "run")
+    base = Path("runs") / stem
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return candidate
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from alfa.config import load_config
+    from alfa.runs import load_run_config
+    from alfa.train import train
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise AlfaError("--resume takes only the run directory; drop CONFIG and overrides")
+        run_dir = Path(args.resume)
+        config = load_run_config(run_dir)
+        result = train(config, run_dir, resume=True, progress=not args.no_progress)
+    else:
+        if not args.config:
+            raise AlfaError("alfa train needs a CONFIG.yaml (or --resume RUN_DIR)")
+        overrides = list(args.overrides)
+        if "=" in args.config:  # `alfa train key=value` with no file: defaults + overrides
+            overrides.insert(0, args.config)
+            config_path = None
+        else:
+            config_path = args.config
+        config = load_config(config_path, overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config_path, config.name)
+        print(f"run directory: {run_dir}", file=sys.stderr)
+        result = train(config, run_dir, progress=not args.no_progress)
+    if result.status == "stopped":
+        return 128 + int(result.signal or 2)
+    print(f"finished {result.iteration} iterations; evaluate with: alfa eval {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from alfa.evaluate import evaluate
+    from alfa.runs import load_run
+
+    if args.tasks is not None and args.tasks < 1:
+        raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
+    config, learner, source, state = load_run(Path(args.run_dir), checkpoint=args.checkpoint)
+    result = evaluate(
+        learner,
+        source,
+        split="test",
+        tasks=args.tasks or config.eval.tasks,
+        seed=config.eval.seed,
+        batch=config.eval.batch,
+        steps=args.steps or config.eval.steps or config.meta.steps,
+        first_order=config.eval.first_order,
+        device=next(learner.parameters()).device,
+        progress=not args.json,
+    )
+    result["iteration"] = state["iteration"]
+    result["checkpoint"] = args.checkpoint
+    result["train_seed"] = config.seed
+    line = f"{result['metric']}: {result['mean']:.4f} +- {result['ci95']:.4f} (95% CI"
+    line += f", {result['tasks']} tasks, {result['steps']} steps, iteration {state['iteration']})"
+    print(line)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from alfa.reproduce import reproduce
+
+    return reproduce(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from alfa.reproduce import demo
+
+    return demo(args)
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from alfa.data.check import run_check
+
+    return run_check(args.path, args.format)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from alfa.plots import plot_run
+
+    for path in plot_run(Path(args.run_dir), tasks=args.tasks):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alfa", description="ALFA: meta-learning with adaptive hyperparameters"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="meta-train from a YAML config (or resume a run)")
+    p.add_argument("config", nargs="?", help="CONFIG.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. seed=3")
+    p.add_argument("--run-dir", help="where to write the run (default: runs/<config name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
+    p.add_argument("run_dir")
+    p.add_argument("--tasks", type=int, default=None, help="number of test tasks (default 600)")
+    p.add_argument("--steps", type=int, default=None, help="inner steps (default: as trained)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("reproduce", help="run a table of the paper (resumable cell by cell)")
+    p.add_argument("table", choices=["table8"])
+    p.add_argument("--iterations", type=int, default=None, help="meta-iterations per cell")
+    p.add_argument("--jobs", type=int, default=2, help="cells trained at the same time")
+    p.add_argument("--runs", default="runs/table8", help="folder of the cells' run directories")
+    p.add_argument("--results", default="results", help="folder of table8.md and table8.json")
+    p.add_argument("--only", nargs="*", default=None, help="cells to run, e.g. 40x2-5-maml")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("demo", help="MAML vs ALFA+MAML on sinusoid regression (about 5 minutes)")
+    p.add_argument("--iterations", type=int, default=6000)
+    p.add_argument("--tasks", type=int, default=600)
+    p.add_argument("--runs", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="dataset tools")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("check", help="detect a dataset's format and report every problem")
+    p.add_argument("path")
+    p.add_argument("--format", default=None)
+    p.set_defaults(func=cmd_data_check)
+
+    p = sub.add_parser("plot", help="plot a run's learning curves and generated hyperparameters")
+    p.add_argument("run_dir")
+    p.add_argument("--tasks", type=int, default=100, help="test tasks for the alpha/beta plots")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AlfaError as exc:
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"alfa: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("alfa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

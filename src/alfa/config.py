@@ -1,0 +1,350 @@
+"""Typed run configuration: frozen dataclasses, YAML files and dotted ``key=value`` overrides.
+
+The dataclasses below are the single schema. A YAML file overrides their defaults and
+``key=value`` pairs (``train.iterations=2000 seed=3``) override the YAML; every key and value is
+checked against the field types, so a typo or an impossible value fails before any work starts
+with a :class:`~alfa.errors.ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from alfa.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "MetaConfig",
+    "ModelConfig",
+    "RuleConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_overrides",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where tasks come from: ``sinusoid`` regression or an image dataset (episodes)."""
+
+    name: str = "sinusoid"  # sinusoid | omniglot | mini_imagenet | tiered_imagenet | cub | folder
+    shots: int = 5  # K support examples per class (per task for regression)
+    query: int = 0  # query examples per class (regression: 0 means "same as shots")
+    # Regression (Table 8)
+    family: Literal["paper", "maml"] = "paper"
+    eval_query: int = 100  # query points per test task (Table 8: "100 sampled points")
+    # Classification
+    ways: int = 5
+    root: str = ""  # dataset path (folder, zip, or several separated by ',')
+    format: str = ""  # empty: detect
+    image_size: int = 84
+    rotations: bool = False  # Omniglot: rotations by 90 degrees as extra classes
+    split_file: str = ""  # optional class-list file of the meta-training classes
+    test_split_file: str = ""  # optional class-list file of the meta-test classes
+    val_split_file: str = ""  # optional class-list file of the validation classes
+    workers: int = 0  # decoding worker processes for large datasets
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The base learner f_theta."""
+
+    name: str = "mlp"  # mlp | conv4 | resnet12
+    hidden: tuple[int, ...] = (40, 40)  # mlp hidden widths
+    filters: int = 48  # conv4 filters
+    norm: Literal["transductive", "support"] = "transductive"  # BatchNorm mode (reference A.1)
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """The inner-loop update rule and its switches (paper Sec. 3, Tables 5 and 6)."""
+
+    name: Literal["maml", "learned_fixed", "alfa"] = "maml"
+    lr: float = 0.01  # inner learning rate alpha (MAML) and initial post-multiplier alpha0
+    weight_decay: float = 0.0005  # lambda; beta0 starts at lr * weight_decay (reference A.2)
+    # ALFA generator g_phi
+    generator_input: Literal["both", "weights", "gradients"] = "both"  # Table 5
+    generate: tuple[str, ...] = ("alpha", "beta")  # which hyperparameters g_phi generates (Table 6)
+    generator_layers: Literal[2, 3] = 2  # 2: official code; 3: paper text
+    generator_init: Literal["unit", "official"] = "unit"  # see docs/stability.md
+    clip: tuple[float, ...] = ()  # () or (low, high): clamp generated multipliers
+    # post-multipliers alpha0/beta0 (and the learned_fixed rule's hyperparameters)
+    per_step: bool = True
+    per_layer: bool = True
+    learn_alpha: bool = True
+    learn_beta: bool = True
+    l2f: bool = False  # task-conditioned attenuation of the initialisation (L2F)
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """The outer loop (paper Eq. 2 and Eq. 6)."""
+
+    init: Literal["learned", "random"] = "learned"  # MAML init or a fixed seeded random init
+    steps: int = 5  # S inner steps
+    first_order: bool = False
+    multi_step_loss: bool = False
+    batch_size: int = 25  # tasks per meta-batch
+    lr: float = 0.001  # Adam
+    grad_clip: float = 0.0  # 0: off; else max global norm of the outer gradient
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 10000
+    log_every: int = 100
+    val_every: int = 1000  # 0: no validation
+    val_tasks: int = 200
+    checkpoint_every: int = 1000
+    keep_last: int = 2  # checkpoints kept besides the best one
+    threads: int = 0  # torch CPU threads; 0 leaves the default
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tasks: int = 600
+    steps: int = 0  # 0: the training number of inner steps
+    seed: int = 1234  # seed of the fixed test tasks (independent of the training seed)
+    batch: int = 100  # tasks per vectorised evaluation batch
+    first_order: bool = True  # evaluation inner loops are first order (reference A.3)
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    name: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the type ``hint`` and return it in canonical form."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(
+                f"config key '{key}' must be one of {', '.join(map(repr, choices))}; got {value!r}"
+            )
+        return value
+    if origin is tuple:
+        (item_hint, _) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list; got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, item_hint) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"config key '{key}': unsupported type")  # pragma: no cover
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"config key '{key}' must be true or false; got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be an integer; got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{key}' must be an integer; got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a number; got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' must be a number; got {value!r}")
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"config key '{key}' must be a string; got {value!r}")
+        return "" if value is None else str(value)
+    raise ConfigError(f"config key '{key}': unsupported type {hint!r}")  # pragma: no cover
+
+
+def _unknown(key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+    hint = f" (did you mean '{'.'.join([*key.split('.')[:-1], close[0]])}'?)" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown(prefix + str(key), names)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(prefix + key, value, hint)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from nested plain data."""
+    config = _build(Config, data or {}, "")
+    validate(config)
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested data (tuples as lists) that :func:`config_from_dict` reads back."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["train.iterations=2000", "seed=3"]`` into nested data (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}' is not of the form key=value")
+        key, raw = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override '{pair}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{pair}' conflicts with another override")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}".splitlines()[0]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    data = read_yaml(path) if path is not None else {}
+    data = _merge(data, parse_overrides(overrides or []))
+    return config_from_dict(data)
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def validate(config: Config) -> None:
+    """Reject impossible values and combinations, naming the key."""
+    d, m, r, t, e = config.data, config.meta, config.rule, config.train, config.eval
+    _require(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}")
+    _require(d.shots >= 1, "data.shots", f"must be at least 1; got {d.shots}")
+    _require(d.query >= 0, "data.query", f"must be 0 or more; got {d.query}")
+    _require(d.eval_query >= 1, "data.eval_query", f"must be at least 1; got {d.eval_query}")
+    if d.name != "sinusoid":
+        _require(d.ways >= 2, "data.ways", f"must be at least 2; got {d.ways}")
+        _require(d.query >= 1, "data.query", f"must be at least 1 for classification; got {d.query}")
+        _require(d.image_size >= 8, "data.image_size", f"must be at least 8; got {d.image_size}")
+        _require(bool(d.root), "data.root", "must name the dataset folder for image data")
+        _require(config.model.name != "mlp", "model.name", "must be conv4 or resnet12 for images")
+    else:
+        _require(config.model.name == "mlp", "model.name", "must be mlp for sinusoid regression")
+    _require(config.model.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}")
+    _require(all(h >= 1 for h in config.model.hidden), "model.hidden", "widths must be >= 1")
+    _require(config.model.filters >= 1, "model.filters", "must be at least 1")
+    _require(m.steps >= 1, "meta.steps", f"must be at least 1; got {m.steps}")
+    _require(m.batch_size >= 1, "meta.batch_size", f"must be at least 1; got {m.batch_size}")
+    _require(m.lr > 0, "meta.lr", f"must be positive; got {m.lr}")
+    _require(m.grad_clip >= 0, "meta.grad_clip", f"must be 0 (off) or positive; got {m.grad_clip}")
+    _require(r.lr > 0, "rule.lr", f"must be positive; got {r.lr}")
+    _require(r.weight_decay >= 0, "rule.weight_decay", f"must be 0 or more; got {r.weight_decay}")
+    bad = [g for g in r.generate if g not in ("alpha", "beta")]
+    _require(not bad, "rule.generate", f"may only hold alpha and beta; got {bad}")
+    _require(len(r.clip) in (0, 2), "rule.clip", "must be [] or [low, high]")
+    if len(r.clip) == 2:
+        _require(r.clip[0] < r.clip[1], "rule.clip", f"low must be below high; got {list(r.clip)}")
+    if m.init == "random":
+        _require(r.name != "maml", "meta.init", "random needs a learned rule (alfa/learned_fixed)")
+    _require(t.iterations >= 1, "train.iterations", f"must be at least 1; got {t.iterations}")
+    _require(t.log_every >= 1, "train.log_every", f"must be at least 1; got {t.log_every}")
+    _require(t.val_every >= 0, "train.val_every", f"must be 0 (off) or more; got {t.val_every}")
+    _require(t.val_tasks >= 1, "train.val_tasks", f"must be at least 1; got {t.val_tasks}")
+    _require(t.checkpoint_every >= 1, "train.checkpoint_every", "must be at least 1")
+    _require(t.keep_last >= 1, "train.keep_last", f"must be at least 1; got {t.keep_last}")
+    _require(t.threads >= 0, "train.threads", f"must be 0 or more; got {t.threads}")
+    _require(t.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
+    _require(e.tasks >= 1, "eval.tasks", f"must be at least 1; got {e.tasks}")
+    _require(e.steps >= 0, "eval.steps", f"must be 0 (as trained) or more; got {e.steps}")
+    _require(e.batch >= 1, "eval.batch", f"must be at least 1; got {e.batch}")
+
+
+DATASETS = ("sinusoid", "omniglot", "mini_imagenet", "tiered_imagenet", "cub", "folder")
+MODELS = ("mlp", "conv4", "resnet12")

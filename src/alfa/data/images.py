@@ -1,0 +1,243 @@
+"""Image decoding and preprocessing: mode conversion, square resize, centre crop, readers.
+
+Every image, whatever its file format or PIL mode, goes through :meth:`ImageSpec.to_array`, so a
+folder that mixes modes (``1``, ``L``, ``P``, ``RGBA``, ``CMYK``, 16-bit grey ...) comes out with
+one consistent channel count. Readers turn one stored *item* (a file path, a zip member, an
+encoded byte string, a row of a decoded array) into a PIL image; they are plain picklable
+objects so that :class:`torch.utils.data.DataLoader` worker processes can use them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from alfa.errors import DataError
+
+__all__ = [
+    "ArrayReader",
+    "BytesReader",
+    "FileReader",
+    "ImageReader",
+    "ImageSpec",
+    "ZipMember",
+]
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How stored images become ``uint8 [C, size, size]`` arrays.
+
+    Args:
+        size: Side of the square output image in pixels.
+        channels: 1 (grey, PIL mode ``L``) or 3 (``RGB``). Transparent images are composited on
+            white first; 16-bit and float grey images are rescaled to 0..255.
+        resample: PIL filter name: ``lanczos`` (Omniglot style), ``bilinear``, ``bicubic``,
+            ``nearest``, ``box`` or ``hamming``.
+        crop_scale: 1.0 resizes straight to ``size`` (aspect ratio not kept, as MAML/ALFA do);
+            a value above 1 resizes to ``round(crop_scale * size)`` and centre-crops ``size``
+            (the CloserLook evaluation transform uses 1.15).
+        invert: Store ``255 - x`` (Omniglot: ink becomes bright, background 0).
+    """
+
+    size: int
+    channels: int = 3
+    resample: str = "bilinear"
+    crop_scale: float = 1.0
+    invert: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
+            raise DataError(f"image_size must be a positive integer, got {self.size!r}")
+        if self.channels not in (1, 3):
+            raise DataError(f"channels must be 1 or 3, got {self.channels!r}")
+        if self.resample not in _RESAMPLE:
+            raise DataError(
+                f"unknown resample filter {self.resample!r}; use one of {', '.join(_RESAMPLE)}"
+            )
+        if not self.crop_scale >= 1.0:
+            raise DataError(f"crop_scale must be >= 1.0, got {self.crop_scale!r}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(channels, size, size)``."""
+        return (self.channels, self.size, self.size)
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """Convert, resize (and crop) one PIL image to a ``uint8 [C, size, size]`` array."""
+        image = convert_mode(image, self.channels)
+        filt = _RESAMPLE[self.resample]
+        if self.crop_scale > 1.0:
+            big = max(self.size, round(self.size * self.crop_scale))
+            if image.size != (big, big):
+                image = image.resize((big, big), filt)
+            left = (big - self.size) // 2
+            image = image.crop((left, left, left + self.size, left + self.size))
+        elif image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), filt)
+        arr = np.asarray(image, dtype=np.uint8)
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        if self.invert:
+            arr = 255 - arr
+        return np.ascontiguousarray(arr)
+
+
+def convert_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Return ``image`` in mode ``L`` (``channels == 1``) or ``RGB`` (``channels == 3``)."""
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        peak = float(arr.max()) if arr.size else 0.0
+        if mode == "F" and peak <= 1.0:
+            arr = arr * 255.0
+        elif peak > 255.0:
+            arr = arr * (255.0 / 65535.0)
+        image = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    elif mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+class ImageReader(Protocol):
+    """Turns one stored item into a decoded PIL image (original mode and size)."""
+
+    def open(self, item: Any) -> Image.Image:
+        """Decode ``item``; raise :class:`DataError` naming it when that fails."""
+        ...
+
+    def describe(self, item: Any) -> str:
+        """A human-readable location of ``item`` for messages (a path, ``file.pkl[12]``)."""
+        ...
+
+
+def _decode(data: bytes | memoryview, where: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except _DECODE_ERRORS as exc:
+        raise DataError(
+            f"corrupt or unreadable image {where}: {exc} (replace or delete this file)"
+        ) from exc
+    return image
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """An image stored inside a zip archive (read without extracting)."""
+
+    archive: str
+    member: str
+
+    def __str__(self) -> str:
+        return f"{self.archive}!{self.member}"
+
+
+_ZIP_CACHE: dict[tuple[int, str], zipfile.ZipFile] = {}
+
+
+def open_zip(path: str) -> zipfile.ZipFile:
+    """A per-process cached read handle on the zip at ``path``."""
+    key = (os.getpid(), path)
+    handle = _ZIP_CACHE.get(key)
+    if handle is None:
+        try:
+            handle = zipfile.ZipFile(path)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise DataError(f"cannot open zip archive {path}: {exc} (re-download it)") from exc
+        _ZIP_CACHE[key] = handle
+    return handle
+
+
+class FileReader:
+    """Items are image file paths (``str``) or :class:`ZipMember` entries."""
+
+    def open(self, item: str | ZipMember) -> Image.Image:
+        if isinstance(item, ZipMember):
+            try:
+                data = open_zip(item.archive).read(item.member)
+            except (KeyError, OSError, zipfile.BadZipFile) as exc:
+                raise DataError(f"cannot read {item} from its zip archive: {exc}") from exc
+            return _decode(data, str(item))
+        try:
+            with open(item, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError as exc:
+            raise DataError(f"image file not found: {item} (was it moved or deleted?)") from exc
+        except OSError as exc:
+            raise DataError(f"cannot read image file {item}: {exc.strerror or exc}") from exc
+        return _decode(data, str(item))
+
+    def describe(self, item: str | ZipMember) -> str:
+        return str(item)
+
+
+class BytesReader:
+    """Items are indices into a sequence of encoded images (PNG/JPEG bytes or 1-D uint8 arrays).
+
+    Args:
+        blobs: The encoded images; kept as they are, decoded on demand.
+        source: Where they came from, for messages (e.g. the pickle's path).
+    """
+
+    def __init__(self, blobs: Sequence[Any], source: str) -> None:
+        self.blobs = blobs
+        self.source = source
+
+    def open(self, item: int) -> Image.Image:
+        blob = self.blobs[int(item)]
+        data = blob.tobytes() if isinstance(blob, np.ndarray) else bytes(blob)
+        return _decode(data, self.describe(item))
+
+    def describe(self, item: int) -> str:
+        return f"{self.source}[{int(item)}]"
+
+
+class ArrayReader:
+    """Items are row indices into a decoded ``uint8 [N, H, W, C]`` (or ``[N, H, W]``) array.
+
+    Args:
+        array: The images, possibly a read-only memory map.
+        source: Where they came from, for messages.
+        bgr: The channels are stored blue-green-red (OpenCV order) and are flipped to RGB.
+    """
+
+    def __init__(self, array: np.ndarray, source: str, *, bgr: bool = False) -> None:
+        self.array = array
+        self.source = source
+        self.bgr = bgr
+
+    def open(self, item: int) -> Image.Image:
+        row = np.asarray(self.array[int(item)])
+        if row.dtype != np.uint8:
+            row = np.clip(row, 0, 255).astype(np.uint8)
+        if row.ndim == 3 and row.shape[-1] == 1:
+            row = row[..., 0]
+        if self.bgr and row.ndim == 3:
+            row = row[..., ::-1]
+        return Image.fromarray(np.ascontiguousarray(row))
+
+    def describe(self, item: int) -> str:
+        return f"{self.source}[{int(item)}]"

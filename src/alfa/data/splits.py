@@ -1,0 +1,88 @@
+"""Class split lists: the shipped miniImageNet split and user class-list files."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from alfa.data._files import as_path, normalise_split
+from alfa.errors import DataError
+
+__all__ = ["check_split_classes", "mini_imagenet_split", "read_class_list"]
+
+SPLIT_CHECKS = ("warn", "error", "off")
+
+
+@cache
+def mini_imagenet_split(split: str) -> tuple[str, ...]:
+    """The WordNet ids of a standard miniImageNet split (Ravi & Larochelle; 64/16/20).
+
+    Args:
+        split: ``train``, ``val`` or ``test`` (aliases such as ``validation`` accepted).
+    """
+    name = normalise_split(split)
+    ref = resources.files("alfa") / "resources" / "splits" / "mini_imagenet" / f"{name}.txt"
+    text = ref.read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def read_class_list(path: str | Path) -> list[str]:
+    """Class names from a text file, one per line; blank lines and ``#`` comments are skipped.
+
+    Raises:
+        DataError: The file is missing, unreadable or lists no class.
+    """
+    file = as_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DataError(f"class list file not found: {file} (check the path)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read class list file {file}: {exc}") from exc
+    names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not names:
+        raise DataError(f"class list file {file} lists no classes (one class name per line)")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"class list file {file} lists {duplicates[0]!r} more than once")
+    return names
+
+
+def check_split_classes(
+    found: Sequence[str], split: str, source: str, mode: str = "warn"
+) -> None:
+    """Compare a miniImageNet split's classes with the standard list.
+
+    A split that holds exactly the classes of *another* standard split (an old cache swapped
+    ``val`` and ``test``) is always an error. Any other mismatch warns (``mode='warn'``), raises
+    (``'error'``) or is ignored (``'off'``).
+
+    Raises:
+        DataError: As described above.
+    """
+    if mode not in SPLIT_CHECKS:
+        raise DataError(f"check_split must be one of {', '.join(SPLIT_CHECKS)}, got {mode!r}")
+    name = normalise_split(split)
+    got = set(found)
+    expected = set(mini_imagenet_split(name))
+    if got == expected or mode == "off":
+        return
+    for other in ("train", "val", "test"):
+        if other != name and got == set(mini_imagenet_split(other)):
+            raise DataError(
+                f"{source}: the {name!r} split holds the standard {other!r} classes (an old "
+                f"cache swapped them); rename the files or load split={other!r}"
+            )
+    extra = sorted(got - expected)
+    missing = sorted(expected - got)
+    message = (
+        f"{source}: split {name!r} has {len(got)} classes, not the standard {len(expected)} "
+        f"({len(missing)} missing e.g. {missing[:3]}, {len(extra)} unexpected e.g. {extra[:3]}); "
+        "results will not be comparable with published numbers"
+    )
+    if mode == "error":
+        raise DataError(message)
+    warnings.warn(message, stacklevel=3)

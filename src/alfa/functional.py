@@ -1,0 +1,89 @@
+"""A base learner as a pure function of its parameters, vectorised over the tasks of a meta-batch.
+
+Any ``nn.Module`` works: :class:`FunctionalModel` evaluates it with
+``torch.func.functional_call`` inside ``torch.func.vmap`` over a leading task axis, so each task
+runs the module on its own copy of the adapted parameters. Normalisation layers see one task at a
+time (their statistics never mix tasks) and must not track running statistics.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor, nn
+
+from alfa.typing import Params
+
+__all__ = ["FunctionalModel", "adapted_parameter_names", "is_norm_module"]
+
+_NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+)
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    """True for normalisation layers, whose affine parameters are never adapted (reference A.1)."""
+    if isinstance(module, _NORM_TYPES):
+        return True
+    return getattr(module, "is_normalisation", False) is True
+
+
+def adapted_parameter_names(module: nn.Module) -> tuple[str, ...]:
+    """Names of the tensors the inner loop adapts: every parameter outside normalisation layers.
+
+    This is the official code's rule (BatchNorm gamma and beta are outer-loop-only) for any
+    module: weights and biases are separate "layers" with their own hyperparameters.
+    """
+    norm_prefixes = [name for name, m in module.named_modules() if name and is_norm_module(m)]
+    names = []
+    for name, _ in module.named_parameters():
+        if not any(name.startswith(prefix + ".") for prefix in norm_prefixes):
+            names.append(name)
+    return tuple(names)
+
+
+class FunctionalModel:
+    """``apply(params, x)`` runs ``module`` per task with that task's adapted parameters.
+
+    Args:
+        module: the base learner. If its ``forward`` takes a ``reference`` keyword, the support
+            set is passed there when the query set is evaluated (non-transductive BatchNorm).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.names = adapted_parameter_names(module)
+        if not self.names:
+            raise ValueError("the base learner has no parameters to adapt")
+        forward = inspect.signature(module.forward).parameters
+        self.accepts_reference = "reference" in forward
+
+    def initial(self) -> Params:
+        """The module's own adapted tensors (no task axis)."""
+        params = dict(self.module.named_parameters())
+        return {n: params[n] for n in self.names}
+
+    def _shared(self) -> dict[str, Tensor]:
+        shared = {n: p for n, p in self.module.named_parameters() if n not in self.names}
+        shared.update(dict(self.module.named_buffers()))
+        return shared
+
+    def apply(self, params: Params, x: Tensor, reference: Tensor | None = None) -> Tensor:
+        """Outputs ``[T, B, ...]`` for inputs ``x`` of shape ``[T, B, ...]``."""
+        shared = self._shared()
+        module = self.module
+
+        if reference is not None and self.accepts_reference:
+
+            def run_ref(p: Params, xb: Tensor, ref: Tensor) -> Tensor:
+                return torch.func.functional_call(module, {**p, **shared}, (xb,), {"reference": ref})
+
+            return torch.func.vmap(run_ref)(params, x, reference)
+
+        def run(p: Params, xb: Tensor) -> Tensor:
+            return torch.func.functional_call(module, {**p, **shared}, (xb,))
+
+        return torch.func.vmap(run)(params, x)

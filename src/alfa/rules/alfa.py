@@ -1,0 +1,128 @@
+"""ALFA: adaptive learning of hyperparameters for fast adaptation (Baik et al., NeurIPS 2020).
+
+At inner step ``j`` of task ``i``, the learning state ``tau_ij`` is reduced to the layer-wise means
+of the weights and of the gradients (Sec. 3.3); g_phi maps it to per-layer multipliers (Eq. 5),
+which the per-step per-layer post-multipliers scale (Eq. 7)::
+
+    alpha_ij = alpha0[j] * g_alpha(tau_ij),    beta_ij = beta0[j] * g_beta(tau_ij)
+
+and the update is ``theta <- (1 - beta_ij) * theta - alpha_ij * grad`` (Eq. 4 in the official
+code's weight-decay form, reference A.2). The weight means are not detached (the meta-gradient
+flows through them); the gradient means are (the official code takes them from a separate
+gradient call without a graph).
+
+With ``per_element_decay`` (the official random-init variant) a meta-learned tensor ``w`` of the
+shape of each parameter, initialised to ``lr * weight_decay``, multiplies beta, and beta0 starts
+at 1: ``theta <- (1 - w * g_beta * beta0[j]) * theta - g_alpha * alpha0[j] * grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from alfa.rules.base import Hyperparameters, UpdateRule, layer_means
+from alfa.rules.generator import HyperparameterGenerator
+from alfa.rules.post_multipliers import StepLayerTable
+from alfa.typing import Params
+
+__all__ = ["ALFA"]
+
+
+class ALFA(UpdateRule):
+    """The ALFA update rule.
+
+    Args:
+        names, shapes, steps: see :class:`~alfa.rules.base.UpdateRule`.
+        lr: initial alpha0 (0.01).
+        weight_decay: lambda; beta0 starts at ``lr * weight_decay`` (5e-6).
+        generator_input: ``"both"`` (default), ``"weights"`` or ``"gradients"`` (Table 5).
+        generate: which of ``alpha``/``beta`` g_phi generates; a hyperparameter that is not
+            generated is its post-multiplier alone (Table 6, "fixed").
+        generator_layers: 2 (official code) or 3 (paper text).
+        generator_init: ``"unit"`` (stable start, default) or ``"official"``.
+        clip: optional bounds on the generated multipliers.
+        per_step, per_layer: layout of the post-multipliers alpha0/beta0.
+        learn_alpha, learn_beta: whether alpha0/beta0 are meta-learned.
+        per_element_decay: the random-init variant's per-element weight-decay tensor.
+    """
+
+    name = "alfa"
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        shapes: Sequence[torch.Size],
+        steps: int,
+        *,
+        lr: float = 0.01,
+        weight_decay: float = 0.0005,
+        generator_input: Literal["both", "weights", "gradients"] = "both",
+        generate: Sequence[str] = ("alpha", "beta"),
+        generator_layers: Literal[2, 3] = 2,
+        generator_init: Literal["unit", "official"] = "unit",
+        clip: tuple[float, float] | None = None,
+        per_step: bool = True,
+        per_layer: bool = True,
+        learn_alpha: bool = True,
+        learn_beta: bool = True,
+        per_element_decay: bool = False,
+    ) -> None:
+        super().__init__(names, shapes, steps)
+        n = len(names)
+        if generator_input not in ("both", "weights", "gradients"):
+            raise ValueError(f"generator_input must be both, weights or gradients")
+        self.generator_input = generator_input
+        self.generate = tuple(g for g in ("alpha", "beta") if g in generate)
+        layout = {"per_step": per_step, "per_layer": per_layer}
+        beta_init = 1.0 if per_element_decay else lr * weight_decay
+        self.alpha0 = StepLayerTable(steps, n, lr, learn=learn_alpha, **layout)
+        self.beta0 = StepLayerTable(steps, n, beta_init, learn=learn_beta, **layout)
+        self.generator: HyperparameterGenerator | None = None
+        if self.generate:
+            in_features = 2 * n if generator_input == "both" else n
+            self.generator = HyperparameterGenerator(
+                in_features,
+                n * len(self.generate),
+                2 * n,
+                layers=generator_layers,
+                init=generator_init,
+                clip=clip,
+            )
+        self.per_element_decay = per_element_decay
+        self.decays = nn.ParameterDict()
+        if per_element_decay:
+            for i, shape in enumerate(self.shapes):
+                self.decays[str(i)] = nn.Parameter(torch.full(shape, lr * weight_decay))
+
+    def learning_state(self, params: Params, grads: Params) -> Tensor:
+        """``tau_bar``: ``[T, 2N]`` = [weight means (with graph), gradient means (detached)]."""
+        parts = []
+        if self.generator_input in ("both", "weights"):
+            parts.append(layer_means(params, self.names))
+        if self.generator_input in ("both", "gradients"):
+            parts.append(layer_means(grads, self.names).detach())
+        return torch.cat(parts, dim=1)
+
+    def hyperparameters(self, step: int, params: Params, grads: Params) -> Hyperparameters:
+        tasks = params[self.names[0]].shape[0]
+        n = self.num_layers
+        alpha = self.alpha0(step).unsqueeze(0).expand(tasks, -1)
+        beta = self.beta0(step).unsqueeze(0).expand(tasks, -1)
+        if self.generator is not None:
+            generated = self.generator(self.learning_state(params, grads))
+            for k, which in enumerate(self.generate):
+                part = generated[:, k * n : (k + 1) * n]
+                if which == "alpha":
+                    alpha = alpha * part
+                else:
+                    beta = beta * part
+        return Hyperparameters(alpha, beta)
+
+    def decay(self, name: str) -> Tensor | None:
+        if not self.per_element_decay:
+            return None
+        return self.decays[str(self.names.index(name))]

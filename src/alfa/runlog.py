@@ -1,0 +1,72 @@
+"""Run logging: one JSON object per line in ``metrics.jsonl``, mirrored to TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from alfa.checkpoint import atomic_write_bytes
+
+__all__ = ["RunLog", "read_metrics"]
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class RunLog:
+    """Appends metric records; on resume, records after the checkpoint are dropped first.
+
+    Args:
+        run_dir: the run directory.
+        resume_iteration: when resuming, the checkpoint's iteration (records after it are
+            rewritten by the resumed run, so the log matches an uninterrupted one).
+        tensorboard: also write TensorBoard events when the package is installed.
+    """
+
+    def __init__(self, run_dir: Path, *, resume_iteration: int | None = None, tensorboard: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        if resume_iteration is not None:
+            kept = [r for r in read_metrics(self.path) if r.get("iteration", 0) <= resume_iteration]
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            atomic_write_bytes(self.path, text.encode())
+        self._file = open(self.path, "a")  # noqa: SIM115 - kept open for the run
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(
+                    str(run_dir / "tensorboard"), purge_step=resume_iteration
+                )
+            except ImportError:
+                self.writer = None
+
+    def log(self, split: str, iteration: int, values: dict[str, float]) -> None:
+        record = {"split": split, "iteration": iteration}
+        record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"{split}/{key}", value, iteration)
+
+    def event(self, iteration: int, **fields: Any) -> None:
+        self._file.write(json.dumps({"split": "event", "iteration": iteration, **fields}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self.writer is not None:
+            self.writer.close()

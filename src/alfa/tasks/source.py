@@ -1,0 +1,67 @@
+"""Where a run's tasks come from: a training stream plus fixed validation and test tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from alfa.config import Config
+from alfa.tasks.sinusoid import SinusoidTasks, fixed_sinusoid_tasks
+from alfa.typing import TaskBatch
+
+__all__ = ["SinusoidSource", "TaskSource", "build_source"]
+
+
+class TaskSource(Protocol):
+    """The tasks of a run. ``fixed`` yields the same tasks for the same seed every time."""
+
+    task: str  # "regression" | "classification"
+    metric: str  # "mse" | "accuracy"
+    in_channels: int
+
+    def sample(self, tasks: int) -> TaskBatch: ...
+
+    def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class SinusoidSource:
+    """Sinusoid regression: K support + K query points for training, 100 query points to test."""
+
+    task = "regression"
+    metric = "mse"
+    in_channels = 1
+
+    def __init__(self, config: Config) -> None:
+        d = config.data
+        self.family = d.family
+        self.shots = d.shots
+        self.eval_query = d.eval_query
+        self.train = SinusoidTasks(d.family, d.shots, d.query or d.shots, seed=config.seed)
+
+    def sample(self, tasks: int) -> TaskBatch:
+        return self.train.sample(tasks)
+
+    def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]:
+        offset = {"test": 0, "val": 1}[split]
+        every = fixed_sinusoid_tasks(self.family, self.shots, self.eval_query, tasks, seed + offset)
+        for start in range(0, tasks, batch):
+            yield TaskBatch(*(t[start : start + batch] for t in every))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.train.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.train.load_state_dict(state)
+
+
+def build_source(config: Config) -> TaskSource:
+    """The task source of a config (image datasets are loaded here, so errors surface early)."""
+    if config.data.name == "sinusoid":
+        return SinusoidSource(config)
+    from alfa.tasks.episodic import EpisodicSource
+
+    return EpisodicSource(config)
