@@ -80,6 +80,7 @@ class RuleConfig:
     generator_layers: Literal[2, 3] = 2  # 2: official code; 3: paper text
     generator_init: Literal["unit", "official"] = "unit"  # see docs/stability.md
     clip: tuple[float, ...] = ()  # () or (low, high): clamp generated multipliers
+    detach_gradient_state: bool = True  # official: no meta-gradient through gradient means
     # post-multipliers alpha0/beta0 (and the learned_fixed rule's hyperparameters)
     per_step: bool = True
     per_layer: bool = True
@@ -311,7 +312,9 @@ def validate(config: Config) -> None:
     _require(d.eval_query >= 1, "data.eval_query", f"must be at least 1; got {d.eval_query}")
     if d.name != "sinusoid":
         _require(d.ways >= 2, "data.ways", f"must be at least 2; got {d.ways}")
-        _require(d.query >= 1, "data.query", f"must be at least 1 for classification; got {d.query}")
+        _require(
+            d.query >= 1, "data.query", f"must be at least 1 for classification; got {d.query}"
+        )
         _require(d.image_size >= 8, "data.image_size", f"must be at least 8; got {d.image_size}")
         _require(bool(d.root), "data.root", "must name the dataset folder for image data")
         _require(config.model.name != "mlp", "model.name", "must be conv4 or resnet12 for images")

@@ -79,7 +79,9 @@ class FunctionalModel:
         if reference is not None and self.accepts_reference:
 
             def run_ref(p: Params, xb: Tensor, ref: Tensor) -> Tensor:
-                return torch.func.functional_call(module, {**p, **shared}, (xb,), {"reference": ref})
+                return torch.func.functional_call(
+                    module, {**p, **shared}, (xb,), {"reference": ref}
+                )
 
             return torch.func.vmap(run_ref)(params, x, reference)
 

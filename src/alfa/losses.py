@@ -16,7 +16,9 @@ def mse(pred: Tensor, target: Tensor) -> Tensor:
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy of each task (N-way classification)."""
     tasks, batch = labels.shape
-    losses = F.cross_entropy(logits.reshape(tasks * batch, -1), labels.reshape(-1), reduction="none")
+    losses = F.cross_entropy(
+        logits.reshape(tasks * batch, -1), labels.reshape(-1), reduction="none"
+    )
     return losses.view(tasks, batch).mean(1)
 
 

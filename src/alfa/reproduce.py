@@ -37,7 +37,9 @@ ABLATION = ("40x2", 5, "alfa_maml_official")
 DEFAULT_ITERATIONS = 20000
 
 
-def table8_config(net: str, shots: int, method: str, iterations: int = DEFAULT_ITERATIONS) -> Config:
+def table8_config(
+    net: str, shots: int, method: str, iterations: int = DEFAULT_ITERATIONS
+) -> Config:
     """The config of one Table 8 cell (the shipped ``configs/sinusoid/*.yaml`` hold the same)."""
     rule: dict[str, Any] = {"name": "maml", "lr": 0.01}
     if method.startswith("alfa_maml"):
@@ -65,7 +67,9 @@ def table8_config(net: str, shots: int, method: str, iterations: int = DEFAULT_I
     )
 
 
-def _train_and_test(config: Config, run_dir: str, position: int | None, tasks: int) -> dict[str, Any]:
+def _train_and_test(
+    config: Config, run_dir: str, position: int | None, tasks: int
+) -> dict[str, Any]:
     """Train (or resume) one cell and evaluate it; runs in a worker process."""
     import torch
 
@@ -84,7 +88,9 @@ def _train_and_test(config: Config, run_dir: str, position: int | None, tasks: i
         return {"name": config.name, "diverged": str(exc), "seconds": time.time() - start}
     _, learner, source, state = load_run(path)
     result = evaluate(learner, source, tasks=tasks, seed=config.eval.seed, batch=config.eval.batch)
-    result.update(name=config.name, seconds=time.time() - start, checkpoint_iteration=state["iteration"])
+    result.update(
+        name=config.name, seconds=time.time() - start, checkpoint_iteration=state["iteration"]
+    )
     return result
 
 

@@ -35,7 +35,9 @@ class RunLog:
         tensorboard: also write TensorBoard events when the package is installed.
     """
 
-    def __init__(self, run_dir: Path, *, resume_iteration: int | None = None, tensorboard: bool = True):
+    def __init__(
+        self, run_dir: Path, *, resume_iteration: int | None = None, tensorboard: bool = True
+    ):
         self.path = run_dir / "metrics.jsonl"
         if resume_iteration is not None:
             kept = [r for r in read_metrics(self.path) if r.get("iteration", 0) <= resume_iteration]

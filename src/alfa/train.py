@@ -218,7 +218,9 @@ def train(
                     first_order=config.eval.first_order,
                     device=device,
                 )
-                log.log("val", iteration, {result["metric"]: result["mean"], "ci95": result["ci95"]})
+                log.log(
+                    "val", iteration, {result["metric"]: result["mean"], "ci95": result["ci95"]}
+                )
                 if _better(result["metric"], result["mean"], best):
                     best = result["mean"]
                     save_checkpoint(paths["best"], checkpoint_state(iteration))

@@ -134,7 +134,10 @@ def test_second_order_gradcheck(name: str, norm: str) -> None:
         )
 
     inputs = tuple(p.detach().clone().requires_grad_() for p in model.parameters())
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+    # Full Jacobian check for the 4-CONV; the ResNet12 (about 220 inputs) checks random
+    # projections of it (fast mode), which still needs the second-order backward.
+    fast = name == "resnet12"
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -32,11 +32,21 @@ def load_pickle(path: Path) -> Any:
                 return pickle.load(fh, encoding=encoding)
         except FileNotFoundError as exc:
             raise DataError(f"file not found: {path} (check the dataset path)") from exc
-        except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError, TypeError,
-                AttributeError, ImportError, IndexError) as exc:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            UnicodeDecodeError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            ImportError,
+            IndexError,
+        ) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
-    raise DataError(f"cannot unpickle {path} ({errors[-1]}); the file is corrupt or incomplete, "
-                    "download it again")
+    raise DataError(
+        f"cannot unpickle {path} ({errors[-1]}); the file is corrupt or incomplete, "
+        "download it again"
+    )
 
 
 def decode_keys(obj: Any) -> Any:
@@ -69,8 +79,9 @@ def npz_array(path: Path, key: str) -> np.ndarray:
                 info = zf.getinfo(f"{key}.npy")
             except KeyError:
                 names = [n.removesuffix(".npy") for n in zf.namelist()]
-                raise DataError(f"{path} has no array {key!r} (it has {names}); is this the "
-                                "right file?") from None
+                raise DataError(
+                    f"{path} has no array {key!r} (it has {names}); is this the right file?"
+                ) from None
             if info.compress_type == zipfile.ZIP_STORED:
                 mapped = _memmap_member(path, info)
                 if mapped is not None:
@@ -107,8 +118,9 @@ def _memmap_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
         if dtype.hasobject:
             return None
         offset = fh.tell()
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
-                     order="F" if fortran else "C")
+    return np.memmap(
+        path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
+    )
 
 
 def group_rows(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
@@ -136,8 +148,10 @@ def array_dataset(
     (``in_memory`` False or None) or all at once (``in_memory=True``).
     """
     if array.ndim not in (3, 4) or array.shape[0] != len(labels):
-        raise DataError(f"{source}: expected images [N, H, W, C] matching {len(labels)} labels, "
-                        f"got shape {tuple(array.shape)}")
+        raise DataError(
+            f"{source}: expected images [N, H, W, C] matching {len(labels)} labels, "
+            f"got shape {tuple(array.shape)}"
+        )
     labels = np.asarray(labels, dtype=np.int64)
     if labels.size and (labels.min() < -1 or labels.max() >= len(class_names)):
         raise DataError(f"{source}: labels outside 0..{len(class_names) - 1}")
@@ -155,6 +169,11 @@ def array_dataset(
     if direct and in_memory is not False:
         view = torch.from_numpy(array if array.ndim == 4 else array[..., None]).permute(0, 3, 1, 2)
         return TensorImageDataset(class_names, view, torch.from_numpy(labels), source=source)
-    lazy = LazyImageDataset(class_names, group_rows(labels, len(class_names)),
-                            ArrayReader(array, source, bgr=bgr), spec, source=source)
+    lazy = LazyImageDataset(
+        class_names,
+        group_rows(labels, len(class_names)),
+        ArrayReader(array, source, bgr=bgr),
+        spec,
+        source=source,
+    )
     return lazy.to_memory() if in_memory else lazy

@@ -34,8 +34,9 @@ IndexLike = Sequence[int] | Tensor | np.ndarray
 
 
 def _as_index(indices: IndexLike) -> Tensor:
-    return torch.as_tensor(np.asarray(indices) if not isinstance(indices, Tensor) else indices,
-                           dtype=torch.long).reshape(-1)
+    return torch.as_tensor(
+        np.asarray(indices) if not isinstance(indices, Tensor) else indices, dtype=torch.long
+    ).reshape(-1)
 
 
 class ImageClassDataset(abc.ABC):
@@ -131,8 +132,10 @@ class TensorImageDataset(ImageClassDataset):
         self.class_names = [str(n) for n in class_names]
         self.source = source
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise DataError(f"images of {source} must be uint8 [M, C, H, W], got "
-                            f"{images.dtype} {tuple(images.shape)}")
+            raise DataError(
+                f"images of {source} must be uint8 [M, C, H, W], got "
+                f"{images.dtype} {tuple(images.shape)}"
+            )
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         if labels.numel() != images.shape[0]:
             raise DataError(f"{source}: {images.shape[0]} images but {labels.numel()} labels")
@@ -144,8 +147,10 @@ class TensorImageDataset(ImageClassDataset):
         counts = torch.bincount(labels + 1, minlength=self.num_classes + 1)
         empty = [self.class_names[i] for i in torch.nonzero(counts[1:] == 0).flatten().tolist()]
         if empty:
-            raise DataError(f"class {empty[0]!r} of {source} has no images "
-                            f"({len(empty)} empty classes; remove them or add images)")
+            raise DataError(
+                f"class {empty[0]!r} of {source} has no images "
+                f"({len(empty)} empty classes; remove them or add images)"
+            )
         order = torch.argsort(labels, stable=True)
         self._rows = list(torch.split(order, counts.tolist()))[1:]
         self._counts = counts[1:].tolist()
@@ -196,12 +201,14 @@ class LazyImageDataset(ImageClassDataset):
         self.class_names = [str(n) for n in class_names]
         self.source = source
         if len(items) != len(self.class_names):
-            raise DataError(f"{source}: {len(self.class_names)} class names but "
-                            f"{len(items)} item lists")
+            raise DataError(
+                f"{source}: {len(self.class_names)} class names but {len(items)} item lists"
+            )
         for name, its in zip(self.class_names, items, strict=True):
             if len(its) == 0:
-                raise DataError(f"class {name!r} of {source} has no images (add images or "
-                                "remove the class)")
+                raise DataError(
+                    f"class {name!r} of {source} has no images (add images or remove the class)"
+                )
         self.items = [list(its) if not isinstance(its, np.ndarray) else its for its in items]
         self.reader = reader
         self.spec = spec
@@ -254,8 +261,9 @@ class LazyImageDataset(ImageClassDataset):
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(work, range(len(pairs)), chunksize=64))
         labels = torch.tensor([c for c, _ in pairs], dtype=torch.long)
-        return TensorImageDataset(self.class_names, torch.from_numpy(out), labels,
-                                  source=self.source)
+        return TensorImageDataset(
+            self.class_names, torch.from_numpy(out), labels, source=self.source
+        )
 
 
 class ClassSubset(ImageClassDataset):

@@ -137,6 +137,11 @@ def _decode(data: bytes | memoryview, where: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
+    except UnidentifiedImageError as exc:
+        raise DataError(
+            f"corrupt or unreadable image {where}: not a recognised image format "
+            "(replace or delete this file)"
+        ) from exc
     except _DECODE_ERRORS as exc:
         raise DataError(
             f"corrupt or unreadable image {where}: {exc} (replace or delete this file)"

@@ -57,7 +57,10 @@ def _folder(path: PathLike) -> Path:
 
 
 def _lazy(
-    class_names: list[str], items: list[list[str]], spec: ImageSpec, source: str,
+    class_names: list[str],
+    items: list[list[str]],
+    spec: ImageSpec,
+    source: str,
     in_memory: bool | None,
 ) -> ImageClassDataset:
     data = LazyImageDataset(class_names, items, FileReader(), spec, source=source)
@@ -89,8 +92,9 @@ def load_mini_imagenet_csv(
         with open(table, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
-                raise DataError(f"{table} must have the header 'filename,label', "
-                                f"found {reader.fieldnames}")
+                raise DataError(
+                    f"{table} must have the header 'filename,label', found {reader.fieldnames}"
+                )
             for row in reader:
                 name, label = (row["filename"] or "").strip(), (row["label"] or "").strip()
                 if not name or not label:
@@ -103,8 +107,11 @@ def load_mini_imagenet_csv(
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read {table}: {exc}") from exc
     if missing:
-        report(on_problem, f"{len(missing)} images listed in {table} are missing, e.g. "
-               f"{missing[0]} (put the JPEGs in {images_dir})")
+        report(
+            on_problem,
+            f"{len(missing)} images listed in {table} are missing, e.g. "
+            f"{missing[0]} (put the JPEGs in {images_dir})",
+        )
     if not per_class:
         raise DataError(f"no images of {table} found in {images_dir}")
     names = sorted(per_class)
@@ -159,14 +166,20 @@ def pickle_name(split: str, *, l2l: bool) -> str:
 
 
 def _load_cache(
-    file: Path, split: str, image_size: int, resample: str, check_split: str,
+    file: Path,
+    split: str,
+    image_size: int,
+    resample: str,
+    check_split: str,
     in_memory: bool | None,
 ) -> ImageClassDataset:
     data = decode_keys(load_pickle(require_file(file, f"miniImageNet {split} cache")))
     if not isinstance(data, dict) or not {"image_data", "class_dict"} <= set(data):
         keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise DataError(f"{file} is not a miniImageNet cache: expected a dict with image_data and "
-                        f"class_dict, found {keys}")
+        raise DataError(
+            f"{file} is not a miniImageNet cache: expected a dict with image_data and "
+            f"class_dict, found {keys}"
+        )
     images = data["image_data"]
     class_dict = decode_keys(data["class_dict"])
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3:

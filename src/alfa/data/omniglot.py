@@ -36,7 +36,7 @@ from alfa.data._files import (
     list_images,
     report,
 )
-from alfa.data.dataset import IndexLike, ImageClassDataset, LazyImageDataset
+from alfa.data.dataset import ImageClassDataset, IndexLike, LazyImageDataset
 from alfa.data.images import FileReader, ImageSpec, ZipMember
 from alfa.data.splits import read_class_list
 from alfa.errors import DataError
@@ -88,10 +88,7 @@ def find_roots(path: Path) -> list[_Root]:
 
 
 def _looks_like_root(path: Path) -> bool:
-    for alphabet in list_class_dirs(path):
-        if list_class_dirs(alphabet, r"character\d+"):
-            return True
-    return False
+    return any(list_class_dirs(alphabet, r"character\d+") for alphabet in list_class_dirs(path))
 
 
 def _scan_dir(root: _Root, sink: ProblemSink) -> dict[str, dict[str, str | ZipMember]]:
@@ -145,11 +142,15 @@ def _parse_class_line(line: str, file: Path) -> tuple[str, int]:
     if len(parts) == 3:
         match = _ROT.match(parts[2])
         if not match or int(match.group(1)) not in _ANGLES:
-            raise DataError(f"bad class line {line!r} in {file}: expected "
-                            "Alphabet/characterNN/rotDDD with DDD in 000, 090, 180, 270")
+            raise DataError(
+                f"bad class line {line!r} in {file}: expected "
+                "Alphabet/characterNN/rotDDD with DDD in 000, 090, 180, 270"
+            )
         angle = int(match.group(1))
     elif len(parts) != 2:
-        raise DataError(f"bad class line {line!r} in {file}: expected Alphabet/characterNN[/rotDDD]")
+        raise DataError(
+            f"bad class line {line!r} in {file}: expected Alphabet/characterNN[/rotDDD]"
+        )
     return f"{parts[0]}/{parts[1]}", angle
 
 
@@ -171,8 +172,10 @@ def _select_roots(roots: list[_Root], split: str | None, path: str) -> list[_Roo
         if not chosen:
             raise DataError(f"no images_{split} folder or zip under {path}")
         return chosen
-    raise DataError(f"unknown Omniglot split {split!r}; use all, background, evaluation or "
-                    f"(with a Vinyals class list) {', '.join(VINYALS_SPLITS)}")
+    raise DataError(
+        f"unknown Omniglot split {split!r}; use all, background, evaluation or "
+        f"(with a Vinyals class list) {', '.join(VINYALS_SPLITS)}"
+    )
 
 
 def _vinyals_list(paths: list[Path], split: str) -> Path:
@@ -240,8 +243,10 @@ def load_omniglot(
         wanted = [_parse_class_line(line, file) for line in read_class_list(file)]
         missing = [k for k, _ in wanted if k not in merged]
         if missing:
-            raise DataError(f"{len(missing)} characters listed in {file} are not in the data, "
-                            f"e.g. {missing[0]!r} (is the list for these images?)")
+            raise DataError(
+                f"{len(missing)} characters listed in {file} are not in the data, "
+                f"e.g. {missing[0]!r} (is the list for these images?)"
+            )
         names = [f"{k}/rot{a:03d}" for k, a in wanted]
     else:
         angles = _rotation_list(rotations)

@@ -51,9 +51,7 @@ def read_class_list(path: str | Path) -> list[str]:
     return names
 
 
-def check_split_classes(
-    found: Sequence[str], split: str, source: str, mode: str = "warn"
-) -> None:
+def check_split_classes(found: Sequence[str], split: str, source: str, mode: str = "warn") -> None:
     """Compare a miniImageNet split's classes with the standard list.
 
     A split that holds exactly the classes of *another* standard split (an old cache swapped

@@ -12,7 +12,9 @@ __all__ = ["MLP"]
 class MLP(nn.Module):
     """``in -> hidden[0] -> ReLU -> ... -> out`` with PyTorch's default initialisation."""
 
-    def __init__(self, hidden: Sequence[int] = (40, 40), *, inputs: int = 1, outputs: int = 1) -> None:
+    def __init__(
+        self, hidden: Sequence[int] = (40, 40), *, inputs: int = 1, outputs: int = 1
+    ) -> None:
         super().__init__()
         widths = [inputs, *hidden]
         layers: list[nn.Module] = []

@@ -68,6 +68,7 @@ def build_rule(
             generator_init=config.generator_init,
             clip=clip,
             per_element_decay=random_init,
+            detach_gradient_state=config.detach_gradient_state,
             **layout,
         )
     else:  # pragma: no cover - validated by the config schema

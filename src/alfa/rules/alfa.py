@@ -48,6 +48,8 @@ class ALFA(UpdateRule):
         per_step, per_layer: layout of the post-multipliers alpha0/beta0.
         learn_alpha, learn_beta: whether alpha0/beta0 are meta-learned.
         per_element_decay: the random-init variant's per-element weight-decay tensor.
+        detach_gradient_state: cut the meta-gradient through the gradient means fed to g_phi
+            (the official code's behaviour); False differentiates through them too.
     """
 
     name = "alfa"
@@ -70,11 +72,14 @@ class ALFA(UpdateRule):
         learn_alpha: bool = True,
         learn_beta: bool = True,
         per_element_decay: bool = False,
+        detach_gradient_state: bool = True,
     ) -> None:
         super().__init__(names, shapes, steps)
         n = len(names)
         if generator_input not in ("both", "weights", "gradients"):
-            raise ValueError(f"generator_input must be both, weights or gradients")
+            raise ValueError(
+                f"generator_input must be both, weights or gradients: {generator_input!r}"
+            )
         self.generator_input = generator_input
         self.generate = tuple(g for g in ("alpha", "beta") if g in generate)
         layout = {"per_step": per_step, "per_layer": per_layer}
@@ -93,6 +98,7 @@ class ALFA(UpdateRule):
                 clip=clip,
             )
         self.per_element_decay = per_element_decay
+        self.detach_gradient_state = detach_gradient_state
         self.decays = nn.ParameterDict()
         if per_element_decay:
             for i, shape in enumerate(self.shapes):
@@ -104,7 +110,8 @@ class ALFA(UpdateRule):
         if self.generator_input in ("both", "weights"):
             parts.append(layer_means(params, self.names))
         if self.generator_input in ("both", "gradients"):
-            parts.append(layer_means(grads, self.names).detach())
+            means = layer_means(grads, self.names)
+            parts.append(means.detach() if self.detach_gradient_state else means)
         return torch.cat(parts, dim=1)
 
     def hyperparameters(self, step: int, params: Params, grads: Params) -> Hyperparameters:

@@ -34,7 +34,12 @@ class SinusoidTasks:
     """
 
     def __init__(
-        self, family: Literal["paper", "maml"] = "paper", shots: int = 5, query: int = 5, *, seed: int = 0
+        self,
+        family: Literal["paper", "maml"] = "paper",
+        shots: int = 5,
+        query: int = 5,
+        *,
+        seed: int = 0,
     ) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown sinusoid family {family!r}")

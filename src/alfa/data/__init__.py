@@ -1,0 +1,54 @@
+"""Image datasets for few-shot classification and the episodes drawn from them.
+
+Entry points: :func:`load_dataset` (any supported layout, see :data:`LOADERS`),
+:class:`EpisodeSampler` (random training tasks), :func:`fixed_episodes` (reproducible
+validation/test tasks), :class:`PrefetchingLoader` (worker processes for large data sets) and
+:func:`run_check` (the ``alfa data check`` command).
+"""
+
+from __future__ import annotations
+
+from alfa.data.check import CheckReport, check_dataset, format_report, run_check
+from alfa.data.dataset import (
+    ClassSubset,
+    ImageClassDataset,
+    LazyImageDataset,
+    TensorImageDataset,
+)
+from alfa.data.episodes import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EpisodeSampler,
+    FixedEpisodes,
+    derive_seed,
+    fixed_episodes,
+)
+from alfa.data.formats import LOADERS, detect_format, load_dataset
+from alfa.data.images import ImageSpec
+from alfa.data.prefetch import PrefetchingLoader, benchmark_episodes
+from alfa.data.splits import mini_imagenet_split, read_class_list
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LOADERS",
+    "CheckReport",
+    "ClassSubset",
+    "EpisodeSampler",
+    "FixedEpisodes",
+    "ImageClassDataset",
+    "ImageSpec",
+    "LazyImageDataset",
+    "PrefetchingLoader",
+    "TensorImageDataset",
+    "benchmark_episodes",
+    "check_dataset",
+    "derive_seed",
+    "detect_format",
+    "fixed_episodes",
+    "format_report",
+    "load_dataset",
+    "mini_imagenet_split",
+    "read_class_list",
+    "run_check",
+]
