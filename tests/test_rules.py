@@ -18,7 +18,7 @@ SHAPES = (torch.Size([2, 3]), torch.Size([2]))
 def _params(tasks: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {
-        n: torch.randn((tasks, *s), generator=g, dtype=torch.float64) for n, s in zip(NAMES, SHAPES)
+        n: torch.randn((tasks, *s), generator=g, dtype=torch.float64) for n, s in zip(NAMES, SHAPES, strict=False)
     }
 
 
@@ -72,7 +72,7 @@ def test_official_init_is_pytorch_default():
     gen = HyperparameterGenerator(4, 4, 4, init="official")
     torch.manual_seed(3)
     ref = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4))
-    for a, b in zip(gen.parameters(), ref.parameters()):
+    for a, b in zip(gen.parameters(), ref.parameters(), strict=False):
         assert torch.equal(a, b)
 
 

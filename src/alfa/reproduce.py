@@ -231,7 +231,7 @@ def demo(args: argparse.Namespace) -> int:
     results = {r["name"]: r for r in _run_cells(2, work, args.tasks)}
     print()
     print(f"{'method':<12} {'test MSE':>10} {'95% CI':>8} {'paper':>6}   run directory")
-    for (config, run_dir), method in zip(work, METHODS, strict=True):
+    for (_, run_dir), method in zip(work, METHODS, strict=True):
         r = results[method]
         paper = PAPER_TABLE8[("40x2", 5)][method][0]
         label = "MAML" if method == "maml" else "ALFA+MAML"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -18,7 +19,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [inputs, *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:], strict=True):
+        for a, b in itertools.pairwise(widths):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], outputs))
         self.net = nn.Sequential(*layers)

@@ -30,7 +30,7 @@ __all__ = ["Hyperparameters", "UpdateRule", "layer_means"]
 
 
 class Hyperparameters(NamedTuple):
-    """Per-task, per-tensor hyperparameters of one inner step: ``alpha`` and ``beta``, ``[T, N]``."""
+    """Hyperparameters of one inner step, per task and tensor: ``alpha``, ``beta``, ``[T, N]``."""
 
     alpha: Tensor
     beta: Tensor
