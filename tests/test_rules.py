@@ -18,7 +18,8 @@ SHAPES = (torch.Size([2, 3]), torch.Size([2]))
 def _params(tasks: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {
-        n: torch.randn((tasks, *s), generator=g, dtype=torch.float64) for n, s in zip(NAMES, SHAPES, strict=False)
+        n: torch.randn((tasks, *s), generator=g, dtype=torch.float64)
+        for n, s in zip(NAMES, SHAPES, strict=True)
     }
 
 
