@@ -94,19 +94,18 @@ def _train_and_test(
     return result
 
 
-def _run_cells(jobs: int, cells: list[tuple[Config, str]], tasks: int) -> list[dict[str, Any]]:
+def _run_cells(jobs: int, cells: list[tuple[Config, str]], tasks: int):
+    """Train and test cells in ``jobs`` worker processes; yield each result as it finishes."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    results = []
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
         futures = [
             pool.submit(_train_and_test, config, run_dir, i % max(1, jobs), tasks)
             for i, (config, run_dir) in enumerate(cells)
         ]
         for future in as_completed(futures):
-            results.append(future.result())
-    return results
+            yield future.result()
 
 
 def _cell_key(net: str, shots: int, method: str) -> str:
@@ -178,11 +177,11 @@ def reproduce(args: argparse.Namespace) -> int:
         (table8_config(n, k, m, iterations), str(runs_dir / f"{_cell_key(n, k, m)}-{iterations}"))
         for n, k, m in todo
     ]
-    outcome = {r["name"]: r for r in _run_cells(args.jobs, work, 600)} if work else {}
-    for n, k, m in todo:
-        r = outcome[_cell_key(n, k, m)]
+    keys = {_cell_key(n, k, m): (n, k, m) for n, k, m in todo}
+    for r in _run_cells(args.jobs, work, 600) if work else []:
+        n, k, m = keys[r["name"]]
         paper = PAPER_TABLE8[(n, k)].get(m.replace("_official", ""))
-        row = {
+        done[r["name"]] = {
             "net": n,
             "shots": k,
             "method": m,
@@ -198,8 +197,7 @@ def reproduce(args: argparse.Namespace) -> int:
             "train_seconds": round(r["seconds"], 1),
             "diverged": r.get("diverged"),
         }
-        done[_cell_key(n, k, m)] = row
-        _write(results_dir, done, iterations)
+        _write(results_dir, done, iterations)  # a finished cell is saved at once
     _write(results_dir, done, iterations)
     print((results_dir / "table8.md").read_text())
     return 0
