@@ -12,11 +12,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from alfa.runlog import read_metrics  # noqa: E402
-from alfa.runs import load_run  # noqa: E402
+from alfa.runlog import read_metrics
+from alfa.runs import load_run
 
 __all__ = ["plot_curves", "plot_hyperparameters", "plot_run"]
 
