@@ -13,7 +13,7 @@ import struct
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ class Py2Pickler(pickle._Pickler):
     """Writes ``str`` and ``bytes`` as Python 2 ``str`` objects (BINSTRING opcodes), so the
     result loads only with ``encoding='latin1'`` or ``'bytes'``, like the original caches."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch: ClassVar[dict[type, Any]] = dict(pickle._Pickler.dispatch)
 
     def save_py2str(self, obj: str | bytes) -> None:
         data = obj.encode("latin1") if isinstance(obj, str) else bytes(obj)

@@ -62,7 +62,7 @@ def test_json_with_real_paths_and_image_root(writer, tmp_path):
 def test_bad_json(writer):
     root = writer.cub_json(classes=4, per_class=2)
     (root / "novel.json").write_text("{not json")
-    with pytest.raises(DataError, match="novel.json"):
+    with pytest.raises(DataError, match=r"novel\.json"):
         load_cub_json(root, split="test")
     (root / "val.json").write_text(json.dumps({"label_names": []}))
     with pytest.raises(DataError, match="image_names"):
@@ -72,5 +72,5 @@ def test_bad_json(writer):
 def test_empty_class_folder(writer):
     root = writer.cub_raw(classes=4, per_class=2)
     (root / "images" / "005.Empty_Bird").mkdir()
-    with pytest.raises(DataError, match="005.Empty_Bird"):
+    with pytest.raises(DataError, match=r"005\.Empty_Bird"):
         load_cub_raw(root, split="train")

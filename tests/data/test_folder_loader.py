@@ -52,14 +52,24 @@ def test_corrupt_image_names_the_file(writer):
     root = writer.folder({"a": 3})
     bad = root / "a" / "img_001.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    with pytest.raises(DataError, match="img_001.jpg"):
+    with pytest.raises(DataError, match=r"img_001\.jpg"):
         load_folder(root)
     lazy = load_folder(root, in_memory=False)
     assert lazy.get(0, [0]).shape == (1, 3, 84, 84)
-    with pytest.raises(DataError, match="img_001.jpg"):
+    with pytest.raises(DataError, match=r"img_001\.jpg"):
         lazy.get(0, [1])
 
 
 def test_missing_folder(tmp_path):
     with pytest.raises(DataError, match="not_there"):
         load_folder(tmp_path / "not_there")
+
+
+def test_split_folders_default_to_train_and_unknown_split_is_named(writer):
+    root = writer.folder({"a": 2, "b": 2})
+    base = writer.root / "split_layout"
+    base.mkdir()
+    root.rename(base / "train")
+    assert load_folder(base).class_names == ["a", "b"]
+    with pytest.raises(DataError, match="'val'"):
+        load_folder(base, split="val")

@@ -95,5 +95,5 @@ def test_errors_name_the_offending_value(tmp_path, layouts):
         load_dataset(layouts["mini_imagenet_pickle"], split="holdout")
     stray = tmp_path / "weights.bin"
     stray.write_bytes(b"")
-    with pytest.raises(DataError, match="weights.bin"):
+    with pytest.raises(DataError, match=r"weights\.bin"):
         detect_format(stray)

@@ -106,5 +106,5 @@ def test_corrupt_bytes_raise_data_error_naming_the_source():
 
 
 def test_missing_file_raises_data_error(tmp_path):
-    with pytest.raises(DataError, match="gone.png"):
+    with pytest.raises(DataError, match=r"gone\.png"):
         FileReader().open(str(tmp_path / "gone.png"))

@@ -44,7 +44,7 @@ def test_ravi_csv_missing_images_and_split_file(writer):
     with pytest.raises(DataError, match=victim.name):
         load_mini_imagenet_csv(root, check_split="off")
     (root / "test.csv").unlink()
-    with pytest.raises(DataError, match="test.csv"):
+    with pytest.raises(DataError, match=r"test\.csv"):
         load_mini_imagenet_csv(root, split="test", check_split="off")
     (root / "val.csv").write_text("file,class\nx.jpg,n01\n")
     with pytest.raises(DataError, match="filename,label"):
@@ -114,10 +114,10 @@ def test_split_check_modes():
 
 def test_bad_pickles(tmp_path):
     (tmp_path / "mini-imagenet-cache-train.pkl").write_bytes(b"not a pickle at all")
-    with pytest.raises(DataError, match="mini-imagenet-cache-train.pkl"):
+    with pytest.raises(DataError, match=r"mini-imagenet-cache-train\.pkl"):
         load_mini_imagenet_pickle(tmp_path)
     (tmp_path / "mini-imagenet-cache-train.pkl").write_bytes(pickle.dumps({"data": 1}))
     with pytest.raises(DataError, match="image_data"):
         load_mini_imagenet_pickle(tmp_path)
-    with pytest.raises(DataError, match="mini-imagenet-cache-test.pkl"):
+    with pytest.raises(DataError, match=r"mini-imagenet-cache-test\.pkl"):
         load_mini_imagenet_pickle(tmp_path, split="test")

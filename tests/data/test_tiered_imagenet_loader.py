@@ -57,7 +57,7 @@ def test_uncompressed_npz_is_memory_mapped(writer):
 
 
 def test_metaoptnet_labels_key(writer):
-    root, pixels = writer.tiered(kind="npz", classes=3, per_class=2, metaoptnet=True)
+    root, _pixels = writer.tiered(kind="npz", classes=3, per_class=2, metaoptnet=True)
     data = load_tiered_imagenet_npz(root, split="train")
     assert data.class_names == ["100", "101", "102"]
     assert data.images_per_class() == [2, 2, 2]
@@ -66,12 +66,12 @@ def test_metaoptnet_labels_key(writer):
 def test_mismatched_counts_and_missing_files(writer):
     root, _ = writer.tiered(kind="png", classes=2, per_class=2)
     writer.tiered_labels("train", np.arange(3), 3, metaoptnet=False)
-    with pytest.raises(DataError, match="train_images_png.pkl holds 4 images"):
+    with pytest.raises(DataError, match=r"train_images_png\.pkl holds 4 images"):
         load_tiered_imagenet_png(root, split="train")
     (root / "val_labels.pkl").unlink()
-    with pytest.raises(DataError, match="val_labels.pkl"):
+    with pytest.raises(DataError, match=r"val_labels\.pkl"):
         load_tiered_imagenet_png(root, split="val")
-    with pytest.raises(DataError, match="test_images.npz"):
+    with pytest.raises(DataError, match=r"test_images\.npz"):
         load_tiered_imagenet_npz(root, split="test")
     with zipfile.ZipFile(root / "test_images.npz", "w") as zf:
         zf.writestr("other.npy", b"")

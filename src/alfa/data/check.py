@@ -257,8 +257,20 @@ def format_report(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
-def run_check(path: str, format: str | None = None) -> int:
-    """Print the check report of ``path``; return 0 when no problem was found, else 2."""
-    report = check_dataset(path, format or None)
+def run_check(
+    path: str,
+    format: str | None = None,
+    *,
+    min_images: int = MIN_IMAGES,
+    max_images_per_class: int | None = None,
+) -> int:
+    """Print the check report of ``path``; return 0 when no problem was found, else 2.
+
+    ``min_images`` and ``max_images_per_class`` are passed to :func:`check_dataset` (limit the
+    number of images opened per class to speed up the check of very large data sets).
+    """
+    report = check_dataset(
+        path, format or None, min_images=min_images, max_images_per_class=max_images_per_class
+    )
     print(format_report(report))
     return 0 if report.ok else 2

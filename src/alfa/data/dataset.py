@@ -163,7 +163,7 @@ class TensorImageDataset(ImageClassDataset):
         return self._rows[self._check_class(class_index)]
 
     def get(self, class_index: int, image_indices: IndexLike) -> Tensor:
-        return self.images[self.rows(class_index)[_as_index(image_indices)]]
+        return self.images.index_select(0, self.rows(class_index)[_as_index(image_indices)])
 
     def gather(self, class_indices: Sequence[int], image_indices: Sequence[IndexLike]) -> Tensor:
         pieces = [
@@ -172,7 +172,7 @@ class TensorImageDataset(ImageClassDataset):
         ]
         if not pieces:
             return torch.empty((0, *self.image_shape), dtype=torch.uint8)
-        return self.images[torch.cat(pieces)]
+        return self.images.index_select(0, torch.cat(pieces))
 
 
 class LazyImageDataset(ImageClassDataset):

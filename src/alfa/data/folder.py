@@ -1,8 +1,9 @@
 """A user's own images: one folder per class, ``root/<class>/*.{png,jpg,jpeg,bmp}``.
 
-If ``root`` has a sub-folder named after the requested split (``root/train/<class>/...``) that
-folder is used; otherwise ``root`` itself holds the class folders. Files with other endings are
-ignored. Images of any mode are converted to ``channels`` (3: RGB, 1: grey).
+If ``root`` has ``train``/``val``/``test`` sub-folders (``root/train/<class>/...``), the one
+named by ``split`` (default ``train``) is used; otherwise ``root`` itself holds the class
+folders. Files with other endings are ignored. Images of any mode are converted to
+``channels`` (3: RGB, 1: grey).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from alfa.data.images import FileReader, ImageSpec
 from alfa.errors import DataError
 
 __all__ = ["IN_MEMORY_LIMIT", "load_folder"]
+
+SPLIT_FOLDERS = ("train", "val", "test")
+"""Sub-folder names that mark a split layout ``root/<split>/<class>/...``."""
 
 IN_MEMORY_LIMIT = 10_000
 """With ``in_memory=None``, folders with at most this many images are decoded up front."""
@@ -43,7 +47,8 @@ def load_folder(
 
     Args:
         path: The root folder.
-        split: Use ``path/<split>`` when that folder exists (``None``: always ``path``).
+        split: Which ``path/<split>`` folder to use when ``path`` has split folders
+            (``None``: ``train``); ignored when it has none.
         image_size: Output side in pixels.
         channels: 3 (RGB) or 1 (grey).
         resample: PIL resize filter.
@@ -54,11 +59,18 @@ def load_folder(
         on_problem: Collects non-fatal problems instead of raising (used by the data check).
 
     Raises:
-        DataError: Missing folder, no class folders, empty class folders.
+        DataError: Missing folder or split folder, no class folders, empty class folders.
     """
     root = require_dir(as_path(path), "image folder")
-    if split is not None and (root / split).is_dir():
-        root = root / split
+    split_dirs = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
+    if split_dirs:
+        chosen = split if split is not None else "train"
+        if chosen not in split_dirs:
+            raise DataError(
+                f"{root} has split folders {', '.join(split_dirs)} but no "
+                f"{chosen!r}; pass split= one of them"
+            )
+        root = root / chosen
     names: list[str] = []
     items: list[list[str]] = []
     for class_dir in list_class_dirs(root):
