@@ -1,0 +1,130 @@
+"""Few-shot image classification tasks for a run: N-way K-shot episodes from a dataset on disk.
+
+The training stream is a :class:`~alfa.data.PrefetchingLoader`: meta-batch ``b`` depends only on
+``(seed, b)``, so the stream is the same for any number of worker processes and resuming only
+needs the position. Validation and test tasks are fixed seeded episodes (600 for the test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from alfa.config import Config
+from alfa.data import ImageClassDataset, PrefetchingLoader, detect_format, fixed_episodes
+from alfa.data import load_dataset as _load
+from alfa.data.formats import split_paths
+from alfa.errors import DataError
+from alfa.typing import TaskBatch
+
+__all__ = ["EpisodicSource", "load_split"]
+
+_FORMATS = {
+    "omniglot": ("omniglot",),
+    "mini_imagenet": (
+        "mini_imagenet_csv",
+        "mini_imagenet_folders",
+        "mini_imagenet_pickle",
+        "mini_imagenet_l2l",
+    ),
+    "tiered_imagenet": ("tiered_imagenet_png", "tiered_imagenet_npz"),
+    "cub": ("cub_json", "cub_raw"),
+    "folder": ("folder",),
+}
+
+
+def _format(config: Config) -> str:
+    d = config.data
+    fmt = d.format or detect_format(split_paths(d.root)[0])
+    if fmt not in _FORMATS[d.name]:
+        raise DataError(
+            f"data.root '{d.root}' holds format '{fmt}', which is not a {d.name} format "
+            f"({', '.join(_FORMATS[d.name])}); fix data.name or data.format"
+        )
+    return fmt
+
+
+def load_split(config: Config, split: str) -> ImageClassDataset | None:
+    """The classes of ``split`` (train/val/test); None when the config defines no such split."""
+    d = config.data
+    fmt = _format(config)
+    options: dict[str, Any] = {}
+    lists = {"train": d.split_file, "val": d.val_split_file, "test": d.test_split_file}
+    if lists[split]:
+        options["class_list"] = lists[split]
+    if fmt == "omniglot":
+        if lists[split]:
+            return _load(d.root, fmt, split="all", image_size=d.image_size, **options)
+        if split == "val":
+            return None
+        options["rotations"] = d.rotations
+    elif fmt == "folder":
+        if split != "train" and not lists[split]:
+            return None
+    return _load(d.root, fmt, split=split, image_size=d.image_size, **options)
+
+
+class EpisodicSource:
+    """Episodes of an image dataset as configured by ``config.data``."""
+
+    task = "classification"
+    metric = "accuracy"
+
+    def __init__(self, config: Config) -> None:
+        d = config.data
+        self.ways, self.shots, self.query = d.ways, d.shots, d.query
+        self.train = load_split(config, "train")
+        assert self.train is not None
+        self.in_channels = self.train.channels
+        self._splits: dict[str, ImageClassDataset | None] = {"train": self.train}
+        self._config = config
+        self.loader = PrefetchingLoader(
+            self.train,
+            d.ways,
+            d.shots,
+            d.query,
+            config.meta.batch_size,
+            seed=config.seed,
+            num_workers=d.workers,
+        )
+        self._stream: Iterator[TaskBatch] | None = None
+        if config.train.val_every:
+            self._split("val")  # fail before training when validation is impossible
+
+    def _split(self, split: str) -> ImageClassDataset:
+        if split not in self._splits:
+            self._splits[split] = load_split(self._config, split)
+        data = self._splits[split]
+        if data is None:
+            key = "data.val_split_file" if split == "val" else "data.test_split_file"
+            raise DataError(
+                f"the dataset defines no {split} classes: set {key} (a class-list file)"
+                + (" or train.val_every=0" if split == "val" else "")
+            )
+        return data
+
+    def sample(self, tasks: int) -> TaskBatch:
+        if tasks != self.loader.batches.meta_batch:
+            raise ValueError(f"the stream yields meta-batches of {self.loader.batches.meta_batch}")
+        if self._stream is None:
+            self._stream = iter(self.loader)
+        return next(self._stream)
+
+    def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]:
+        offset = {"test": 0, "val": 1}[split]
+        yield from fixed_episodes(
+            self._split(split),
+            self.ways,
+            self.shots,
+            self.query,
+            tasks,
+            seed + offset,
+            batch_size=batch,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loader.load_state_dict(state)
+        self._stream = None
