@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -104,6 +105,8 @@ class MetaConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The training loop: length, logging, validation, checkpoints and threads."""
+
     iterations: int = 10000
     log_every: int = 100
     val_every: int = 1000  # 0: no validation
@@ -116,6 +119,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """The evaluation protocol (fixed seeded test tasks)."""
+
     tasks: int = 600
     steps: int = 0  # 0: the training number of inner steps
     seed: int = 1234  # seed of the fixed test tasks (independent of the training seed)
@@ -125,6 +130,8 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """A whole run: seed, name and one section per part of the method."""
+
     seed: int = 0
     name: str = ""
     data: DataConfig = field(default_factory=DataConfig)
@@ -135,6 +142,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def replace(self, **changes: Any) -> Config:
+        """A copy with some top-level fields changed (not re-validated)."""
         return dataclasses.replace(self, **changes)
 
 
@@ -147,13 +155,19 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin is Literal:
         choices = typing.get_args(hint)
-        if value not in choices:
-            raise ConfigError(
-                f"config key '{key}' must be one of {', '.join(map(repr, choices))}; got {value!r}"
-            )
-        return value
+        for choice in choices:
+            # Canonical form: the choice itself (so 2.0 reads as 2); a bool never matches a number.
+            if value == choice and isinstance(value, bool) == isinstance(choice, bool):
+                return choice
+            if isinstance(value, str) and not isinstance(choice, str) and value == str(choice):
+                return choice
+        raise ConfigError(
+            f"config key '{key}' must be one of {', '.join(map(repr, choices))}; got {value!r}"
+        )
     if origin is tuple:
         (item_hint, _) = typing.get_args(hint)
+        if value is None:
+            value = []
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()] if value.strip() else []
         if not isinstance(value, (list, tuple)):
@@ -177,20 +191,23 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 return int(value.strip())
             except ValueError:
                 pass
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             return int(value)
         raise ConfigError(f"config key '{key}' must be an integer; got {value!r}")
     if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be a number; got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}' must be a number; got {value!r}")
+                number = None
+        if number is None:
+            raise ConfigError(f"config key '{key}' must be a number; got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{key}' must be a finite number; got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"config key '{key}' must be a string; got {value!r}")
@@ -199,8 +216,17 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 
 def _unknown(key: str, known: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
-    hint = f" (did you mean '{'.'.join([*key.split('.')[:-1], close[0]])}'?)" if close else ""
+    """An unknown-key error with the closest known key as a suggestion, if any is close."""
+    parts = key.split(".")
+    leaves = {k.rsplit(".", 1)[-1]: k for k in reversed(list(_leaf_hints()))}
+    suggestion = leaves.get(parts[-1])  # e.g. 'iterations' for 'train.iterations'
+    if suggestion is None:
+        close = difflib.get_close_matches(parts[-1], known, n=1)
+        suggestion = ".".join([*parts[:-1], close[0]]) if close else None
+    if suggestion is None:
+        match = difflib.get_close_matches(parts[-1], list(leaves), n=1)
+        suggestion = leaves[match[0]] if match else None
+    hint = f" (did you mean '{suggestion}'?)" if suggestion else ""
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
@@ -215,7 +241,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             raise _unknown(prefix + str(key), names)
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{prefix}{key}.")
+            kwargs[key] = _build(hint, {} if value is None else value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(prefix + key, value, hint)
     return cls(**kwargs)
@@ -241,9 +267,28 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return plain(dataclasses.asdict(config))
 
 
+def _leaf_hints(cls: type = Config, prefix: str = "") -> dict[str, Any]:
+    """The type hint of every dotted leaf key."""
+    out: dict[str, Any] = {}
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(_leaf_hints(hint, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = hint
+    return out
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ``["train.iterations=2000", "seed=3"]`` into nested data (values parsed as YAML)."""
+    """Turn ``["train.iterations=2000", "seed=3"]`` into nested data.
+
+    Values are parsed as YAML (``[40,40]`` is a list, ``true`` a bool), except for keys that hold
+    free text (``name``, ``data.root``, ...), which keep the text as typed, so ``name=0123`` stays
+    ``"0123"`` instead of YAML's octal 83.
+    """
     nested: dict[str, Any] = {}
+    text_keys = {k for k, hint in _leaf_hints().items() if hint is str}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"override '{pair}' is not of the form key=value")
@@ -251,10 +296,13 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not key:
             raise ConfigError(f"override '{pair}' has an empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        if key in text_keys:
+            value: Any = raw.strip()
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
@@ -278,12 +326,23 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors that name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not a text (UTF-8) file") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}".splitlines()[0]) from exc
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML{line}: {problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -306,6 +365,11 @@ def _require(condition: bool, key: str, message: str) -> None:
 def validate(config: Config) -> None:
     """Reject impossible values and combinations, naming the key."""
     d, m, r, t, e = config.data, config.meta, config.rule, config.train, config.eval
+    _require(
+        not any(c in config.name for c in "/\\") and config.name not in (".", ".."),
+        "name",
+        f"is used as a folder name and may not hold '/' or '\\'; got {config.name!r}",
+    )
     _require(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}")
     _require(d.shots >= 1, "data.shots", f"must be at least 1; got {d.shots}")
     _require(d.query >= 0, "data.query", f"must be 0 or more; got {d.query}")
@@ -334,8 +398,18 @@ def validate(config: Config) -> None:
     _require(len(r.clip) in (0, 2), "rule.clip", "must be [] or [low, high]")
     if len(r.clip) == 2:
         _require(r.clip[0] < r.clip[1], "rule.clip", f"low must be below high; got {list(r.clip)}")
+    if r.clip:
+        _require(
+            r.name == "alfa" and bool(r.generate),
+            "rule.clip",
+            "bounds generated multipliers, so it needs rule.name=alfa with rule.generate set",
+        )
     if m.init == "random":
-        _require(r.name != "maml", "meta.init", "random needs a learned rule (alfa/learned_fixed)")
+        _require(
+            r.name != "maml",
+            "meta.init",
+            "is random, which needs a learned rule (rule.name=alfa or learned_fixed), not maml",
+        )
     _require(t.iterations >= 1, "train.iterations", f"must be at least 1; got {t.iterations}")
     _require(t.log_every >= 1, "train.log_every", f"must be at least 1; got {t.log_every}")
     _require(t.val_every >= 0, "train.val_every", f"must be 0 (off) or more; got {t.val_every}")

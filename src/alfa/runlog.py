@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,11 @@ class RunLog:
                 self.writer = SummaryWriter(
                     str(run_dir / "tensorboard"), purge_step=resume_iteration
                 )
-            except ImportError:
+            except Exception:  # not installed, or installed but broken: metrics.jsonl suffices
                 self.writer = None
 
     def log(self, split: str, iteration: int, values: dict[str, float]) -> None:
+        """Append one record (non-finite values are written as strings, e.g. ``"nan"``)."""
         record = {"split": split, "iteration": iteration}
         record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
         self._file.write(json.dumps(record) + "\n")
@@ -65,10 +68,17 @@ class RunLog:
                 self.writer.add_scalar(f"{split}/{key}", value, iteration)
 
     def event(self, iteration: int, **fields: Any) -> None:
+        """Append a non-metric record, e.g. ``event="diverged"`` with a message."""
         self._file.write(json.dumps({"split": "event", "iteration": iteration, **fields}) + "\n")
         self._file.flush()
 
     def close(self) -> None:
+        """Flush everything to disk and close the files."""
+        if self._file.closed:
+            return
+        self._file.flush()
+        with contextlib.suppress(OSError):  # e.g. a filesystem without fsync
+            os.fsync(self._file.fileno())
         self._file.close()
         if self.writer is not None:
             self.writer.close()

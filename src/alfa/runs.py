@@ -6,27 +6,44 @@ from pathlib import Path
 from typing import Any
 
 from alfa.build import build_learner, resolve_device
-from alfa.checkpoint import latest_good_checkpoint, load_checkpoint
+from alfa.checkpoint import CheckpointError, latest_good_checkpoint, load_checkpoint
 from alfa.config import Config, config_from_dict, read_yaml
-from alfa.errors import AlfaError
+from alfa.errors import AlfaError, ConfigError
 from alfa.meta_learner import MetaLearner
 from alfa.tasks.source import TaskSource, build_source
 
-__all__ = ["load_run", "load_run_config"]
+__all__ = ["load_learner_state", "load_run", "load_run_config"]
 
 
 def load_run_config(run_dir: Path) -> Config:
     """The resolved config of a run, or an error saying the folder is not a run directory."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not run_dir.exists():
         raise AlfaError(f"run directory '{run_dir}' does not exist")
+    if not run_dir.is_dir():
+        raise AlfaError(f"'{run_dir}' is not a directory; pass the folder that 'alfa train' wrote")
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise AlfaError(
             f"'{run_dir}' is not an alfa run directory (no config.yaml); "
             "pass the folder that 'alfa train' wrote"
         )
-    return config_from_dict(read_yaml(path))
+    data = read_yaml(path)
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"'{path}': {exc}") from exc
+
+
+def load_learner_state(learner: MetaLearner, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's meta-learner weights, naming the file if they do not fit."""
+    try:
+        learner.load_state_dict(state["learner"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit the run's config.yaml (was it edited?): {first}"
+        ) from exc
 
 
 def load_run(
@@ -36,21 +53,36 @@ def load_run(
 
     Args:
         checkpoint: ``"best"`` (by validation; the last one when there is none) or ``"last"``.
+
+    Raises:
+        AlfaError: the folder is not a run directory or holds no checkpoint yet.
+        CheckpointError: the chosen checkpoint (or every periodic one) is damaged; the message
+            names the file.
     """
+    if checkpoint not in ("best", "last"):
+        raise AlfaError(f"checkpoint must be 'best' or 'last'; got {checkpoint!r}")
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     folder = run_dir / "checkpoints"
-    state = None
-    if checkpoint == "best" and (folder / "best.pt").is_file():
-        state = load_checkpoint(folder / "best.pt")
-    if state is None:
+    best = folder / "best.pt"
+    if checkpoint == "best" and best.is_file():
+        try:
+            path, state = best, load_checkpoint(best)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc}; '--checkpoint last' uses the newest periodic one"
+            ) from exc
+    else:
         found = latest_good_checkpoint(folder)
         if found is None:
-            raise AlfaError(f"run directory '{run_dir}' has no usable checkpoint yet")
-        state = found[1]
+            raise AlfaError(
+                f"run directory '{run_dir}' has no checkpoint yet; "
+                f"train it further with 'alfa train --resume {run_dir}'"
+            )
+        path, state = found
     source = build_source(config)
     learner = build_learner(config, task=source.task, in_channels=source.in_channels)
-    learner.load_state_dict(state["learner"])
+    load_learner_state(learner, state, path)
     learner.to(resolve_device(config.train.device))
     learner.eval()
     return config, learner, source, state

@@ -3,32 +3,46 @@
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, TensorBoard
 events and ``checkpoints/`` (``step-NNNNNNN.pt``, the last ``train.keep_last`` kept, plus
 ``best.pt`` by validation). A checkpoint holds everything needed to continue bit for bit: the
-meta-learner, the optimiser, every random generator and the partial logging window. SIGINT or
-SIGTERM stops after the current iteration with a checkpoint; a NaN or inf stops the run without
-writing anything, so the last good checkpoint stays.
+meta-learner (with the update rule's meta-parameters), the optimiser, every random generator
+(torch, CUDA, Python, NumPy and the task sampler's own), the iteration, the best validation score
+and the partial logging window. Resuming drops the log records written after the checkpoint, so
+a run killed at any moment and resumed ends exactly as an uninterrupted one.
+
+SIGINT or SIGTERM stops after the current iteration with a checkpoint (a second one stops at
+once). A NaN or inf in a loss, a gradient, a generated hyperparameter or a meta-parameter stops
+the run with :class:`~alfa.errors.DivergenceError` naming where it appeared, without writing a
+checkpoint, so the last good one stays.
+
+While a run trains, ``RUN_DIR/.lock`` holds an advisory lock, so the same run cannot be trained
+by two processes at once (the operating system releases it even when the process is killed).
 """
 
 from __future__ import annotations
 
 import math
+import random
+import re
 import signal
 import sys
-import time
-from dataclasses import dataclass, field
+import threading
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
 from alfa.build import build_learner, build_optimizer, resolve_device
 from alfa.checkpoint import (
+    CheckpointError,
     atomic_write_bytes,
     checkpoint_name,
     latest_good_checkpoint,
     list_checkpoints,
     prune_checkpoints,
+    remove_temporaries,
     save_checkpoint,
 )
 from alfa.config import Config, config_to_dict
@@ -36,14 +50,20 @@ from alfa.errors import AlfaError, DivergenceError
 from alfa.evaluate import evaluate
 from alfa.meta_learner import MetaLearner, MetaOutput
 from alfa.runlog import RunLog
-from alfa.tasks.source import build_source
+from alfa.runs import load_learner_state
+from alfa.tasks.source import TaskSource, build_source
 from alfa.typing import TaskBatch
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "check_new_run_dir", "run_paths", "train"]
+
+_RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "checkpoints", "tensorboard")
+"""What a run directory holds; any of them present means the folder already holds a run."""
 
 
 @dataclass
 class TrainResult:
+    """How :func:`train` ended."""
+
     iteration: int
     status: str  # "finished" | "stopped"
     best: float | None = None
@@ -59,9 +79,7 @@ class _Window:
     alpha: list[float] = field(default_factory=list)
     beta: list[float] = field(default_factory=list)
 
-    def add(self, loss: float, out: MetaOutput) -> None:
-        alpha = [float(h.alpha.detach().mean()) for h in out.hyperparameters]
-        beta = [float(h.beta.detach().mean()) for h in out.hyperparameters]
+    def add(self, loss: float, alpha: list[float], beta: list[float]) -> None:
         if self.count == 0:
             self.alpha, self.beta = [0.0] * len(alpha), [0.0] * len(beta)
         self.loss += loss
@@ -77,7 +95,15 @@ class _Window:
         return out
 
 
+def _step_means(out: MetaOutput) -> tuple[list[float], list[float]]:
+    """Mean generated alpha and beta of every inner step (over tasks and layers)."""
+    alpha = [float(h.alpha.detach().mean()) for h in out.hyperparameters]
+    beta = [float(h.beta.detach().mean()) for h in out.hyperparameters]
+    return alpha, beta
+
+
 def run_paths(run_dir: Path) -> dict[str, Path]:
+    """The files and folders of a run directory."""
     return {
         "config": run_dir / "config.yaml",
         "checkpoints": run_dir / "checkpoints",
@@ -86,27 +112,153 @@ def run_paths(run_dir: Path) -> dict[str, Path]:
     }
 
 
-def _prepare_new_run(config: Config, run_dir: Path) -> None:
-    paths = run_paths(run_dir)
-    if paths["config"].exists() or list_checkpoints(paths["checkpoints"]):
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse a run directory that already holds a run (or is not a folder).
+
+    Raises:
+        AlfaError: naming the folder and how to continue the run in it instead.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AlfaError(f"run directory '{run_dir}' exists and is not a directory")
+    held = [name for name in _RUN_ENTRIES if (run_dir / name).exists()]
+    if held:
         raise AlfaError(
-            f"run directory '{run_dir}' already holds a run; continue it with "
+            f"run directory '{run_dir}' already holds a run ({', '.join(held)}); continue it with "
             f"'alfa train --resume {run_dir}' or choose another --run-dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    atomic_write_bytes(paths["config"], text.encode())
+
+
+def _lock(run_dir: Path) -> IO[str] | None:
+    """Hold an exclusive lock on the run directory while training (released on exit or kill)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no advisory locks on this platform
+        return None
+    try:
+        handle = open(run_dir / ".lock", "a")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:
+        raise AlfaError(f"cannot use run directory '{run_dir}': {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise AlfaError(
+            f"run directory '{run_dir}' is in use by another 'alfa train' process"
+        ) from exc
+    return handle
+
+
+def _prepare_new_run(config: Config, run_dir: Path) -> IO[str] | None:
+    check_new_run_dir(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AlfaError(f"cannot create run directory '{run_dir}': {exc.strerror or exc}") from exc
+    handle = _lock(run_dir)
+    try:
+        check_new_run_dir(run_dir)  # another process may have started here in the meantime
+        text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+        atomic_write_bytes(run_paths(run_dir)["config"], text.encode())
+    except BaseException:
+        if handle is not None:
+            handle.close()
+        raise
+    return handle
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+_LOSS_FAULT = re.compile(r"non-finite support loss at inner step (\d+), layer '-', task (\d+)")
+
+
+def _first_bad_module(
+    learner: MetaLearner, batch: TaskBatch, step: int, task: int, *, query: bool = False
+) -> str | None:
+    """The first module whose output is non-finite when ``task``'s support (or query) set goes
+    through the weights after ``step`` inner updates (None when every output is finite)."""
+    with torch.enable_grad():
+        params, _ = learner.adapt(
+            batch.support_x, batch.support_y, steps=step, first_order=True, keep_graph=False
+        )
+    module = learner.model
+    adapted = {n: p[task].detach() for n, p in params.items()}
+    shared = {n: p for n, p in module.named_parameters() if n not in adapted}
+    shared.update(dict(module.named_buffers()))
+    x = (batch.query_x if query else batch.support_x)[task]
+    kwargs = {"reference": batch.support_x[task]} if query else {}
+    if not learner.functional.accepts_reference:
+        kwargs = {}
+    found: list[str] = []
+    names = {m: n for n, m in module.named_modules()}
+
+    def hook(m: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        if not found and isinstance(output, torch.Tensor) and not bool(output.isfinite().all()):
+            found.append(names[m])
+
+    leaves = [m for m in module.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            torch.func.functional_call(module, {**adapted, **shared}, (x,), kwargs)
+    except Exception:  # the diagnosis must never hide the divergence itself
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
+
+
+def _where(layer: str | None) -> str:
+    if layer is None:
+        return "layer - (outputs finite: the targets or the loss overflow)"
+    return f"layer '{layer}' (first non-finite output)"
 
 
 def _diagnose(learner: MetaLearner, batch: TaskBatch, iteration: int) -> DivergenceError:
-    """Re-run a diverged meta-batch with per-step checks to name the step, layer and task."""
+    """Re-run a diverged meta-batch with per-step checks to name the step, layer and task.
+
+    Gradients, generated hyperparameters and weights are checked per adapted tensor by the
+    inner loop; for a non-finite loss, the layer is the first module whose output overflows.
+    """
     try:
         out = learner(batch, check=True)
     except DivergenceError as exc:
-        return DivergenceError(f"iteration {iteration}: {exc}")
+        message = str(exc)
+        fault = _LOSS_FAULT.search(message)
+        if fault is not None:
+            step, task = int(fault.group(1)), int(fault.group(2))
+            layer = _where(_first_bad_module(learner, batch, step, task))
+            message = f"non-finite support loss at inner step {step}, {layer}, task {task}"
+        return DivergenceError(f"iteration {iteration}: {message}")
     bad = (~torch.isfinite(out.query_losses)).nonzero()
-    task = int(bad[0, 0]) if bad.numel() else 0
-    return DivergenceError(f"iteration {iteration}: non-finite query loss, task {task}")
+    if bad.numel():
+        task, last = int(bad[0, 0]), learner.steps - 1
+        layer = _where(_first_bad_module(learner, batch, learner.steps, task, query=True))
+        return DivergenceError(
+            f"iteration {iteration}: non-finite query loss after inner step {last}, {layer}, "
+            f"task {task}"
+        )
+    return DivergenceError(f"iteration {iteration}: non-finite outer loss or hyperparameter mean")
 
 
 def _outer_gradients_finite(learner: MetaLearner, iteration: int) -> None:
@@ -115,10 +267,52 @@ def _outer_gradients_finite(learner: MetaLearner, iteration: int) -> None:
             raise DivergenceError(f"iteration {iteration}: non-finite meta-gradient of '{name}'")
 
 
+def _parameters_finite(learner: MetaLearner, iteration: int) -> None:
+    """Never checkpoint a broken learner: every meta-parameter must be finite."""
+    for name, p in learner.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise DivergenceError(
+                f"iteration {iteration}: non-finite meta-parameter '{name}' after the meta-update"
+            )
+
+
 def _better(metric: str, new: float, best: float | None) -> bool:
+    if not math.isfinite(new):
+        return False
     if best is None:
         return True
     return new < best if metric == "mse" else new > best
+
+
+def _restore(
+    path: Path,
+    state: dict[str, Any],
+    learner: MetaLearner,
+    optimizer: torch.optim.Optimizer,
+    source: TaskSource,
+) -> None:
+    """Put a checkpoint's training state back, naming the file if it does not fit."""
+    load_learner_state(learner, state, path)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        source.load_state_dict(state["source"])
+        _set_rng_state(state["rng"] if "rng" in state else {"torch": state["torch_rng"]})
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' cannot be resumed with the run's config.yaml: {exc}"
+        ) from exc
+
+
+class _StopRequest:
+    """Signal handler state: the first SIGINT/SIGTERM asks for a clean stop, a second aborts."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
 
 
 def train(
@@ -129,32 +323,82 @@ def train(
     progress: bool = True,
     position: int | None = None,
 ) -> TrainResult:
-    """Meta-train as ``config`` says, into ``run_dir`` (continuing it when ``resume``)."""
+    """Meta-train as ``config`` says, into ``run_dir`` (continuing it when ``resume``).
+
+    A new run refuses a folder that already holds one. ``resume`` continues from the newest
+    checkpoint that loads (falling back past damaged ones, with a message on stderr), or from
+    scratch when none was written yet.
+
+    Raises:
+        AlfaError: the run directory cannot be used, or a checkpoint cannot be resumed.
+        DivergenceError: a NaN or inf appeared; the last good checkpoint is kept.
+    """
     run_dir = Path(run_dir)
     paths = run_paths(run_dir)
+    if resume and not run_dir.is_dir():
+        raise AlfaError(f"run directory '{run_dir}' does not exist")
     if not resume:
-        _prepare_new_run(config, run_dir)
+        check_new_run_dir(run_dir)  # before any work, so a mistake costs nothing
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
     source = build_source(config)
     learner = build_learner(config, task=source.task, in_channels=source.in_channels).to(device)
     optimizer = build_optimizer(config, learner)
     start, best, window = 0, None, _Window()
 
-    if resume:
-        found = latest_good_checkpoint(paths["checkpoints"])
-        if found is not None:
-            path, state = found
-            learner.load_state_dict(state["learner"])
-            optimizer.load_state_dict(state["optimizer"])
-            source.load_state_dict(state["source"])
-            torch.set_rng_state(state["torch_rng"])
-            start, best = state["iteration"], state["best"]
-            window = _Window(**state["window"])
-            print(f"resuming {run_dir} from {path.name} (iteration {start})", file=sys.stderr)
-        else:
-            print(f"no checkpoint in {run_dir}; starting from iteration 0", file=sys.stderr)
+    lock = _prepare_new_run(config, run_dir) if not resume else _lock(run_dir)
+    try:
+        if resume:
+            remove_temporaries(paths["checkpoints"])
+            remove_temporaries(run_dir)
+            found = latest_good_checkpoint(paths["checkpoints"])
+            if found is not None:
+                path, state = found
+                _restore(path, state, learner, optimizer, source)
+                start, best = int(state["iteration"]), state["best"]
+                window = _Window(**state["window"])
+                print(f"resuming {run_dir} from {path.name} (iteration {start})", file=sys.stderr)
+            else:
+                print(f"no checkpoint in {run_dir} yet; starting from iteration 0", file=sys.stderr)
+        return _loop(
+            config,
+            run_dir,
+            learner,
+            optimizer,
+            source,
+            device,
+            start,
+            best,
+            window,
+            resume=resume,
+            progress=progress,
+            position=position,
+        )
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _loop(
+    config: Config,
+    run_dir: Path,
+    learner: MetaLearner,
+    optimizer: torch.optim.Optimizer,
+    source: TaskSource,
+    device: torch.device,
+    start: int,
+    best: float | None,
+    window: _Window,
+    *,
+    resume: bool,
+    progress: bool,
+    position: int | None,
+) -> TrainResult:
+    paths = run_paths(run_dir)
+    t = config.train
     log = RunLog(run_dir, resume_iteration=start if resume else None)
 
     def checkpoint_state(iteration: int) -> dict[str, Any]:
@@ -163,19 +407,17 @@ def train(
             "learner": learner.state_dict(),
             "optimizer": optimizer.state_dict(),
             "source": source.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "rng": _rng_state(device),
             "best": best,
-            "window": window.__dict__.copy(),
+            "window": asdict(window),
             "config": config_to_dict(config),
         }
 
-    stop: dict[str, int | None] = {"signal": None}
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    t = config.train
+    stop = _StopRequest()
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, stop) for s in handled}
     bar = tqdm(
         total=t.iterations,
         initial=start,
@@ -187,12 +429,14 @@ def train(
         mininterval=0.2 if sys.stderr.isatty() else 15.0,
     )
     iteration = start
+    saved: Path | None = None
     try:
         for iteration in range(start + 1, t.iterations + 1):
             batch = source.sample(config.meta.batch_size).to(device)
             out = learner(batch)
             loss = float(out.loss.detach())
-            if not math.isfinite(loss):
+            alpha, beta = _step_means(out)
+            if not all(math.isfinite(v) for v in [loss, *alpha, *beta]):
                 raise _diagnose(learner, batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -200,7 +444,7 @@ def train(
             if config.meta.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(learner.parameters(), config.meta.grad_clip)
             optimizer.step()
-            window.add(loss, out)
+            window.add(loss, alpha, beta)
             bar.update(1)
             if iteration % t.log_every == 0:
                 values = window.values()
@@ -218,37 +462,48 @@ def train(
                     first_order=config.eval.first_order,
                     device=device,
                 )
-                log.log(
-                    "val", iteration, {result["metric"]: result["mean"], "ci95": result["ci95"]}
-                )
-                if _better(result["metric"], result["mean"], best):
-                    best = result["mean"]
+                metric, mean = result["metric"], result["mean"]
+                log.log("val", iteration, {metric: mean, "ci95": result["ci95"]})
+                if not math.isfinite(mean):
+                    print(
+                        f"alfa: warning: iteration {iteration}: validation {metric} is {mean}; "
+                        "not counted as the best",
+                        file=sys.stderr,
+                    )
+                elif _better(metric, mean, best):
+                    _parameters_finite(learner, iteration)
+                    best = mean
                     save_checkpoint(paths["best"], checkpoint_state(iteration))
             last = iteration == t.iterations
-            if iteration % t.checkpoint_every == 0 or last or stop["signal"] is not None:
-                save_checkpoint(
-                    paths["checkpoints"] / checkpoint_name(iteration), checkpoint_state(iteration)
-                )
+            stopping = stop.signal is not None
+            if iteration % t.checkpoint_every == 0 or last or stopping:
+                _parameters_finite(learner, iteration)
+                saved = paths["checkpoints"] / checkpoint_name(iteration)
+                save_checkpoint(saved, checkpoint_state(iteration))
                 prune_checkpoints(paths["checkpoints"], t.keep_last)
-            if stop["signal"] is not None:
+            if stopping and not last:
                 break
     except DivergenceError as exc:
         log.event(iteration, event="diverged", message=str(exc))
         kept = list_checkpoints(paths["checkpoints"])
-        where = f"; last good checkpoint: {kept[-1]}" if kept else "; no checkpoint was written yet"
+        where = (
+            f"; the last good checkpoint '{kept[-1]}' is kept"
+            if kept
+            else "; no checkpoint was written yet"
+        )
         raise DivergenceError(f"training diverged: {exc}{where}") from exc
     finally:
         bar.close()
         log.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if stop["signal"] is not None:
-        name = signal.Signals(stop["signal"]).name
+    if stop.signal is not None and iteration < t.iterations:
+        name = signal.Signals(stop.signal).name
         print(
-            f"stopped by {name} at iteration {iteration}; checkpoint saved. "
+            f"stopped by {name} after iteration {iteration}; checkpoint saved to '{saved}'. "
             f"Resume with: alfa train --resume {run_dir}",
             file=sys.stderr,
+            flush=True,
         )
-        return TrainResult(iteration, "stopped", best, stop["signal"])
-    time.sleep(0)  # let tqdm's monitor thread finish cleanly
+        return TrainResult(iteration, "stopped", best, stop.signal)
     return TrainResult(iteration, "finished", best)
