@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alfa.typing import TaskBatch
-from conftest import RULE_CASES, make_batch, make_learner
+from metahelpers import RULE_CASES, make_batch, make_learner
 
 
 def _meta_loss_fn(learner, batch: TaskBatch, **kwargs):

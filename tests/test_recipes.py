@@ -55,3 +55,34 @@ def test_reproduce_table8_is_resumable_cell_by_cell(tmp_path, capsys):
     assert main([*args, *cells]) == 0  # a second run skips both finished cells
     assert "2 cell(s) done, 0 to run" in capsys.readouterr().out
     assert json.loads((tmp_path / "results" / "table8.json").read_text()) == rows
+
+
+def test_shipped_paper_configs_match_the_recipes():
+    from alfa.recipes import PAPER_CELLS, paper_config
+
+    shipped = {p.stem for p in (CONFIGS / "paper").glob("*.yaml")}
+    expected = {paper_config(*cell).name for cell in PAPER_CELLS}
+    assert shipped == expected
+    for cell in PAPER_CELLS:
+        config = paper_config(*cell)
+        assert load_config(CONFIGS / "paper" / f"{config.name}.yaml") == config
+        assert config.meta.batch_size == (2 if config.data.shots == 5 else 4)
+        assert config.data.query == 15 and config.meta.steps == 5
+        assert config.rule.lr == 0.01 and config.meta.lr == 0.001
+
+
+def test_paper_cells_cover_tables_1_2_and_4():
+    from alfa.recipes import PAPER_CELLS
+
+    tables = {cell[0] for cell in PAPER_CELLS}
+    assert tables == {"table1", "table2", "table4"}
+    table1 = [c for c in PAPER_CELLS if c[0] == "table1"]
+    assert {(c[1], c[3], c[5]) for c in table1} == {
+        (d, b, k)
+        for d in ("mini_imagenet", "tiered_imagenet")
+        for b in ("conv4", "resnet12")
+        for k in (1, 5)
+    }
+    assert {c[6] for c in table1} >= {"maml", "alfa_maml", "alfa_random"}
+    assert all(c[2] == "cub" for c in PAPER_CELLS if c[0] == "table2")
+    assert {c[4] for c in PAPER_CELLS if c[0] == "table4"} == {20}

@@ -29,7 +29,7 @@ def _default_run_dir(config_path: str | None, name: str) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from alfa.config import load_config
     from alfa.runs import load_run_config
-    from alfa.train import train
+    from alfa.train import check_new_run_dir, train
 
     if args.resume:
         if args.config or args.overrides:
@@ -48,6 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             config_path = args.config
         config = load_config(config_path, overrides)
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config_path, config.name)
+        check_new_run_dir(run_dir)
         print(f"run directory: {run_dir}", file=sys.stderr)
         result = train(config, run_dir, progress=not args.no_progress)
     if result.status == "stopped":
@@ -62,6 +63,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.tasks is not None and args.tasks < 1:
         raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
+    if args.steps is not None and args.steps < 0:
+        raise AlfaError(f"--steps must be 0 (as trained) or more; got {args.steps}")
     config, learner, source, state = load_run(Path(args.run_dir), checkpoint=args.checkpoint)
     result = evaluate(
         learner,

@@ -56,6 +56,10 @@ class DataConfig:
     test_split_file: str = ""  # optional class-list file of the meta-test classes
     val_split_file: str = ""  # optional class-list file of the validation classes
     workers: int = 0  # decoding worker processes for large datasets
+    test_query: int = 0  # query images per class of validation/test episodes; 0: as `query`
+    test_name: str = ""  # cross-domain: dataset of the test episodes (e.g. cub); "": as `name`
+    test_root: str = ""  # cross-domain: its path
+    test_format: str = ""  # cross-domain: its format (empty: detect)
 
 
 @dataclass(frozen=True)
@@ -382,6 +386,17 @@ def validate(config: Config) -> None:
         _require(d.image_size >= 8, "data.image_size", f"must be at least 8; got {d.image_size}")
         _require(bool(d.root), "data.root", "must name the dataset folder for image data")
         _require(config.model.name != "mlp", "model.name", "must be conv4 or resnet12 for images")
+        _require(d.test_query >= 0, "data.test_query", f"must be 0 or more; got {d.test_query}")
+        _require(
+            d.test_name in ("", *DATASETS[1:]),
+            "data.test_name",
+            f"must be empty or one of {', '.join(DATASETS[1:])}; got {d.test_name!r}",
+        )
+        _require(
+            not d.test_name or bool(d.test_root),
+            "data.test_root",
+            f"must name the folder of the test dataset '{d.test_name}'",
+        )
     else:
         _require(config.model.name == "mlp", "model.name", "must be mlp for sinusoid regression")
     _require(config.model.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}")

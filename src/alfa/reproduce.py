@@ -83,9 +83,11 @@ def _train_and_test(
     start = time.time()
     try:
         resume = (path / "config.yaml").is_file()
-        train(config, path, resume=resume, position=position)
+        outcome = train(config, path, resume=resume, position=position)
     except DivergenceError as exc:
         return {"name": config.name, "diverged": str(exc), "seconds": time.time() - start}
+    if outcome.status == "stopped":
+        return {"name": config.name, "stopped": True, "seconds": time.time() - start}
     _, learner, source, state = load_run(path)
     result = evaluate(learner, source, tasks=tasks, seed=config.eval.seed, batch=config.eval.batch)
     result.update(
@@ -179,6 +181,9 @@ def reproduce(args: argparse.Namespace) -> int:
     ]
     keys = {_cell_key(n, k, m): (n, k, m) for n, k, m in todo}
     for r in _run_cells(args.jobs, work, 600) if work else []:
+        if r.get("stopped"):
+            print(f"{r['name']}: stopped; run the command again to resume it")
+            continue
         n, k, m = keys[r["name"]]
         paper = PAPER_TABLE8[(n, k)].get(m.replace("_official", ""))
         done[r["name"]] = {
@@ -233,8 +238,8 @@ def demo(args: argparse.Namespace) -> int:
         r = results[method]
         paper = PAPER_TABLE8[("40x2", 5)][method][0]
         label = "MAML" if method == "maml" else "ALFA+MAML"
-        if r.get("diverged"):
-            print(f"{label:<12} diverged: {r['diverged']}")
+        if r.get("diverged") or r.get("stopped"):
+            print(f"{label:<12} {r.get('diverged') or 'stopped'}")
             continue
         print(f"{label:<12} {r['mean']:>10.3f} {r['ci95']:>8.3f} {paper:>6.2f}   {run_dir}")
     return 0

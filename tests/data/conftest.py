@@ -21,8 +21,7 @@ from PIL import Image
 
 from alfa.data import ImageClassDataset, load_dataset
 from alfa.data.splits import mini_imagenet_split
-
-REAL_OMNIGLOT = Path("/work/shared/data/omniglot")
+from shared_paths import REAL_OMNIGLOT
 
 
 class Py2Pickler(pickle._Pickler):

@@ -33,21 +33,29 @@ _FORMATS = {
 }
 
 
-def _format(config: Config) -> str:
-    d = config.data
-    fmt = d.format or detect_format(split_paths(d.root)[0])
-    if fmt not in _FORMATS[d.name]:
+def _format(name: str, root: str, fmt: str, key: str) -> str:
+    fmt = fmt or detect_format(split_paths(root)[0])
+    if fmt not in _FORMATS[name]:
         raise DataError(
-            f"data.root '{d.root}' holds format '{fmt}', which is not a {d.name} format "
-            f"({', '.join(_FORMATS[d.name])}); fix data.name or data.format"
+            f"{key} '{root}' holds format '{fmt}', which is not a {name} format "
+            f"({', '.join(_FORMATS[name])}); fix the dataset name or format"
         )
     return fmt
 
 
 def load_split(config: Config, split: str) -> ImageClassDataset | None:
-    """The classes of ``split`` (train/val/test); None when the config defines no such split."""
+    """The classes of ``split`` (train/val/test); None when the config defines no such split.
+
+    With ``data.test_name``/``data.test_root`` (cross-domain, Table 2) the test classes come
+    from that dataset's test split instead.
+    """
     d = config.data
-    fmt = _format(config)
+    if split == "test" and d.test_name:
+        fmt = _format(d.test_name, d.test_root, d.test_format, "data.test_root")
+        options = {"class_list": d.test_split_file} if d.test_split_file else {}
+        split_name = "all" if fmt == "omniglot" and d.test_split_file else "test"
+        return _load(d.test_root, fmt, split=split_name, image_size=d.image_size, **options)
+    fmt = _format(d.name, d.root, d.format, "data.root")
     options: dict[str, Any] = {}
     lists = {"train": d.split_file, "val": d.val_split_file, "test": d.test_split_file}
     if lists[split]:
@@ -58,9 +66,8 @@ def load_split(config: Config, split: str) -> ImageClassDataset | None:
         if split == "val":
             return None
         options["rotations"] = d.rotations
-    elif fmt == "folder":
-        if split != "train" and not lists[split]:
-            return None
+    elif fmt == "folder" and split != "train" and not lists[split]:
+        return None
     return _load(d.root, fmt, split=split, image_size=d.image_size, **options)
 
 
@@ -73,6 +80,7 @@ class EpisodicSource:
     def __init__(self, config: Config) -> None:
         d = config.data
         self.ways, self.shots, self.query = d.ways, d.shots, d.query
+        self.test_query = d.test_query or d.query
         self.train = load_split(config, "train")
         assert self.train is not None
         self.in_channels = self.train.channels
@@ -116,7 +124,7 @@ class EpisodicSource:
             self._split(split),
             self.ways,
             self.shots,
-            self.query,
+            self.test_query,
             tasks,
             seed + offset,
             batch_size=batch,

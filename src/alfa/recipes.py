@@ -1,0 +1,147 @@
+"""The paper's classification recipes (Tables 1, 2 and 4) as configs.
+
+Hyperparameters follow the official code and the paper (reference A.3): 84x84 images, 15 query
+images per class, 5 inner steps (first order at evaluation), inner lr 0.01, weight decay 5e-4,
+Adam 1e-3, 100 epochs x 500 iterations, meta-batch 2 for 5-shot and 4 for 1-shot, validation on
+600 tasks after every epoch, 600 test tasks. 4-CONV has 48 filters; ResNet12 64-128-256-512.
+BatchNorm runs in the official transductive mode. The configs name the dataset folder with a
+placeholder path under ``data/``; point ``data.root`` at yours.
+
+``configs/paper/*.yaml`` hold exactly these configs (a test checks it); write them again with
+``python -m alfa.recipes configs/paper``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alfa.config import Config, config_from_dict, config_to_dict
+
+__all__ = ["PAPER_CELLS", "paper_config", "write_paper_configs"]
+
+METHODS: dict[str, dict[str, Any]] = {
+    "maml": {"rule": {"name": "maml"}, "meta": {"init": "learned"}},
+    "alfa_maml": {"rule": {"name": "alfa"}, "meta": {"init": "learned"}},
+    "alfa_random": {"rule": {"name": "alfa"}, "meta": {"init": "random"}},
+    "maml_l2f": {"rule": {"name": "maml", "l2f": True}, "meta": {"init": "learned"}},
+    "alfa_maml_l2f": {"rule": {"name": "alfa", "l2f": True}, "meta": {"init": "learned"}},
+}
+ROOTS = {
+    "mini_imagenet": "data/mini_imagenet",
+    "tiered_imagenet": "data/tiered_imagenet",
+    "cub": "data/CUB_200_2011",
+}
+
+# (table, train dataset, test dataset, backbone, ways, shots, method)
+PAPER_CELLS: list[tuple[str, str, str, str, int, int, str]] = (
+    [
+        ("table1", data, data, backbone, 5, shots, method)
+        for data in ("mini_imagenet", "tiered_imagenet")
+        for backbone in ("conv4", "resnet12")
+        for shots in (1, 5)
+        for method in METHODS
+    ]
+    + [
+        ("table2", "mini_imagenet", "cub", backbone, 5, 5, method)
+        for backbone in ("conv4", "resnet12")
+        for method in METHODS
+    ]
+    + [
+        ("table4", "mini_imagenet", "mini_imagenet", "conv4", 20, shots, method)
+        for shots in (1, 5)
+        for method in ("maml", "alfa_maml")
+    ]
+)
+
+
+def cell_name(
+    table: str, data: str, test: str, backbone: str, ways: int, shots: int, method: str
+) -> str:
+    where = data if data == test else f"{data}_to_{test}"
+    return f"{table}_{where}_{backbone}_{ways}way_{shots}shot_{method}"
+
+
+def paper_config(
+    table: str, data: str, test: str, backbone: str, ways: int, shots: int, method: str
+) -> Config:
+    """The config of one classification cell of the paper."""
+    spec = METHODS[method]
+    body: dict[str, Any] = {
+        "seed": 0,
+        "name": cell_name(table, data, test, backbone, ways, shots, method),
+        "data": {
+            "name": data,
+            "root": ROOTS[data],
+            "ways": ways,
+            "shots": shots,
+            "query": 15,
+            "image_size": 84,
+            "workers": 4,
+        },
+        "model": {"name": backbone, "filters": 48, "norm": "transductive"},
+        "rule": {"lr": 0.01, "weight_decay": 0.0005, **spec["rule"]},
+        "meta": {
+            "steps": 5,
+            "first_order": False,
+            "batch_size": 2 if shots >= 5 else 4,
+            "lr": 0.001,
+            **spec["meta"],
+        },
+        "train": {
+            "iterations": 50000,
+            "log_every": 100,
+            "val_every": 500,
+            "val_tasks": 600,
+            "checkpoint_every": 500,
+            "keep_last": 2,
+        },
+        "eval": {"tasks": 600, "steps": 5, "batch": 20, "first_order": True},
+    }
+    if test != data:
+        body["data"]["test_name"] = test
+        body["data"]["test_root"] = ROOTS[test]
+    return config_from_dict(body)
+
+
+def _short(config: Config) -> dict[str, Any]:
+    """Only the keys that differ from the defaults."""
+
+    def diff(d: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                sub = diff(value, base[key])
+                if sub:
+                    out[key] = sub
+            elif value != base[key]:
+                out[key] = value
+        return out
+
+    return diff(config_to_dict(config), config_to_dict(Config()))
+
+
+def write_paper_configs(folder: Path) -> list[Path]:
+    """Write one YAML per cell of :data:`PAPER_CELLS` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for cell in PAPER_CELLS:
+        config = paper_config(*cell)
+        header = (
+            f"# Paper {cell[0]} cell: {config.name}\n"
+            "# Hyperparameters of the official code (docs: src/alfa/recipes.py). Set data.root\n"
+            "# (and data.test_root for cross-domain) to your copy, e.g. data.root=/data/mini.\n"
+        )
+        path = folder / f"{config.name}.yaml"
+        path.write_text(header + yaml.safe_dump(_short(config), sort_keys=False))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "configs/paper")
+    for written_path in write_paper_configs(target):
+        print(written_path)

@@ -1,0 +1,110 @@
+"""Few-shot classification end to end: train and evaluate 4-CONV/ResNet12 on image episodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alfa.cli import main
+from shared_paths import REAL_OMNIGLOT
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_folder_dataset(root: Path, classes: int = 8, per_class: int = 5) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True)
+        base = rng.integers(0, 256, (20, 20, 3))
+        for i in range(per_class):
+            noisy = np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(folder / f"{i}.png")
+    train, test = root.parent / "train.txt", root.parent / "test.txt"
+    train.write_text("".join(f"class{c}\n" for c in range(classes) if c < classes - 3))
+    test.write_text("".join(f"class{c}\n" for c in range(classes) if c >= classes - 3))
+    return root
+
+
+def _tiny(root: Path, *extra: str) -> list[str]:
+    return [
+        "data.name=folder",
+        f"data.root={root}",
+        f"data.split_file={root.parent / 'train.txt'}",
+        f"data.test_split_file={root.parent / 'test.txt'}",
+        "data.ways=3",
+        "data.shots=1",
+        "data.query=2",
+        "data.image_size=16",
+        "model.name=conv4",
+        "model.filters=4",
+        "meta.steps=2",
+        "meta.batch_size=2",
+        "train.iterations=4",
+        "train.log_every=2",
+        "train.val_every=0",
+        "train.checkpoint_every=2",
+        "train.threads=1",
+        "eval.batch=5",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("rule.name=maml",),
+        ("rule.name=alfa",),
+        ("rule.name=alfa", "meta.init=random"),
+        ("rule.name=alfa", "model.norm=support"),
+        ("rule.name=maml", "model.name=resnet12", "data.image_size=8"),
+    ],
+)
+def test_train_and_eval_classification(tmp_path, capsys, extra):
+    data = _write_folder_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", *_tiny(data, *extra), "--run-dir", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--tasks", "10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["metric"] == "accuracy" and result["tasks"] == 10
+    assert 0.0 <= result["mean"] <= 1.0
+    assert result["ci95"] >= 0 and 0.0 <= result["per_prediction_std"] <= 0.5
+
+
+def test_more_ways_than_classes_is_a_clear_error(tmp_path, capsys):
+    data = _write_folder_dataset(tmp_path / "data", classes=6)  # 3 training classes
+    run = tmp_path / "run"
+    code = main(["train", *_tiny(data, "data.ways=4"), "--run-dir", str(run), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("alfa: error:")]
+    assert len(errors) == 1 and "ways=4" in errors[0] and "only 3 classes" in errors[0]
+    assert "Traceback" not in err
+    assert not run.exists() or not any(run.iterdir())  # nothing half-written
+
+
+@pytest.mark.slow
+def test_real_omniglot_minimal_config_runs(tmp_path, capsys):
+    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.skip("real Omniglot zips not available")
+    roots = ",".join(str(REAL_OMNIGLOT / f"images_background_small{i}.zip") for i in (1, 2))
+    config = REPO / "configs" / "omniglot" / "alfa_maml_5way_1shot.yaml"
+    overrides = [
+        f"data.root={roots}",
+        f"data.split_file={REPO / 'configs/omniglot/splits/minimal_train.txt'}",
+        f"data.test_split_file={REPO / 'configs/omniglot/splits/minimal_test.txt'}",
+        "model.filters=4",
+        "meta.batch_size=2",
+        "train.iterations=2",
+        "train.checkpoint_every=1",
+    ]
+    run = tmp_path / "run"
+    assert main(["train", str(config), *overrides, "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["eval", str(run), "--tasks", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["metric"] == "accuracy" and result["tasks"] == 20
