@@ -135,6 +135,29 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+_TOP = re.compile(r"^top-(\d+)\.pt$")
+
+
+def top_name(iteration: int) -> str:
+    """The file name of a top-k-by-validation checkpoint taken after ``iteration``."""
+    return f"top-{iteration:07d}.pt"
+
+
+def list_top(folder: Path) -> dict[int, Path]:
+    """Top-k checkpoints ``top-NNNNNNN.pt`` in ``folder`` by iteration."""
+    if not folder.is_dir():
+        return {}
+    return {int(m.group(1)): p for p in folder.iterdir() if (m := _TOP.match(p.name))}
+
+
+def prune_top(folder: Path, keep: set[int], *, after: int | None = None) -> None:
+    """Delete top-k files whose iteration is not in ``keep`` (or, with ``after``, those newer
+    than ``after``: a resumed run writes them again)."""
+    for iteration, path in list_top(folder).items():
+        if (after is not None and iteration > after) or (after is None and iteration not in keep):
+            path.unlink(missing_ok=True)
+
+
 def checkpoint_name(iteration: int) -> str:
     """The file name of the periodic checkpoint after ``iteration``."""
     return f"step-{iteration:07d}.pt"

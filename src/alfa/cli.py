@@ -59,15 +59,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from alfa.evaluate import evaluate
-    from alfa.runs import load_run
+    from alfa.runs import load_ensemble, load_run
 
     if args.tasks is not None and args.tasks < 1:
         raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
     if args.steps is not None and args.steps < 0:
         raise AlfaError(f"--steps must be 0 (as trained) or more; got {args.steps}")
+    if args.ensemble < 0:
+        raise AlfaError(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
     config, learner, source, state = load_run(Path(args.run_dir), checkpoint=args.checkpoint)
+    learners = [learner]
+    if args.ensemble > 1:
+        learners = load_ensemble(Path(args.run_dir), args.ensemble, config, source)
     result = evaluate(
-        learner,
+        learners,
         source,
         split="test",
         tasks=args.tasks or config.eval.tasks,
@@ -79,7 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.json,
     )
     result["iteration"] = state["iteration"]
-    result["checkpoint"] = args.checkpoint
+    result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else args.checkpoint
     result["train_seed"] = config.seed
     line = f"{result['metric']}: {result['mean']:.4f} +- {result['ci95']:.4f} (95% CI"
     line += f", {result['tasks']} tasks, {result['steps']} steps, iteration {state['iteration']})"
@@ -135,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=None, help="number of test tasks (default 600)")
     p.add_argument("--steps", type=int, default=None, help="inner steps (default: as trained)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=0,
+        metavar="K",
+        help="average the outputs of the K best checkpoints by validation (needs "
+        "train.keep_best >= K; off by default)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=cmd_eval)
 

@@ -117,6 +117,7 @@ class TrainConfig:
     val_tasks: int = 200
     checkpoint_every: int = 1000
     keep_last: int = 2  # checkpoints kept besides the best one
+    keep_best: int = 1  # best-by-validation checkpoints kept (top-k, for `alfa eval --ensemble`)
     threads: int = 0  # torch CPU threads; 0 leaves the default
     device: str = "auto"  # auto | cpu | cuda
 
@@ -431,6 +432,7 @@ def validate(config: Config) -> None:
     _require(t.val_tasks >= 1, "train.val_tasks", f"must be at least 1; got {t.val_tasks}")
     _require(t.checkpoint_every >= 1, "train.checkpoint_every", "must be at least 1")
     _require(t.keep_last >= 1, "train.keep_last", f"must be at least 1; got {t.keep_last}")
+    _require(t.keep_best >= 1, "train.keep_best", f"must be at least 1; got {t.keep_best}")
     _require(t.threads >= 0, "train.threads", f"must be 0 or more; got {t.threads}")
     _require(t.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
     _require(e.tasks >= 1, "eval.tasks", f"must be at least 1; got {e.tasks}")

@@ -8,11 +8,13 @@ paper's tables print (reference A.4). ``ci95 = 1.96 * std / sqrt(tasks)`` over t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from alfa.losses import accuracy, mse
 from alfa.meta_learner import MetaLearner
 from alfa.tasks.source import TaskSource
 
@@ -28,7 +30,7 @@ def summarise(per_task: torch.Tensor) -> tuple[float, float, float]:
 
 
 def evaluate(
-    learner: MetaLearner,
+    learner: MetaLearner | Sequence[MetaLearner],
     source: TaskSource,
     *,
     split: str = "test",
@@ -40,18 +42,30 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Adapt to each fixed task's support set and score its query set."""
-    steps = learner.steps if steps is None else steps
+    """Adapt to each fixed task's support set and score its query set.
+
+    With several learners (the top-k checkpoints of a run), each adapts on its own and their
+    query outputs (logits, or regression predictions) are averaged before scoring: the official
+    code's checkpoint ensemble (reference A.4).
+    """
+    learners = [learner] if isinstance(learner, MetaLearner) else list(learner)
+    steps = learners[0].steps if steps is None else steps
     per_task, correct = [], []
     chunks = source.fixed(split, tasks, seed, batch)
     bar = tqdm(total=tasks, desc=f"eval {split}", unit="task", disable=not progress, leave=False)
     for chunk in chunks:
-        out = learner(chunk.to(device), steps=steps, first_order=first_order, keep_graph=False)
-        if out.correct is not None:
-            correct.append(out.correct.cpu())
-            per_task.append(out.correct.mean(1).cpu())
+        chunk = chunk.to(device)
+        outputs = [
+            m(chunk, steps=steps, first_order=first_order, keep_graph=False).outputs
+            for m in learners
+        ]
+        mean_out = torch.stack(outputs).mean(0)
+        if source.task == "classification":
+            hits = accuracy(mean_out, chunk.query_y).cpu()
+            correct.append(hits)
+            per_task.append(hits.mean(1))
         else:
-            per_task.append(out.query_losses.cpu())
+            per_task.append(mse(mean_out, chunk.query_y).cpu())
         bar.update(chunk.num_tasks)
     bar.close()
     values = torch.cat(per_task)
@@ -65,6 +79,7 @@ def evaluate(
         "steps": steps,
         "seed": seed,
         "split": split,
+        "ensemble": len(learners),
     }
     if correct:
         flat = torch.cat([c.flatten() for c in correct]).double()

@@ -32,7 +32,7 @@ class MetaOutput:
     query_losses: Tensor  # [T]
     correct: Tensor | None  # [T, B] per-prediction correctness (classification)
     hyperparameters: list[Hyperparameters]  # one per inner step, each [T, N]
-    logits: Tensor | None = None  # [T, B, ways] query outputs (classification)
+    outputs: Tensor | None = None  # [T, B, ...] query outputs (logits or predictions), detached
 
 
 class MetaLearner(nn.Module):
@@ -152,5 +152,4 @@ class MetaLearner(nn.Module):
             losses = self.loss_fn(out, batch.query_y)
         loss = torch.stack(step_losses).mean(0).mean() if step_losses else losses.mean()
         correct = accuracy(out, batch.query_y) if self.task == "classification" else None
-        logits = out.detach() if self.task == "classification" else None
-        return MetaOutput(loss, losses.detach(), correct, hyper, logits)
+        return MetaOutput(loss, losses.detach(), correct, hyper, out.detach())

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alfa.build import build_learner, resolve_device
-from alfa.checkpoint import CheckpointError, latest_good_checkpoint, load_checkpoint
+from alfa.checkpoint import CheckpointError, latest_good_checkpoint, list_top, load_checkpoint
 from alfa.config import Config, config_from_dict, read_yaml
 from alfa.errors import AlfaError, ConfigError
 from alfa.meta_learner import MetaLearner
@@ -86,3 +86,29 @@ def load_run(
     learner.to(resolve_device(config.train.device))
     learner.eval()
     return config, learner, source, state
+
+
+def load_ensemble(run_dir: Path, k: int, config: Config, source: TaskSource) -> list[MetaLearner]:
+    """The ``k`` best checkpoints of a run by validation (``train.keep_best`` >= k), as learners.
+
+    Raises:
+        AlfaError: the run kept fewer than ``k`` top checkpoints.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    ranked = []
+    for iteration, path in sorted(list_top(folder).items()):
+        state = load_checkpoint(path)
+        ranked.append((float(state["score"]), iteration, path, state))
+    ranked.sort(key=lambda e: e[0], reverse=source.metric != "mse")
+    if len(ranked) < k:
+        raise AlfaError(
+            f"--ensemble {k} needs {k} top checkpoints but '{folder}' holds {len(ranked)}; "
+            f"train with train.keep_best={k} (or more)"
+        )
+    device = resolve_device(config.train.device)
+    learners = []
+    for _, _, path, state in ranked[:k]:
+        learner = build_learner(config, task=source.task, in_channels=source.in_channels)
+        load_learner_state(learner, state, path)
+        learners.append(learner.to(device).eval())
+    return learners

@@ -42,8 +42,10 @@ from alfa.checkpoint import (
     latest_good_checkpoint,
     list_checkpoints,
     prune_checkpoints,
+    prune_top,
     remove_temporaries,
     save_checkpoint,
+    top_name,
 )
 from alfa.config import Config, config_to_dict
 from alfa.errors import AlfaError, DivergenceError
@@ -276,6 +278,14 @@ def _parameters_finite(learner: MetaLearner, iteration: int) -> None:
             )
 
 
+def _update_top(
+    top: list[tuple[float, int]], metric: str, score: float, iteration: int, k: int
+) -> list[tuple[float, int]]:
+    """The ``k`` best (score, iteration) pairs after adding this validation."""
+    ranked = sorted([*top, (score, iteration)], key=lambda e: e[0], reverse=metric != "mse")
+    return ranked[:k]
+
+
 def _better(metric: str, new: float, best: float | None) -> bool:
     if not math.isfinite(new):
         return False
@@ -348,6 +358,7 @@ def train(
     learner = build_learner(config, task=source.task, in_channels=source.in_channels).to(device)
     optimizer = build_optimizer(config, learner)
     start, best, window = 0, None, _Window()
+    top: list[tuple[float, int]] = []
 
     lock = _prepare_new_run(config, run_dir) if not resume else _lock(run_dir)
     try:
@@ -360,6 +371,8 @@ def train(
                 _restore(path, state, learner, optimizer, source)
                 start, best = int(state["iteration"]), state["best"]
                 window = _Window(**state["window"])
+                top = [(float(v), int(i)) for v, i in state.get("top", [])]
+                prune_top(paths["checkpoints"], set(), after=start)
                 print(f"resuming {run_dir} from {path.name} (iteration {start})", file=sys.stderr)
             else:
                 print(f"no checkpoint in {run_dir} yet; starting from iteration 0", file=sys.stderr)
@@ -373,6 +386,7 @@ def train(
             start,
             best,
             window,
+            top,
             resume=resume,
             progress=progress,
             position=position,
@@ -392,6 +406,7 @@ def _loop(
     start: int,
     best: float | None,
     window: _Window,
+    top: list[tuple[float, int]],
     *,
     resume: bool,
     progress: bool,
@@ -409,6 +424,7 @@ def _loop(
             "source": source.state_dict(),
             "rng": _rng_state(device),
             "best": best,
+            "top": [list(entry) for entry in top],
             "window": asdict(window),
             "config": config_to_dict(config),
         }
@@ -474,6 +490,11 @@ def _loop(
                     _parameters_finite(learner, iteration)
                     best = mean
                     save_checkpoint(paths["best"], checkpoint_state(iteration))
+                if math.isfinite(mean) and t.keep_best > 1:
+                    top = _update_top(top, metric, mean, iteration, t.keep_best)
+                    if any(i == iteration for _, i in top):
+                        state = checkpoint_state(iteration) | {"score": mean}
+                        save_checkpoint(paths["checkpoints"] / top_name(iteration), state)
             last = iteration == t.iterations
             stopping = stop.signal is not None
             if iteration % t.checkpoint_every == 0 or last or stopping:
@@ -481,6 +502,8 @@ def _loop(
                 saved = paths["checkpoints"] / checkpoint_name(iteration)
                 save_checkpoint(saved, checkpoint_state(iteration))
                 prune_checkpoints(paths["checkpoints"], t.keep_last)
+                # top-k files leave only once a checkpoint records the new list (exact resume)
+                prune_top(paths["checkpoints"], {i for _, i in top})
             if stopping and not last:
                 break
     except DivergenceError as exc:
