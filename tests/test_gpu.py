@@ -1,0 +1,50 @@
+"""CUDA checks (skipped where no GPU is present, as in CI)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from alfa.typing import TaskBatch
+from metahelpers import make_batch, make_learner
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("rule", ["maml", "alfa"])
+def test_cuda_meta_gradient_equals_cpu(rule):
+    learner = make_learner({"name": rule}, hidden=(16, 16), steps=3)
+    batch = make_batch(tasks=5, shots=5)
+    cuda = copy.deepcopy(learner).cuda()
+    cpu_grads = torch.autograd.grad(learner(batch).loss, list(learner.parameters()))
+    gpu_batch = TaskBatch(*(t.cuda() for t in batch))
+    gpu_grads = torch.autograd.grad(cuda(gpu_batch).loss, list(cuda.parameters()))
+    for a, b in zip(cpu_grads, gpu_grads, strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-7, atol=1e-9)
+
+
+def test_cuda_conv4_training_step():
+    from alfa.config import RuleConfig
+    from alfa.functional import FunctionalModel
+    from alfa.meta_learner import MetaLearner
+    from alfa.models.conv4 import Conv4
+    from alfa.rules import build_rule
+
+    torch.manual_seed(0)
+    model = Conv4(5, in_channels=3, filters=8, image_size=32)
+    f = FunctionalModel(model)
+    rule = build_rule(RuleConfig(name="alfa"), f.names, [p.shape for p in f.initial().values()], 2)
+    learner = MetaLearner(model, rule, task="classification", steps=2).cuda()
+    g = torch.Generator().manual_seed(0)
+    batch = TaskBatch(
+        torch.randn(2, 5, 3, 32, 32, generator=g),
+        torch.arange(5).repeat(2, 1),
+        torch.randn(2, 10, 3, 32, 32, generator=g),
+        torch.arange(5).repeat_interleave(2).repeat(2, 1),
+    ).to("cuda")
+    out = learner(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(p.grad is not None for p in learner.rule.parameters() if p.requires_grad)
