@@ -108,3 +108,27 @@ def test_real_omniglot_minimal_config_runs(tmp_path, capsys):
     assert main(["eval", str(run), "--tasks", "20", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["metric"] == "accuracy" and result["tasks"] == 20
+
+
+def test_adapt_classifies_a_users_own_images(tmp_path, capsys):
+    data = _write_folder_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", *_tiny(data), "--run-dir", str(run), "--no-progress"]) == 0
+    support = tmp_path / "mine"
+    for name, c in (("cat", 5), ("dog", 6), ("owl", 7)):
+        (support / name).mkdir(parents=True)
+        src = data / f"class{c}"
+        (support / name / "a.png").write_bytes((src / "0.png").read_bytes())
+    query = [str(data / f"class{c}" / "1.png") for c in (5, 6, 7)]
+    capsys.readouterr()
+    assert main(["adapt", str(run), str(support), *query, "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    predictions = json.loads(out[-1])
+    assert [p["path"] for p in predictions] == query
+    for p in predictions:
+        assert p["label"] in {"cat", "dog", "owl"}
+        assert abs(sum(p["probabilities"].values()) - 1) < 1e-5
+    (support / "fox").mkdir()
+    (support / "fox" / "a.png").write_bytes((data / "class0" / "0.png").read_bytes())
+    assert main(["adapt", str(run), str(support), *query]) == 2
+    assert "trained for 3-way" in capsys.readouterr().err

@@ -112,6 +112,21 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return run_check(args.path, args.format)
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from alfa.adapt_images import adapt_to_images
+
+    if args.steps is not None and args.steps < 1:
+        raise AlfaError(f"--steps must be at least 1; got {args.steps}")
+    predictions = adapt_to_images(
+        Path(args.run_dir), Path(args.support), args.query, steps=args.steps
+    )
+    for p in predictions:
+        print(f"{p.path}\t{p.label}\t{p.probabilities[p.label]:.3f}")
+    if args.json:
+        print(json.dumps([p.__dict__ for p in predictions]))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from alfa.plots import plot_run
 
@@ -172,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--format", default=None)
     p.set_defaults(func=cmd_data_check)
+
+    p = sub.add_parser(
+        "adapt", help="adapt a trained classifier to your own labelled images and classify more"
+    )
+    p.add_argument("run_dir", help="a classification run directory")
+    p.add_argument("support", help="folder with one sub-folder of labelled images per class")
+    p.add_argument("query", nargs="+", help="images (or folders of images) to classify")
+    p.add_argument("--steps", type=int, default=None, help="inner steps (default: as trained)")
+    p.add_argument("--json", action="store_true", help="also print the predictions as JSON")
+    p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("plot", help="plot a run's learning curves and generated hyperparameters")
     p.add_argument("run_dir")
