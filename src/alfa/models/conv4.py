@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import itertools
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alfa.errors import ConfigError
+from alfa.models.backbone import FewShotBackbone
 from alfa.models.batchnorm import MetaBatchNorm2d, NormMode, check_norm_mode
 
 __all__ = ["Conv4", "ConvBlock"]
@@ -43,7 +43,7 @@ class ConvBlock(nn.Module):
         return F.max_pool2d(x, kernel_size=2, stride=2)
 
 
-class Conv4(nn.Module):
+class Conv4(FewShotBackbone):
     """Four convolutional blocks and a linear classifier (ALFA's 4-CONV).
 
     Parameter names: ``blocks.{i}.conv.{weight,bias}``, ``blocks.{i}.norm.{weight,bias}`` (batch
@@ -95,47 +95,6 @@ class Conv4(nn.Module):
         )
         self.classifier = nn.Linear(self.feature_dim, ways)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Xavier-uniform conv and linear weights, zero biases, batch norm scale 1 and shift 0.
-
-        Draws from PyTorch's global generator, so seeding with ``torch.manual_seed`` first makes
-        it reproducible.
-        """
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, MetaBatchNorm2d):
-                module.reset_parameters()
-
-    def embed(self, x: Tensor, reference: Tensor | None = None) -> Tensor:
-        """Flattened features before the classifier, ``[B, feature_dim]``.
-
-        Arguments as in :meth:`forward`.
-        """
-        if reference is None or self.norm_mode == "transductive":
-            return self._features(x, None)
-        n = reference.shape[0]
-        return self._features(torch.cat([reference, x]), n)[n:]
-
-    def forward(self, x: Tensor, reference: Tensor | None = None) -> Tensor:
-        """Class logits for a batch of images.
-
-        Args:
-            x: Images ``[B, C, H, W]`` (one task; vmap over a leading task axis for a meta-batch).
-            reference: The task's support images ``[S, C, H, W]``. Used only when
-                ``norm_mode == "support"``: every batch-norm layer then takes its statistics from
-                the reference activations, so the output for one image of ``x`` does not depend on
-                the other rows of ``x``. Ignored in transductive mode. With ``reference=None`` the
-                batch ``x`` is normalised with its own statistics (right for the support set
-                itself in either mode).
-
-        Returns:
-            Logits ``[B, ways]``.
-        """
-        return self.classifier(self.embed(x, reference))
 
     def _features(self, x: Tensor, split: int | None) -> Tensor:
         for block in self.blocks:
