@@ -25,11 +25,12 @@ from alfa.checkpoint import (
 )
 from alfa.cli import main
 from alfa.config import load_config
+from alfa.divergence import meta_parameters_finite
 from alfa.errors import DivergenceError
 from alfa.rules.generator import HyperparameterGenerator
 from alfa.runlog import RunLog, read_metrics
 from alfa.tasks.source import SinusoidSource
-from alfa.train import _better, _parameters_finite, _rng_state, _set_rng_state
+from alfa.train import _better, _rng_state, _set_rng_state
 from alfa.typing import TaskBatch
 
 BASE = [
@@ -300,13 +301,13 @@ def test_a_non_finite_generated_alpha_names_step_layer_and_task(tmp_path, capsys
 
 def test_non_finite_meta_parameters_are_never_checkpointed():
     learner = build_learner(load_config(None, BASE), task="regression", in_channels=1)
-    _parameters_finite(learner, 7)
+    meta_parameters_finite(learner, 7)
     with torch.no_grad():
         learner.rule.alpha0.value[1, 0] = float("inf")
     with pytest.raises(
         DivergenceError, match=r"iteration 7: non-finite meta-parameter 'rule\.alpha0"
     ):
-        _parameters_finite(learner, 7)
+        meta_parameters_finite(learner, 7)
 
 
 def test_a_nan_validation_score_is_never_the_best():

@@ -26,12 +26,17 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 """Per-task loss: predictions ``[T, B, ...]`` and targets ``[T, B, ...]`` -> losses ``[T]``."""
 
 
-def _first_bad(name: str, what: str, step: int, tensor: Tensor) -> None:
+def _first_bad(name: str | None, what: str, step: int, tensor: Tensor) -> None:
     finite = torch.isfinite(tensor.detach()).flatten(1).all(1)
     if not bool(finite.all()):
         task = int((~finite).nonzero()[0, 0])
+        where = f"layer '{name}'" if name is not None else "layer -"
         raise DivergenceError(
-            f"non-finite {what} at inner step {step}, layer '{name}', task {task}"
+            f"non-finite {what} at inner step {step}, {where}, task {task}",
+            what=what,
+            step=step,
+            layer=name,
+            task=task,
         )
 
 
@@ -80,7 +85,7 @@ def inner_loop(
     for step in range(steps):
         losses, grads = support_grads(params, create_graph)
         if check:
-            _first_bad("-", "support loss", step, losses.unsqueeze(1))
+            _first_bad(None, "support loss", step, losses.unsqueeze(1))
             for n in names:
                 _first_bad(n, "gradient", step, grads[n])
         params, hyper = rule.update(step, params, grads)

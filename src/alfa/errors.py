@@ -20,6 +20,22 @@ class DataError(AlfaError):
 
 
 class DivergenceError(AlfaError):
-    """A NaN or inf appeared in the inner or outer loop."""
+    """A NaN or inf appeared in the inner or outer loop.
+
+    Raised by the inner loop's checks with where it happened: ``what`` (e.g. ``"gradient"``),
+    the inner ``step``, the ``layer`` (None for a loss) and the ``task``.
+    """
 
     exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        what: str | None = None,
+        step: int | None = None,
+        layer: str | None = None,
+        task: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.what, self.step, self.layer, self.task = what, step, layer, task

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import signal
 import sys
 import threading
@@ -48,13 +47,13 @@ from alfa.checkpoint import (
     top_name,
 )
 from alfa.config import Config, config_to_dict
+from alfa.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
 from alfa.errors import AlfaError, DivergenceError
 from alfa.evaluate import evaluate
 from alfa.meta_learner import MetaLearner, MetaOutput
 from alfa.runlog import RunLog
 from alfa.runs import load_learner_state
 from alfa.tasks.source import TaskSource, build_source
-from alfa.typing import TaskBatch
 
 __all__ = ["TrainResult", "check_new_run_dir", "run_paths", "train"]
 
@@ -188,94 +187,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
-
-
-_LOSS_FAULT = re.compile(r"non-finite support loss at inner step (\d+), layer '-', task (\d+)")
-
-
-def _first_bad_module(
-    learner: MetaLearner, batch: TaskBatch, step: int, task: int, *, query: bool = False
-) -> str | None:
-    """The first module whose output is non-finite when ``task``'s support (or query) set goes
-    through the weights after ``step`` inner updates (None when every output is finite)."""
-    with torch.enable_grad():
-        params, _ = learner.adapt(
-            batch.support_x, batch.support_y, steps=step, first_order=True, keep_graph=False
-        )
-    module = learner.model
-    adapted = {n: p[task].detach() for n, p in params.items()}
-    shared = {n: p for n, p in module.named_parameters() if n not in adapted}
-    shared.update(dict(module.named_buffers()))
-    x = (batch.query_x if query else batch.support_x)[task]
-    kwargs = {"reference": batch.support_x[task]} if query else {}
-    if not learner.functional.accepts_reference:
-        kwargs = {}
-    found: list[str] = []
-    names = {m: n for n, m in module.named_modules()}
-
-    def hook(m: torch.nn.Module, _inputs: Any, output: Any) -> None:
-        if not found and isinstance(output, torch.Tensor) and not bool(output.isfinite().all()):
-            found.append(names[m])
-
-    leaves = [m for m in module.modules() if next(m.children(), None) is None]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            torch.func.functional_call(module, {**adapted, **shared}, (x,), kwargs)
-    except Exception:  # the diagnosis must never hide the divergence itself
-        return None
-    finally:
-        for h in handles:
-            h.remove()
-    return found[0] if found else None
-
-
-def _where(layer: str | None) -> str:
-    if layer is None:
-        return "layer - (outputs finite: the targets or the loss overflow)"
-    return f"layer '{layer}' (first non-finite output)"
-
-
-def _diagnose(learner: MetaLearner, batch: TaskBatch, iteration: int) -> DivergenceError:
-    """Re-run a diverged meta-batch with per-step checks to name the step, layer and task.
-
-    Gradients, generated hyperparameters and weights are checked per adapted tensor by the
-    inner loop; for a non-finite loss, the layer is the first module whose output overflows.
-    """
-    try:
-        out = learner(batch, check=True)
-    except DivergenceError as exc:
-        message = str(exc)
-        fault = _LOSS_FAULT.search(message)
-        if fault is not None:
-            step, task = int(fault.group(1)), int(fault.group(2))
-            layer = _where(_first_bad_module(learner, batch, step, task))
-            message = f"non-finite support loss at inner step {step}, {layer}, task {task}"
-        return DivergenceError(f"iteration {iteration}: {message}")
-    bad = (~torch.isfinite(out.query_losses)).nonzero()
-    if bad.numel():
-        task, last = int(bad[0, 0]), learner.steps - 1
-        layer = _where(_first_bad_module(learner, batch, learner.steps, task, query=True))
-        return DivergenceError(
-            f"iteration {iteration}: non-finite query loss after inner step {last}, {layer}, "
-            f"task {task}"
-        )
-    return DivergenceError(f"iteration {iteration}: non-finite outer loss or hyperparameter mean")
-
-
-def _outer_gradients_finite(learner: MetaLearner, iteration: int) -> None:
-    for name, p in learner.named_parameters():
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-            raise DivergenceError(f"iteration {iteration}: non-finite meta-gradient of '{name}'")
-
-
-def _parameters_finite(learner: MetaLearner, iteration: int) -> None:
-    """Never checkpoint a broken learner: every meta-parameter must be finite."""
-    for name, p in learner.named_parameters():
-        if not bool(torch.isfinite(p.detach()).all()):
-            raise DivergenceError(
-                f"iteration {iteration}: non-finite meta-parameter '{name}' after the meta-update"
-            )
 
 
 def _update_top(
@@ -453,10 +364,10 @@ def _loop(
             loss = float(out.loss.detach())
             alpha, beta = _step_means(out)
             if not all(math.isfinite(v) for v in [loss, *alpha, *beta]):
-                raise _diagnose(learner, batch, iteration)
+                raise diagnose(learner, batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            _outer_gradients_finite(learner, iteration)
+            meta_gradients_finite(learner, iteration)
             if config.meta.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(learner.parameters(), config.meta.grad_clip)
             optimizer.step()
@@ -487,7 +398,7 @@ def _loop(
                         file=sys.stderr,
                     )
                 elif _better(metric, mean, best):
-                    _parameters_finite(learner, iteration)
+                    meta_parameters_finite(learner, iteration)
                     best = mean
                     save_checkpoint(paths["best"], checkpoint_state(iteration))
                 if math.isfinite(mean) and t.keep_best > 1:
@@ -498,7 +409,7 @@ def _loop(
             last = iteration == t.iterations
             stopping = stop.signal is not None
             if iteration % t.checkpoint_every == 0 or last or stopping:
-                _parameters_finite(learner, iteration)
+                meta_parameters_finite(learner, iteration)
                 saved = paths["checkpoints"] / checkpoint_name(iteration)
                 save_checkpoint(saved, checkpoint_state(iteration))
                 prune_checkpoints(paths["checkpoints"], t.keep_last)
