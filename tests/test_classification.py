@@ -132,3 +132,20 @@ def test_adapt_classifies_a_users_own_images(tmp_path, capsys):
     (support / "fox" / "a.png").write_bytes((data / "class0" / "0.png").read_bytes())
     assert main(["adapt", str(run), str(support), *query]) == 2
     assert "trained for 3-way" in capsys.readouterr().err
+
+
+def test_data_check_command(tmp_path, capsys):
+    data = _write_folder_dataset(tmp_path / "data", classes=3, per_class=20)
+    assert main(["data", "check", str(data)]) == 0
+    report = capsys.readouterr().out
+    assert "folder" in report and "3" in report
+    (data / "class1" / "broken.png").write_bytes(b"not an image")
+    (data / "empty").mkdir()
+    assert main(["data", "check", str(data), "--format", "folder"]) == 2
+    report = capsys.readouterr().out
+    assert "broken.png" in report and "empty" in report
+    assert main(["data", "check", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().out
+    assert main(["data", "check", str(data), "--format", "nonsense"]) == 2
+    captured = capsys.readouterr()
+    assert "nonsense" in captured.out + captured.err
