@@ -67,7 +67,8 @@ def test_shipped_paper_configs_match_the_recipes():
         config = paper_config(*cell)
         assert load_config(CONFIGS / "paper" / f"{config.name}.yaml") == config
         assert config.meta.batch_size == (2 if config.data.shots == 5 else 4)
-        assert config.data.query == 15 and config.meta.steps == 5
+        assert config.data.query == 15
+        assert config.meta.steps == (int(cell[6][-1]) if cell[0] == "table7" else 5)
         assert config.rule.lr == 0.01 and config.meta.lr == 0.001
 
 
@@ -75,7 +76,7 @@ def test_paper_cells_cover_tables_1_2_and_4():
     from alfa.recipes import PAPER_CELLS
 
     tables = {cell[0] for cell in PAPER_CELLS}
-    assert tables == {"table1", "table2", "table4"}
+    assert tables == {"table1", "table2", "table4", "table5", "table6", "table7"}
     table1 = [c for c in PAPER_CELLS if c[0] == "table1"]
     assert {(c[1], c[3], c[5]) for c in table1} == {
         (d, b, k)
@@ -86,3 +87,18 @@ def test_paper_cells_cover_tables_1_2_and_4():
     assert {c[6] for c in table1} >= {"maml", "alfa_maml", "alfa_random"}
     assert all(c[2] == "cub" for c in PAPER_CELLS if c[0] == "table2")
     assert {c[4] for c in PAPER_CELLS if c[0] == "table4"} == {20}
+
+
+def test_ablation_recipes_switch_what_the_tables_vary():
+    from alfa.recipes import PAPER_CELLS, paper_config
+
+    cells = {c[6]: paper_config(*c) for c in PAPER_CELLS if c[0] in ("table5", "table6", "table7")}
+    assert cells["input-weights"].rule.generator_input == "weights"
+    assert [cells[f"steps-{s}"].meta.steps for s in range(1, 6)] == [1, 2, 3, 4, 5]
+    fixed = cells["maml-alpha-fixed-step"].rule
+    assert fixed.name == "learned_fixed" and fixed.per_step and not fixed.per_layer
+    assert fixed.learn_alpha and not fixed.learn_beta
+    adaptive = cells["random-beta-adaptive-layer"]
+    assert adaptive.rule.name == "alfa" and adaptive.rule.generate == ("beta",)
+    assert adaptive.meta.init == "random" and adaptive.rule.per_layer
+    assert len(cells) == 3 + 16 + 5

@@ -1,4 +1,4 @@
-"""The paper's classification recipes (Tables 1, 2 and 4) as configs.
+"""The paper's classification recipes (Tables 1, 2, 4, 5, 6 and 7) as configs.
 
 Hyperparameters follow the official code and the paper (reference A.3): 84x84 images, 15 query
 images per class, 5 inner steps (first order at evaluation), inner lr 0.01, weight decay 5e-4,
@@ -6,6 +6,10 @@ Adam 1e-3, 100 epochs x 500 iterations, meta-batch 2 for 5-shot and 4 for 1-shot
 600 tasks after every epoch, 600 test tasks. 4-CONV has 48 filters; ResNet12 64-128-256-512.
 BatchNorm runs in the official transductive mode. The configs name the dataset folder with a
 placeholder path under ``data/``; point ``data.root`` at yours.
+
+Tables 5-7 are ablations of ALFA on 4-CONV, 5-way 5-shot miniImageNet: the generator's input
+(Table 5), alpha or beta alone, task-independent ("fixed", the ``learned_fixed`` rule) or
+generated ("adaptive"), per step or per layer (Table 6), and the number of inner steps (Table 7).
 
 ``configs/paper/*.yaml`` hold exactly these configs (a test checks it); write them again with
 ``python -m alfa.recipes configs/paper``.
@@ -62,14 +66,62 @@ def cell_name(
     table: str, data: str, test: str, backbone: str, ways: int, shots: int, method: str
 ) -> str:
     where = data if data == test else f"{data}_to_{test}"
-    return f"{table}_{where}_{backbone}_{ways}way_{shots}shot_{method}"
+    return f"{table}_{where}_{backbone}_{ways}way_{shots}shot_{method.replace('-', '_')}"
+
+
+def _ablation(method: str) -> dict[str, Any]:
+    """Rule and meta settings of a Table 5/6/7 method name (see :data:`ABLATIONS`)."""
+    parts = method.split("-")
+    if parts[0] == "input":  # Table 5: input-<weights|gradients|both>
+        return {"rule": {"name": "alfa", "generator_input": parts[1]}, "meta": {}}
+    if parts[0] == "steps":  # Table 7: steps-<S>
+        return {"rule": {"name": "alfa"}, "meta": {"steps": int(parts[1])}}
+    # Table 6: <maml|random>-<alpha|beta>-<fixed|adaptive>-<step|layer>
+    init, which, kind, layout = parts
+    rule: dict[str, Any] = {
+        "per_step": layout == "step",
+        "per_layer": layout == "layer",
+        "learn_alpha": which == "alpha",
+        "learn_beta": which == "beta",
+    }
+    if kind == "fixed":
+        rule["name"] = "learned_fixed"
+    else:
+        rule.update(name="alfa", generate=[which])
+    return {"rule": rule, "meta": {"init": "learned" if init == "maml" else "random"}}
+
+
+ABLATIONS = (
+    [f"input-{i}" for i in ("weights", "gradients", "both")]
+    + [
+        f"{init}-{which}-{kind}-{layout}"
+        for init in ("maml", "random")
+        for which in ("alpha", "beta")
+        for kind in ("fixed", "adaptive")
+        for layout in ("step", "layer")
+    ]
+    + [f"steps-{s}" for s in range(1, 6)]
+)
+ABLATION_TABLE = {"input": "table5", "steps": "table7"}
+PAPER_CELLS += [
+    (
+        ABLATION_TABLE.get(m.split("-")[0], "table6"),
+        "mini_imagenet",
+        "mini_imagenet",
+        "conv4",
+        5,
+        5,
+        m,
+    )
+    for m in ABLATIONS
+]
 
 
 def paper_config(
     table: str, data: str, test: str, backbone: str, ways: int, shots: int, method: str
 ) -> Config:
     """The config of one classification cell of the paper."""
-    spec = METHODS[method]
+    spec = METHODS[method] if method in METHODS else _ablation(method)
     body: dict[str, Any] = {
         "seed": 0,
         "name": cell_name(table, data, test, backbone, ways, shots, method),
@@ -99,7 +151,7 @@ def paper_config(
             "checkpoint_every": 500,
             "keep_last": 2,
         },
-        "eval": {"tasks": 600, "steps": 5, "batch": 20, "first_order": True},
+        "eval": {"tasks": 600, "steps": 0, "batch": 20, "first_order": True},
     }
     if test != data:
         body["data"]["test_name"] = test
