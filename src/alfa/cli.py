@@ -1,4 +1,4 @@
-"""Command line: ``alfa train | eval | reproduce | demo | data check | plot``.
+"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | data check``.
 
 Only parsing and dispatch live here. A user error prints one line ``alfa: error: ...`` on
 stderr and exits with code 2 (``--debug`` shows the traceback instead).
