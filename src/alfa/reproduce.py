@@ -226,7 +226,6 @@ def reproduce(args: argparse.Namespace) -> int:
             "test_tasks": 600,
             "query_points": 100,
             "best_checkpoint_iteration": r.get("checkpoint_iteration"),
-            "train_seconds": round(r["seconds"], 1),
             "diverged": r.get("diverged"),
         }
         _write(results_dir, done, iterations)  # a finished cell is saved at once
