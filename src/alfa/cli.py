@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", default=None, help="cells to run, e.g. 40x2-5-maml")
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("demo", help="MAML vs ALFA+MAML on sinusoid regression (about 5 minutes)")
+    p = sub.add_parser(
+        "demo", help="MAML vs ALFA+MAML on sinusoid regression (about 2 minutes on 2 cores)"
+    )
     p.add_argument("--iterations", type=int, default=6000)
     p.add_argument("--tasks", type=int, default=600)
     p.add_argument("--runs", default="runs/demo")
