@@ -29,8 +29,7 @@ def _first_bad_module(
         )
     module = learner.model
     adapted = {n: p[task].detach() for n, p in params.items()}
-    shared = {n: p for n, p in module.named_parameters() if n not in adapted}
-    shared.update(dict(module.named_buffers()))
+    shared = learner.functional.shared()
     x = (batch.query_x if query else batch.support_x)[task]
     kwargs = {"reference": batch.support_x[task]} if query else {}
     if not learner.functional.accepts_reference:

@@ -66,14 +66,16 @@ class FunctionalModel:
         params = dict(self.module.named_parameters())
         return {n: params[n] for n in self.names}
 
-    def _shared(self) -> dict[str, Tensor]:
+    def shared(self) -> dict[str, Tensor]:
+        """Every tensor the module needs besides the adapted ones (normalisation affine
+        parameters, buffers); the same for all tasks."""
         shared = {n: p for n, p in self.module.named_parameters() if n not in self.names}
         shared.update(dict(self.module.named_buffers()))
         return shared
 
     def apply(self, params: Params, x: Tensor, reference: Tensor | None = None) -> Tensor:
         """Outputs ``[T, B, ...]`` for inputs ``x`` of shape ``[T, B, ...]``."""
-        shared = self._shared()
+        shared = self.shared()
         module = self.module
 
         if reference is not None and self.accepts_reference:

@@ -63,6 +63,12 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def dataset_folder(path: str | os.PathLike[str], what: str) -> Path:
+    """The folder of a dataset given as that folder or as one of its files."""
+    root = as_path(path)
+    return root.parent if root.is_file() else require_dir(root, what)
+
+
 def require_file(path: Path, what: str) -> Path:
     """Return ``path`` if it is a file, else raise a :class:`DataError` naming it."""
     if not path.is_file():

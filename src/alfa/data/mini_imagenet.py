@@ -27,7 +27,7 @@ import numpy as np
 from alfa.data._containers import array_dataset, decode_keys, load_pickle
 from alfa.data._files import (
     ProblemSink,
-    as_path,
+    dataset_folder,
     list_class_dirs,
     list_images,
     normalise_split,
@@ -49,11 +49,6 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-
-
-def _folder(path: PathLike) -> Path:
-    root = as_path(path)
-    return root.parent if root.is_file() else require_dir(root, "miniImageNet folder")
 
 
 def _lazy(
@@ -83,7 +78,7 @@ def load_mini_imagenet_csv(
         DataError: Missing CSV or image folder, bad header, listed images missing.
     """
     split = normalise_split(split)
-    root = _folder(path)
+    root = dataset_folder(path, "miniImageNet folder")
     table = require_file(root / f"{split}.csv", f"miniImageNet {split} split file")
     images_dir = root / "images" if (root / "images").is_dir() else root
     per_class: dict[str, list[str]] = {}
@@ -136,7 +131,7 @@ def load_mini_imagenet_folders(
         DataError: Missing split folder, no class folders, empty class folders.
     """
     split = normalise_split(split)
-    root = _folder(path)
+    root = dataset_folder(path, "miniImageNet folder")
     if not (root / split).is_dir() and (root / "mini_imagenet_full_size").is_dir():
         root = root / "mini_imagenet_full_size"
     folder = require_dir(root / split, f"miniImageNet {split} split folder")
@@ -218,7 +213,7 @@ def load_mini_imagenet_pickle(
         DataError: Missing or corrupt file, wrong keys or shapes, row indices out of range.
     """
     split = normalise_split(split)
-    file = _folder(path) / pickle_name(split, l2l=False)
+    file = dataset_folder(path, "miniImageNet folder") / pickle_name(split, l2l=False)
     return _load_cache(file, split, image_size, resample, check_split, in_memory)
 
 
@@ -237,5 +232,5 @@ def load_mini_imagenet_l2l(
         DataError: Missing or corrupt file, wrong keys or shapes, row indices out of range.
     """
     split = normalise_split(split)
-    file = _folder(path) / pickle_name(split, l2l=True)
+    file = dataset_folder(path, "miniImageNet folder") / pickle_name(split, l2l=True)
     return _load_cache(file, split, image_size, resample, check_split, in_memory)

@@ -29,7 +29,7 @@ from alfa.data._containers import (
     npz_array,
     text_list,
 )
-from alfa.data._files import as_path, normalise_split, require_dir, require_file
+from alfa.data._files import dataset_folder, normalise_split, require_file
 from alfa.data.dataset import ImageClassDataset, LazyImageDataset
 from alfa.data.images import BytesReader, ImageSpec
 from alfa.errors import DataError
@@ -37,11 +37,6 @@ from alfa.errors import DataError
 __all__ = ["load_labels", "load_tiered_imagenet_npz", "load_tiered_imagenet_png"]
 
 PathLike = str | os.PathLike[str]
-
-
-def _folder(path: PathLike) -> Path:
-    root = as_path(path)
-    return root.parent if root.is_file() else require_dir(root, "tieredImageNet folder")
 
 
 def load_labels(file: Path) -> tuple[np.ndarray, list[str]]:
@@ -95,7 +90,7 @@ def load_tiered_imagenet_png(
         DataError: Missing or corrupt files, image and label counts that differ.
     """
     split = normalise_split(split)
-    root = _folder(path)
+    root = dataset_folder(path, "tieredImageNet folder")
     file = require_file(root / f"{split}_images_png.pkl", f"tieredImageNet {split} images")
     labels, names = load_labels(root / f"{split}_labels.pkl")
     blobs: Any = load_pickle(file)
@@ -132,7 +127,7 @@ def load_tiered_imagenet_npz(
         DataError: Missing or corrupt files, image and label counts that differ.
     """
     split = normalise_split(split)
-    root = _folder(path)
+    root = dataset_folder(path, "tieredImageNet folder")
     file = require_file(root / f"{split}_images.npz", f"tieredImageNet {split} images")
     labels, names = load_labels(root / f"{split}_labels.pkl")
     images = npz_array(file, "images")
