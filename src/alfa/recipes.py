@@ -11,8 +11,8 @@ Tables 5-7 are ablations of ALFA on 4-CONV, 5-way 5-shot miniImageNet: the gener
 (Table 5), alpha or beta alone, task-independent ("fixed", the ``learned_fixed`` rule) or
 generated ("adaptive"), per step or per layer (Table 6), and the number of inner steps (Table 7).
 
-``configs/paper/*.yaml`` hold exactly these configs (a test checks it); write them again with
-``python -m alfa.recipes configs/paper``.
+``configs/paper/*.yaml`` hold exactly these configs (a test checks it); write them again, with
+the Table 8 configs of ``configs/sinusoid/``, by ``python -m alfa.recipes configs``.
 """
 
 from __future__ import annotations
@@ -176,24 +176,33 @@ def _short(config: Config) -> dict[str, Any]:
     return diff(config_to_dict(config), config_to_dict(Config()))
 
 
+def write_config(path: Path, config: Config, header: str) -> Path:
+    """Write ``config`` as a short YAML file (only keys that differ from the defaults)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    path.write_text(comment + yaml.safe_dump(_short(config), sort_keys=False))
+    return path
+
+
 def write_paper_configs(folder: Path) -> list[Path]:
     """Write one YAML per cell of :data:`PAPER_CELLS` into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for cell in PAPER_CELLS:
         config = paper_config(*cell)
         header = (
-            f"# Paper {cell[0]} cell: {config.name}\n"
-            "# Hyperparameters of the official code (docs: src/alfa/recipes.py). Set data.root\n"
-            "# (and data.test_root for cross-domain) to your copy, e.g. data.root=/data/mini.\n"
+            f"Paper {cell[0]} cell: {config.name}\n"
+            "Hyperparameters of the official code (docs: src/alfa/recipes.py). Set data.root\n"
+            "(and data.test_root for cross-domain) to your copy, e.g. data.root=/data/mini."
         )
-        path = folder / f"{config.name}.yaml"
-        path.write_text(header + yaml.safe_dump(_short(config), sort_keys=False))
-        written.append(path)
+        written.append(write_config(folder / f"{config.name}.yaml", config, header))
     return written
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "configs/paper")
-    for written_path in write_paper_configs(target):
+    from alfa.reproduce import write_table8_configs
+
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "configs")
+    for written_path in write_paper_configs(root / "paper") + write_table8_configs(
+        root / "sinusoid"
+    ):
         print(written_path)
