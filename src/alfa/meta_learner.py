@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from alfa.adapt import inner_loop
 from alfa.functional import FunctionalModel
-from alfa.losses import accuracy, cross_entropy, mse
+from alfa.losses import cross_entropy, mse
 from alfa.rules.base import Hyperparameters, UpdateRule
 from alfa.typing import Params, TaskBatch
 
@@ -30,9 +30,8 @@ class MetaOutput:
 
     loss: Tensor  # scalar outer loss (with graph when training)
     query_losses: Tensor  # [T]
-    correct: Tensor | None  # [T, B] per-prediction correctness (classification)
     hyperparameters: list[Hyperparameters]  # one per inner step, each [T, N]
-    outputs: Tensor | None = None  # [T, B, ...] query outputs (logits or predictions), detached
+    outputs: Tensor  # [T, B, ...] query outputs (logits or predictions), detached
 
 
 class MetaLearner(nn.Module):
@@ -151,5 +150,4 @@ class MetaLearner(nn.Module):
             out = self.predict(params, batch.query_x, batch.support_x)
             losses = self.loss_fn(out, batch.query_y)
         loss = torch.stack(step_losses).mean(0).mean() if step_losses else losses.mean()
-        correct = accuracy(out, batch.query_y) if self.task == "classification" else None
-        return MetaOutput(loss, losses.detach(), correct, hyper, out.detach())
+        return MetaOutput(loss, losses.detach(), hyper, out.detach())
