@@ -168,10 +168,13 @@ def _prepare_new_run(config: Config, run_dir: Path) -> IO[str] | None:
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Every global generator's state as tensors and plain data (``weights_only`` loads it)."""
+    numpy = np.random.get_state(legacy=False)  # the MT19937 key is the one array: a tensor here
+    numpy["state"]["key"] = torch.from_numpy(numpy["state"]["key"].astype(np.int64))
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": numpy,
     }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -182,8 +185,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "python" in state:
         random.setstate(state["python"])
-    if "numpy" in state:
-        np.random.set_state(state["numpy"])
+    numpy = state.get("numpy")
+    if isinstance(numpy, dict):  # as _rng_state stores it (a tuple in old checkpoints)
+        key = np.asarray(numpy["state"]["key"], dtype=np.int64).astype(np.uint32)
+        numpy = {**numpy, "state": {**numpy["state"], "key": key}}
+    if numpy is not None:
+        np.random.set_state(numpy)
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
