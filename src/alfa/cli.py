@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from alfa.errors import AlfaError
@@ -208,10 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from PIL import Image
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():  # PIL warns of a decompression bomb: make it one line
+            warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+            return int(args.func(args))
     except AlfaError as exc:
         if args.debug:
             raise

@@ -5,12 +5,21 @@ folder that mixes modes (``1``, ``L``, ``P``, ``RGBA``, ``CMYK``, 16-bit grey ..
 one consistent channel count. Readers turn one stored *item* (a file path, a zip member, an
 encoded byte string, a row of a decoded array) into a PIL image; they are plain picklable
 objects so that :class:`torch.utils.data.DataLoader` worker processes can use them.
+
+An encoded image larger than :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is
+decoded: a small file can claim a huge size (a decompression bomb) and would otherwise take
+gigabytes of memory. PIL's own bomb check ends in the same one-line
+:class:`~alfa.errors.DataError`: its ``DecompressionBombError`` (above twice
+``PIL.Image.MAX_IMAGE_PIXELS``) always, its ``DecompressionBombWarning`` (above
+``PIL.Image.MAX_IMAGE_PIXELS``, which by default is above :data:`MAX_IMAGE_PIXELS`) where
+warnings of that category are errors, as the ``alfa`` command makes them.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from alfa.errors import DataError
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
     "ArrayReader",
     "BytesReader",
     "FileReader",
@@ -40,6 +50,14 @@ _RESAMPLE = {
 }
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+_BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+MAX_IMAGE_PIXELS = 2**26
+"""The largest image (width x height, 67 million pixels, e.g. 8192 x 8192) that is decoded.
+
+Few-shot data sets hold images of a few hundred pixels a side and a 60-megapixel photograph
+still fits; a bigger header is refused before decoding (a decompression bomb: a file of a few
+kilobytes that would expand to gigabytes)."""
 
 
 @dataclass(frozen=True)
@@ -133,10 +151,25 @@ class ImageReader(Protocol):
         ...
 
 
+def _too_large(where: str, pixels: str) -> DataError:
+    return DataError(
+        f"image {where} is too large to decode ({pixels} pixels, the limit is "
+        f"{MAX_IMAGE_PIXELS:,}): a decompression bomb or a damaged header "
+        "(replace or delete this file)"
+    )
+
+
 def _decode(data: bytes | memoryview, where: str) -> Image.Image:
+    """Decode one encoded image, refusing one whose header claims over MAX_IMAGE_PIXELS."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise _too_large(where, f"{width} x {height} = {width * height:,}")
         image.load()
+    except _BOMBS as exc:  # PIL's own check, above its limit (its warning where made an error)
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(where, f"{int(found.group(1)):,}" if found else "too many") from None
     except UnidentifiedImageError as exc:
         raise DataError(
             f"corrupt or unreadable image {where}: not a recognised image format "
