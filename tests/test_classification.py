@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,15 @@ def test_train_and_eval_classification(tmp_path, capsys, extra):
     assert main(["eval", str(run), "--tasks", "10", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["metric"] == "accuracy" and result["tasks"] == 10
-    assert 0.0 <= result["mean"] <= 1.0
-    assert result["ci95"] >= 0 and 0.0 <= result["per_prediction_std"] <= 0.5
+    # Classes are a fixed image each plus mild noise and labels a fresh random mapping in every
+    # task, so only adaptation beats chance (1/3): measured 0.67-1.0 here; a broken inner loop,
+    # label mapping or scoring stays near 1/3.
+    assert result["mean"] > 0.5
+    # The summary is arithmetic on 10 tasks x 6 query predictions, each right or wrong.
+    mean = result["mean"]
+    assert abs(mean * 60 - round(mean * 60)) < 1e-4
+    assert math.isclose(result["per_prediction_std"], math.sqrt(mean * (1 - mean)), abs_tol=1e-6)
+    assert math.isclose(result["ci95"], 1.96 * result["std"] / math.sqrt(10), rel_tol=1e-9)
 
 
 def test_more_ways_than_classes_is_a_clear_error(tmp_path, capsys):

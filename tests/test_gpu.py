@@ -9,6 +9,15 @@ import torch
 
 from alfa.typing import TaskBatch
 from metahelpers import make_batch, make_learner
+from test_reference import (
+    ENGINES,
+    build_engine,
+    image_batch,
+    meta_gradients,
+    randomise,
+    reference_gradients,
+    spec_for,
+)
 
 pytestmark = pytest.mark.gpu
 
@@ -48,3 +57,28 @@ def test_cuda_conv4_training_step():
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(p.grad is not None for p in learner.rule.parameters() if p.requires_grad)
+
+
+def conv4_against_reference(device: str, norm: str, engine: str | None) -> None:
+    """The engine on ``device`` against the per-task reference on the CPU, float64 (TF32 and
+    reduced-precision reductions do not apply): ALFA (official init) + L2F on a 4-CONV."""
+    from alfa.models.conv4 import Conv4
+
+    torch.manual_seed(0)
+    model = Conv4(3, in_channels=1, filters=8, image_size=16, norm=norm)
+    rule = {"name": "alfa", "generator_init": "official", "l2f": True}
+    learner = build_engine(model, rule, task="classification", engine=engine)
+    randomise(learner)
+    batch = image_batch(size=16)
+    ref, ref_grads = reference_gradients(learner, spec_for(rule, task="classification"), batch)
+    loss, grads, _ = meta_gradients(learner.to(device), batch.to(device))
+    torch.testing.assert_close(loss.cpu(), ref.loss.detach(), rtol=1e-9, atol=0)
+    scale = max(float(g.abs().max()) for g in ref_grads.values())
+    for name, expected in ref_grads.items():
+        torch.testing.assert_close(grads[name].cpu(), expected, rtol=1e-7, atol=1e-9 * scale)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("norm", ["transductive", "support"])
+def test_cuda_conv4_meta_gradient_equals_reference(norm, engine):
+    conv4_against_reference("cuda", norm, engine)

@@ -49,6 +49,15 @@ def test_reproduce_table8_is_resumable_cell_by_cell(tmp_path, capsys):
     for row in rows:
         assert row["mse"] > 0 and row["ci95"] > 0 and row["iterations"] == 12
         assert row["paper_mse"] == PAPER_TABLE8[("40x2", 5)][row["method"]][0]
+        # The recorded cell is what `alfa eval` of its best checkpoint prints (600 test tasks).
+        capsys.readouterr()
+        run = tmp_path / "runs" / f"40x2-k5-{row['method']}-12"
+        assert main(["eval", str(run), "--tasks", "600", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result["tasks"] == 600
+        assert result["iteration"] == row["best_checkpoint_iteration"]
+        assert result["mean"] == pytest.approx(row["mse"], rel=1e-12)
+        assert result["ci95"] == pytest.approx(row["ci95"], rel=1e-12)
     table = (tmp_path / "results" / "table8.md").read_text()
     assert "| 40x2 | 5 | maml |" in table
     capsys.readouterr()

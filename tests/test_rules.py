@@ -183,14 +183,41 @@ def _rule(kind: str):
     scale=st.floats(1e-3, 1e3),
     seed=st.integers(0, 2**16),
 )
-def test_every_rule_preserves_shapes_and_finiteness(kind, tasks, step, scale, seed):
+def test_every_rule_is_eq4_per_task_and_step(kind, tasks, step, scale, seed):
+    """Every rule: shapes and finiteness; the update is Eq. (4) with the hyperparameters it
+    returns, tensor by tensor; each task's result depends on that task alone; steps past the
+    trained number reuse the last step's hyperparameters."""
     rule = _rule(kind).double()
+    with torch.no_grad():  # distinct per-step, per-layer tables and a non-trivial generator
+        g = torch.Generator().manual_seed(seed)
+        for p in rule.parameters():
+            p.mul_(0.5 + torch.rand(p.shape, generator=g, dtype=p.dtype))
     params = {n: t * scale for n, t in _params(tasks, seed).items()}
     grads = _params(tasks, seed + 1)
     params = rule.init(params, lambda p: grads)
     new, hyper = rule.update(step, params, grads)
     assert hyper.alpha.shape == hyper.beta.shape == (tasks, 2)
-    for n in NAMES:
+    for k, n in enumerate(NAMES):
         assert new[n].shape == params[n].shape
         assert torch.isfinite(new[n]).all()
+        view = (-1,) + (1,) * (params[n].dim() - 1)
+        decay = rule.decay(n)
+        beta = hyper.beta[:, k].reshape(view) * (1.0 if decay is None else decay)
+        expected = params[n] - beta * params[n] - hyper.alpha[:, k].reshape(view) * grads[n]
+        torch.testing.assert_close(new[n], expected, rtol=1e-12, atol=0)
     assert math.isfinite(float((hyper.alpha.sum() + hyper.beta.sum()).detach()))
+    last = tasks - 1
+    alone, alone_hyper = rule.update(
+        step, {n: t[last:] for n, t in params.items()}, {n: t[last:] for n, t in grads.items()}
+    )
+    torch.testing.assert_close(alone_hyper.alpha, hyper.alpha[last:], rtol=1e-12, atol=0)
+    torch.testing.assert_close(alone_hyper.beta, hyper.beta[last:], rtol=1e-12, atol=0)
+    for n in NAMES:
+        torch.testing.assert_close(alone[n], new[n][last:], rtol=1e-12, atol=0)
+    if step >= rule.steps:
+        clamped = rule.hyperparameters(rule.steps - 1, params, grads)
+        torch.testing.assert_close(clamped.alpha, hyper.alpha, rtol=1e-12, atol=0)
+        torch.testing.assert_close(clamped.beta, hyper.beta, rtol=1e-12, atol=0)
+    if step > 0 and kind != "maml":  # per-step tables: another step, other hyperparameters
+        other = rule.hyperparameters(0, params, grads)
+        assert not torch.equal(other.alpha, hyper.alpha)
