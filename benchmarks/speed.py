@@ -1,14 +1,16 @@
-"""Throughput benchmarks, each against a reference run in the same process.
+"""Throughput and memory benchmarks, each against a reference measured on the same machine.
 
-``--workload sinusoid``: meta-training iterations per second of alfa's engine (one vmapped
-forward and one gradient call per inner step for the whole meta-batch) against a reference that
-follows the official ALFA code's approach: a Python loop over the tasks of the meta-batch, and per
-inner step one ``torch.autograd.grad`` call for the generator's input and one with
-``create_graph=True`` for the update. Same configuration for both: 40-40 MLP, meta-batch 25,
-K=10 support and 10 query points, 5 inner steps, ALFA, second order, Adam 1e-3.
+``--workload sinusoid | omniglot | mini-conv4 | mini-resnet12`` (``workloads.py``): meta-training
+iterations per second of alfa's engine against ``reference.py``, which runs the same ALFA
+meta-iteration the way the official code does (a Python loop over tasks, two
+``torch.autograd.grad`` calls per inner step, the second with ``create_graph=True``). Both start
+from the same weights and generator (official initialisation, so the generated hyperparameters
+are not trivial), and the benchmark exits with status 1 when their meta-losses differ. Each side
+runs in its own process, so ``peak_mem_mb`` is that side's own peak (CUDA:
+``torch.cuda.max_memory_allocated``; CPU: peak resident memory, interpreter included).
 
 ``--workload episodes``: episodes per second of the image episode sampler on synthetic
-in-memory Omniglot-sized data.
+in-memory Omniglot-sized data, against a plain gather of the same images.
 
 The last printed line is one JSON object.
 """
@@ -17,109 +19,111 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
-from torch import nn
 
-from alfa.config import RuleConfig
-from alfa.functional import FunctionalModel
-from alfa.meta_learner import MetaLearner
-from alfa.models.mlp import MLP
-from alfa.rules import build_rule
-from alfa.tasks import SinusoidTasks
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-TASKS, SHOTS, STEPS = 25, 10, 5
+from reference import ReferenceALFA
+from workloads import WORKLOADS, build
+
+ENGINE_WORKLOADS = tuple(WORKLOADS)
 
 
-class ReferenceALFA(nn.Module):
-    """The official code's scheme: per task, per step, two gradient calls on plain tensors."""
-
-    def __init__(self, net: nn.Module, steps: int) -> None:
-        super().__init__()
-        self.net = net
-        n = len(list(net.parameters()))
-        self.generator = nn.Sequential(nn.Linear(2 * n, 2 * n), nn.ReLU(), nn.Linear(2 * n, 2 * n))
-        with torch.no_grad():
-            self.generator[-1].weight.zero_()
-            self.generator[-1].bias.fill_(1.0)
-        self.alpha0 = nn.Parameter(torch.full((steps, n), 0.01))
-        self.beta0 = nn.Parameter(torch.full((steps, n), 5e-6))
-        self.steps = steps
-
-    def forward_with(self, weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        names = [n for n, _ in self.net.named_parameters()]
-        return torch.func.functional_call(self.net, dict(zip(names, weights, strict=True)), (x,))
-
-    def task_loss(self, sx, sy, qx, qy) -> torch.Tensor:
-        weights = list(self.net.parameters())
-        n = len(weights)
-        for step in range(self.steps):
-            loss = (self.forward_with(weights, sx) - sy).pow(2).mean()
-            plain = torch.autograd.grad(loss, weights, retain_graph=True)
-            state = torch.cat(
-                [torch.stack([w.mean() for w in weights]), torch.stack([g.mean() for g in plain])]
-            )
-            out = self.generator(state)
-            alpha, beta = out[:n] * self.alpha0[step], out[n:] * self.beta0[step]
-            grads = torch.autograd.grad(loss, weights, create_graph=True)
-            weights = [
-                (1 - beta[k]) * w - alpha[k] * g
-                for k, (w, g) in enumerate(zip(weights, grads, strict=True))
-            ]
-        return (self.forward_with(weights, qx) - qy).pow(2).mean()
-
-    def meta_loss(self, batch) -> torch.Tensor:
-        losses = [self.task_loss(*(t[i] for t in batch)) for i in range(batch.num_tasks)]
-        return torch.stack(losses).mean()
-
-
-def _time(step, seconds: float) -> float:
+def _time(step, seconds: float, min_iters: int) -> float:
     step()  # warm-up
     count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or count < 3:
+    while time.perf_counter() - start < seconds or count < min_iters:
         step()
         count += 1
     return count / (time.perf_counter() - start)
 
 
-def bench_sinusoid(seconds: float) -> dict:
-    torch.manual_seed(0)
-    tasks = SinusoidTasks("paper", SHOTS, SHOTS, seed=0)
-    batch = tasks.sample(TASKS)
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
-    model = MLP((40, 40))
-    functional = FunctionalModel(model)
-    shapes = [p.shape for p in functional.initial().values()]
-    rule = build_rule(RuleConfig(name="alfa"), functional.names, shapes, STEPS)
-    ours = MetaLearner(model, rule, steps=STEPS)
-    opt = torch.optim.Adam(ours.parameters(), 1e-3)
 
-    def ours_step() -> None:
+def measure_side(args: argparse.Namespace) -> dict:
+    """One side (``ours`` or ``reference``) in this process: initial loss, rate, peak memory."""
+    device = torch.device(args.device)
+    group = None if args.group == 0 else ("auto" if args.group < 0 else args.group)
+    learner, batch, w = build(
+        args.workload, tasks=args.tasks, engine=args.engine, group=group, device=args.device
+    )
+    if args.side == "ours":
+        module = learner
+
+        def loss_fn():
+            return learner(batch).loss
+    else:
+        fresh, _, _ = build(args.workload, tasks=1, engine="generic")
+        module = ReferenceALFA(fresh.model, learner.functional.names, w.steps, learner.task)
+        module.copy_from(learner)
+        module = module.to(device)
+        del learner
+
+        def loss_fn():
+            return module.meta_loss(batch)
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, 1e-3)
+    initial = float(loss_fn())
+
+    def step() -> None:
         opt.zero_grad()
-        ours(batch).loss.backward()
+        loss_fn().backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
-    reference = ReferenceALFA(MLP((40, 40)), STEPS)
-    ref_opt = torch.optim.Adam(reference.parameters(), 1e-3)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rate = _time(step, args.seconds, args.min_iters)
+    return {"loss": initial, "per_s": rate, "peak_mem_mb": _peak_mb(device)}
 
-    def reference_step() -> None:
-        ref_opt.zero_grad()
-        reference.meta_loss(batch).backward()
-        ref_opt.step()
 
-    # Same numbers from both before timing: the two implementations compute the same loss.
-    reference.net.load_state_dict(model.state_dict())
-    same = torch.allclose(reference.meta_loss(batch), ours(batch).loss, rtol=1e-4, atol=1e-6)
-    ours_rate = _time(ours_step, seconds)
-    ref_rate = _time(reference_step, seconds)
+def _child(args: argparse.Namespace, side: str) -> dict:
+    cmd = [sys.executable, __file__, "--side", side, "--workload", args.workload]
+    cmd += ["--seconds", str(args.seconds), "--min-iters", str(args.min_iters)]
+    cmd += ["--threads", str(args.threads), "--device", args.device, "--group", str(args.group)]
+    cmd += ["--engine", args.engine] + (["--tasks", str(args.tasks)] if args.tasks else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"speed: the {side} side failed (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_engine(args: argparse.Namespace) -> dict:
+    w = WORKLOADS[args.workload]
+    ours = _child(args, "ours")
+    ref = _child(args, "reference")
+    same = abs(ours["loss"] - ref["loss"]) <= 1e-4 * abs(ref["loss"]) + 1e-6
+    tasks = args.tasks or w.tasks
     return {
-        "workload": "sinusoid",
-        "config": f"mlp 40-40, meta-batch {TASKS}, K={SHOTS}, {STEPS} steps, alfa, second order",
-        "threads": torch.get_num_threads(),
-        "ours_per_s": ours_rate,
-        "reference_per_s": ref_rate,
-        "speedup": ours_rate / ref_rate,
+        "workload": args.workload,
+        "config": f"{w.description}, meta-batch {tasks}, {w.steps} steps, alfa, second order",
+        "device": torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else f"cpu ({os.cpu_count()} cores)",
+        "threads": args.threads,
+        "engine": args.engine,
+        "group": args.group,
+        "ours_per_s": ours["per_s"],
+        "reference_per_s": ref["per_s"],
+        "speedup": ours["per_s"] / ref["per_s"],
+        "peak_mem_mb": ours["peak_mem_mb"],
+        "reference_peak_mem_mb": ref["peak_mem_mb"],
+        "loss": ours["loss"],
+        "reference_loss": ref["loss"],
         "same_loss": bool(same),
     }
 
@@ -158,22 +162,31 @@ def bench_episodes(seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=["sinusoid", "episodes"], default="sinusoid")
+    parser.add_argument("--workload", choices=[*ENGINE_WORKLOADS, "episodes"], default="sinusoid")
     parser.add_argument("--seconds", type=float, default=10.0, help="time per measurement")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--min-iters", type=int, default=3, help="timed iterations at least")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--tasks", type=int, default=0, help="meta-batch (0: the workload's)")
+    parser.add_argument("--engine", choices=["auto", "fast", "generic"], default="auto")
+    parser.add_argument(
+        "--group", type=int, default=-1, help="tasks per group, fast path (-1 auto, 0 all)"
+    )
+    parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = (
-        bench_sinusoid(args.seconds)
-        if args.workload == "sinusoid"
-        else bench_episodes(args.seconds)
-    )
+    torch.set_num_threads(args.threads)
+    if args.side:
+        print(json.dumps(measure_side(args)))
+        return
+    result = bench_episodes(args.seconds) if args.workload == "episodes" else bench_engine(args)
     if not args.json:
         for key, value in result.items():
-            print(f"{key:>16}: {value}")
+            print(f"{key:>22}: {value}")
     print(json.dumps(result))
+    if result.get("same_loss") is False:
+        print("speed: the two implementations compute different losses", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

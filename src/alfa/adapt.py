@@ -1,15 +1,17 @@
 """The inner loop: S steps of an update rule on the support sets of a whole meta-batch.
 
-Tasks are independent, so the gradient of the *sum* of the per-task support losses with respect
-to the per-task parameter copies ``[T, ...]`` is exactly each task's own gradient: one
-``torch.autograd.grad`` call per step serves the whole meta-batch, with the forward vectorised by
-``vmap``. ``create_graph=True`` keeps second-order terms (MAML's Hessian-vector products);
-``create_graph=False`` is first order: the gradients enter the update as constants, and the
-meta-gradient still flows through the weights, the rule and the generated hyperparameters.
+Every parameter carries a leading task axis ``[T, ...]``. The base learner (a
+:class:`~alfa.functional.FunctionalModel`, or its closed-form fast path
+:class:`~alfa.fast.FastModel`) supplies each task's support loss and gradient for the whole
+meta-batch at once. ``create_graph=True`` keeps second-order terms (MAML's Hessian-vector
+products); ``create_graph=False`` is first order: the gradients enter the update as constants,
+and the meta-gradient still flows through the weights, the rule and the generated
+hyperparameters.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -59,8 +61,8 @@ def inner_loop(
     Args:
         create_graph: keep the graph of the inner gradients (second order).
         keep_graph: keep the graph from the result back to the initial parameters and the rule
-            (needed for a meta-gradient). When False, parameters are detached after each step,
-            which bounds memory at evaluation time.
+            (needed for a meta-gradient). When False, the loop runs without a graph, which
+            bounds memory at evaluation time.
         check: verify after every step that losses, gradients, generated hyperparameters and
             weights are finite, raising :class:`DivergenceError` naming step, layer and task.
         on_step: called with ``(step, params)`` after each update (multi-step loss, plots).
@@ -70,34 +72,29 @@ def inner_loop(
     """
     names = rule.names
 
-    def support_grads(p: Params, graph: bool) -> tuple[Tensor, Params]:
-        losses = loss_fn(model.apply(p, support_x), support_y)
-        grads = torch.autograd.grad(losses.sum(), [p[n] for n in names], create_graph=graph)
-        return losses, dict(zip(names, grads, strict=True))
+    def support_grads(p: Params) -> tuple[Tensor | None, Params]:
+        return model.support_grads(p, support_x, support_y, loss_fn, create_graph, losses=check)
 
-    def fresh(p: Params) -> Params:
-        return {n: t.detach().requires_grad_(True) for n, t in p.items()}
-
-    if not keep_graph:
-        params = fresh(params)
-    params = rule.init(params, lambda p: support_grads(p, create_graph)[1])
+    # Without a meta-gradient nothing needs a graph: the rule runs under no_grad and the
+    # gradients are taken from detached weights (bounded memory at evaluation time).
+    context = contextlib.nullcontext() if keep_graph else torch.no_grad()
     history: list[Hyperparameters] = []
-    for step in range(steps):
-        losses, grads = support_grads(params, create_graph)
-        if check:
-            _first_bad(None, "support loss", step, losses.unsqueeze(1))
-            for n in names:
-                _first_bad(n, "gradient", step, grads[n])
-        params, hyper = rule.update(step, params, grads)
-        if check:
-            for k, n in enumerate(names):
-                _first_bad(n, "generated alpha", step, hyper.alpha[:, k : k + 1])
-                _first_bad(n, "generated beta", step, hyper.beta[:, k : k + 1])
-                _first_bad(n, "weight", step, params[n])
-        history.append(hyper)
-        if not keep_graph:
-            params = fresh(params)
-            history[-1] = Hyperparameters(hyper.alpha.detach(), hyper.beta.detach())
-        if on_step is not None:
-            on_step(step, params)
+    with context:
+        params = rule.init(params, lambda p: support_grads(p)[1])
+        for step in range(steps):
+            losses, grads = support_grads(params)
+            if check and losses is not None:
+                _first_bad(None, "support loss", step, losses.unsqueeze(1))
+                for n in names:
+                    _first_bad(n, "gradient", step, grads[n])
+            params, hyper = rule.update(step, params, grads)
+            if check:  # hyperparameters first: a non-finite one reaches every weight
+                for k, n in enumerate(names):
+                    _first_bad(n, "generated alpha", step, hyper.alpha[:, k : k + 1])
+                    _first_bad(n, "generated beta", step, hyper.beta[:, k : k + 1])
+                for n in names:
+                    _first_bad(n, "weight", step, params[n])
+            history.append(hyper)
+            if on_step is not None:
+                on_step(step, params)
     return params, history

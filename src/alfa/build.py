@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from alfa.config import Config
@@ -10,7 +12,13 @@ from alfa.meta_learner import MetaLearner
 from alfa.models import build_model
 from alfa.rules import build_rule
 
-__all__ = ["build_learner", "build_optimizer", "resolve_device"]
+__all__ = [
+    "build_learner",
+    "build_optimizer",
+    "configure_runtime",
+    "default_threads",
+    "resolve_device",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,6 +30,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key 'train.device' is cuda but no CUDA device is available")
     return torch.device(name)
+
+
+def default_threads(config: Config, device: torch.device) -> int:
+    """CPU threads when ``train.threads`` is 0: 1 for the MLP, whose kernels are microseconds
+    long (more threads only add synchronisation, and collapse when the cores are busy), and up
+    to the number of cores for convolutional networks. Measured with ``benchmarks/speed.py
+    --threads N``: see benchmarks/README.md."""
+    if device.type != "cpu" or config.model.name == "mlp":
+        return 1 if device.type == "cpu" else torch.get_num_threads()
+    return max(1, min(os.cpu_count() or 1, torch.get_num_threads()))
 
 
 def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner:
@@ -45,10 +63,28 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
         first_order=config.meta.first_order,
         multi_step_loss=config.meta.multi_step_loss,
         learn_init=config.meta.init == "learned",
+        engine=config.train.engine,
+        group=config.train.task_group or "auto",
     )
 
 
 def build_optimizer(config: Config, learner: MetaLearner) -> torch.optim.Optimizer:
-    """Adam over every meta-parameter that requires a gradient (reference A.3)."""
+    """Adam over every meta-parameter that requires a gradient (reference A.3), in its
+    multi-tensor form (a few kernels for all parameters instead of several per parameter)."""
     params = [p for p in learner.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=config.meta.lr)
+    return torch.optim.Adam(params, lr=config.meta.lr, foreach=True)
+
+
+def configure_runtime(config: Config) -> torch.device:
+    """The run's device, with its thread count and TF32 setting applied (``train.*``).
+
+    Threads: ``train.threads``, or when 0 the automatic choice of :func:`default_threads`.
+    TF32 (CUDA only) is on exactly when ``train.tf32`` is, for matrix products and cuDNN
+    convolutions alike (PyTorch's own default enables it for convolutions only).
+    """
+    device = resolve_device(config.train.device)
+    torch.set_num_threads(config.train.threads or default_threads(config, device))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
+        torch.backends.cudnn.allow_tf32 = config.train.tf32
+    return device

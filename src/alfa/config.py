@@ -118,8 +118,11 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 2  # checkpoints kept besides the best one
     keep_best: int = 1  # best-by-validation checkpoints kept (top-k, for `alfa eval --ensemble`)
-    threads: int = 0  # torch CPU threads; 0 leaves the default
+    threads: int = 0  # torch CPU threads; 0: automatic (see alfa.threads)
     device: str = "auto"  # auto | cpu | cuda
+    engine: Literal["auto", "fast", "generic"] = "auto"  # inner-loop engine (alfa.fast)
+    task_group: int = 0  # fast path: tasks per group; 0: automatic (1 for convs on the CPU)
+    tf32: bool = False  # CUDA: TensorFloat-32 matrix products and convolutions
 
 
 @dataclass(frozen=True)
@@ -434,6 +437,8 @@ def validate(config: Config) -> None:
     _require(t.keep_last >= 1, "train.keep_last", f"must be at least 1; got {t.keep_last}")
     _require(t.keep_best >= 1, "train.keep_best", f"must be at least 1; got {t.keep_best}")
     _require(t.threads >= 0, "train.threads", f"must be 0 or more; got {t.threads}")
+    _require(t.threads <= 1024, "train.threads", f"must be at most 1024; got {t.threads}")
+    _require(t.task_group >= 0, "train.task_group", f"must be 0 (auto) or more; got {t.task_group}")
     _require(t.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
     _require(e.tasks >= 1, "eval.tasks", f"must be at least 1; got {e.tasks}")
     _require(e.steps >= 0, "eval.steps", f"must be 0 (as trained) or more; got {e.steps}")

@@ -9,6 +9,7 @@ time (their statistics never mix tasks) and must not track running statistics.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -77,6 +78,7 @@ class FunctionalModel:
         """Outputs ``[T, B, ...]`` for inputs ``x`` of shape ``[T, B, ...]``."""
         shared = self.shared()
         module = self.module
+        params = dict(params)  # a plain dict for vmap (a FlatParams is a dict subclass)
 
         if reference is not None and self.accepts_reference:
 
@@ -91,3 +93,33 @@ class FunctionalModel:
             return torch.func.functional_call(module, {**p, **shared}, (xb,))
 
         return torch.func.vmap(run)(params, x)
+
+    def support_grads(
+        self,
+        params: Params,
+        x: Tensor,
+        y: Tensor,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        create_graph: bool,
+        *,
+        losses: bool = True,
+    ) -> tuple[Tensor | None, Params]:
+        """Per-task support losses ``[T]`` and their gradients w.r.t. ``params``.
+
+        ``losses=False`` says the caller needs only the gradients (an implementation may then
+        return None for the losses).
+
+        Tasks are independent, so the gradient of the *sum* of the per-task losses with respect
+        to the per-task copies ``[T, ...]`` is each task's own gradient: one
+        ``torch.autograd.grad`` call serves the whole meta-batch. ``create_graph`` keeps the
+        graph of the gradients (second order).
+        """
+        leaves = {
+            n: t if t.requires_grad else t.detach().requires_grad_(True) for n, t in params.items()
+        }
+        with torch.enable_grad():
+            values = loss_fn(self.apply(leaves, x), y)
+            grads = torch.autograd.grad(
+                values.sum(), [leaves[n] for n in self.names], create_graph=create_graph
+            )
+        return values, dict(zip(self.names, grads, strict=True))

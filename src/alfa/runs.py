@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alfa.build import build_learner, resolve_device
+from alfa.build import build_learner, configure_runtime, resolve_device
 from alfa.checkpoint import CheckpointError, latest_good_checkpoint, list_top, load_checkpoint
 from alfa.config import Config, config_from_dict, read_yaml
 from alfa.errors import AlfaError, ConfigError
@@ -83,7 +83,7 @@ def load_run(
     source = build_source(config)
     learner = build_learner(config, task=source.task, in_channels=source.in_channels)
     load_learner_state(learner, state, path)
-    learner.to(resolve_device(config.train.device))
+    learner.to(configure_runtime(config))
     learner.eval()
     return config, learner, source, state
 

@@ -31,9 +31,10 @@ from typing import IO, Any
 import numpy as np
 import torch
 import yaml
+from torch import nn
 from tqdm import tqdm
 
-from alfa.build import build_learner, build_optimizer, resolve_device
+from alfa.build import build_learner, build_optimizer, configure_runtime
 from alfa.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -96,11 +97,21 @@ class _Window:
         return out
 
 
-def _step_means(out: MetaOutput) -> tuple[list[float], list[float]]:
-    """Mean generated alpha and beta of every inner step (over tasks and layers)."""
-    alpha = [float(h.alpha.detach().mean()) for h in out.hyperparameters]
-    beta = [float(h.beta.detach().mean()) for h in out.hyperparameters]
-    return alpha, beta
+def _iteration_stats(
+    learner: nn.Module, out: MetaOutput
+) -> tuple[float, list[float], list[float], float]:
+    """Outer loss, mean generated alpha and beta of every inner step (over tasks and layers),
+    and the largest meta-gradient magnitude (NaN when any is NaN), read in one transfer."""
+    steps = len(out.hyperparameters)
+    parts = [out.loss.detach().reshape(1)]
+    parts += [h.alpha.detach().mean().reshape(1) for h in out.hyperparameters]
+    parts += [h.beta.detach().mean().reshape(1) for h in out.hyperparameters]
+    grads = [p.grad.detach().abs().amax() for p in learner.parameters() if p.grad is not None]
+    if grads:
+        parts.append(torch.stack(grads).amax().reshape(1).to(parts[0].dtype))
+    values = torch.cat(parts).tolist()
+    largest = values[1 + 2 * steps] if grads else 0.0
+    return values[0], values[1 : 1 + steps], values[1 + steps : 1 + 2 * steps], largest
 
 
 def run_paths(run_dir: Path) -> dict[str, Path]:
@@ -267,9 +278,7 @@ def train(
         raise AlfaError(f"run directory '{run_dir}' does not exist")
     if not resume:
         check_new_run_dir(run_dir)  # before any work, so a mistake costs nothing
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    device = resolve_device(config.train.device)
+    device = configure_runtime(config)
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     source = build_source(config)
@@ -368,13 +377,15 @@ def _loop(
         for iteration in range(start + 1, t.iterations + 1):
             batch = source.sample(config.meta.batch_size).to(device)
             out = learner(batch)
-            loss = float(out.loss.detach())
-            alpha, beta = _step_means(out)
-            if not all(math.isfinite(v) for v in [loss, *alpha, *beta]):
-                raise diagnose(learner, batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            meta_gradients_finite(learner, iteration)
+            # The iteration's one host synchronisation: loss, step means and the largest
+            # meta-gradient magnitude (NaN-propagating) read together.
+            loss, alpha, beta, largest = _iteration_stats(learner, out)
+            if not all(math.isfinite(v) for v in [loss, *alpha, *beta]):
+                raise diagnose(learner, batch, iteration)
+            if not math.isfinite(largest):
+                meta_gradients_finite(learner, iteration)
             if config.meta.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(learner.parameters(), config.meta.grad_clip)
             optimizer.step()

@@ -18,6 +18,8 @@ and never mutates itself inside the inner loop.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -26,7 +28,7 @@ from torch import Tensor, nn
 
 from alfa.typing import Params
 
-__all__ = ["Hyperparameters", "UpdateRule", "layer_means"]
+__all__ = ["FlatParams", "Hyperparameters", "UpdateRule", "flatten", "layer_means"]
 
 
 class Hyperparameters(NamedTuple):
@@ -36,8 +38,60 @@ class Hyperparameters(NamedTuple):
     beta: Tensor
 
 
+class FlatParams(dict):
+    """Named ``[T, ...]`` tensors that are views of one buffer ``flat`` ``[T, P]``.
+
+    The rules update every adapted tensor of a task at once on the concatenation of all of them
+    (a handful of operations per step instead of several per tensor, which is what the inner
+    loop of a small network costs); the named views feed the base learner.
+    """
+
+    def __init__(self, flat: Tensor, names: Sequence[str], shapes: Sequence[torch.Size]) -> None:
+        sizes = [math.prod(s) for s in shapes]
+        pieces = flat.split(sizes, 1)
+        super().__init__({n: t.view(-1, *s) for n, t, s in zip(names, pieces, shapes, strict=True)})
+        self.flat = flat
+        self.names = tuple(names)
+
+
+def flatten(tensors: Params, names: Sequence[str]) -> Tensor:
+    """``[T, P]``: the tensors ``names`` of every task, flattened and concatenated."""
+    if isinstance(tensors, FlatParams) and tensors.names == tuple(names):
+        return tensors.flat
+    return torch.cat([tensors[n].reshape(tensors[n].shape[0], -1) for n in names], 1)
+
+
+_MEAN_MATRIX_LIMIT = 1 << 22  # entries; beyond it the per-tensor means are cheaper
+
+
+@functools.lru_cache(maxsize=64)
+def _membership(
+    sizes: tuple[int, ...], device: torch.device, dtype: torch.dtype, mean: bool
+) -> Tensor:
+    """``[P, N]`` with 1 (or ``1/size_k`` with ``mean``) where element ``p`` belongs to tensor
+    ``k``: ``flat @ M`` is every tensor's mean, ``values @ M.T`` spreads per-tensor values."""
+    index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    matrix = torch.zeros(sum(sizes), len(sizes), dtype=dtype)
+    weight = 1.0 / torch.tensor(sizes, dtype=dtype) if mean else torch.ones(len(sizes), dtype=dtype)
+    matrix[torch.arange(sum(sizes)), index] = weight[index]
+    return matrix.to(device)
+
+
+def _spread(values: Tensor, sizes: tuple[int, ...]) -> Tensor:
+    """``[T, N]`` per-tensor values -> ``[T, P]``, each repeated over its tensor's elements."""
+    if sum(sizes) * len(sizes) <= _MEAN_MATRIX_LIMIT:
+        return values @ _membership(sizes, values.device, values.dtype, False).T
+    t = values.shape[0]
+    return torch.cat([values[:, k : k + 1].expand(t, n) for k, n in enumerate(sizes)], 1)
+
+
 def layer_means(tensors: Params, names: Sequence[str]) -> Tensor:
     """Layer-wise means (paper Sec. 3.3): one value per task and tensor, shape ``[T, N]``."""
+    if isinstance(tensors, FlatParams) and tensors.names == tuple(names):
+        flat = tensors.flat
+        sizes = tuple(tensors[n][0].numel() for n in names)
+        if flat.shape[1] * len(sizes) <= _MEAN_MATRIX_LIMIT:
+            return flat @ _membership(sizes, flat.device, flat.dtype, True)
     return torch.stack([tensors[n].flatten(1).mean(1) for n in names], dim=1)
 
 
@@ -78,16 +132,30 @@ class UpdateRule(nn.Module):
         return None
 
     def update(self, step: int, params: Params, grads: Params) -> tuple[Params, Hyperparameters]:
-        """One inner step, Eq. (4): ``theta <- (1 - beta * decay) * theta - alpha * grad``."""
-        hyper = self.hyperparameters(step, params, grads)
-        new: Params = dict(params)
-        for k, name in enumerate(self.names):
-            theta, grad = params[name], grads[name]
-            view = (-1,) + (1,) * (theta.dim() - 1)
-            alpha = hyper.alpha[:, k].reshape(view)
-            beta = hyper.beta[:, k].reshape(view)
-            decay = self.decay(name)
-            if decay is not None:
-                beta = beta * decay
-            new[name] = theta - beta * theta - alpha * grad
-        return new, hyper
+        """One inner step, Eq. (4): ``theta <- (1 - beta * decay) * theta - alpha * grad``.
+
+        Computed on the flat ``[T, P]`` buffers of all adapted tensors, with ``alpha`` and
+        ``beta`` spread from ``[T, N]`` to ``[T, P]`` by each element's layer index.
+        """
+        theta = flatten(params, self.names)
+        grad = flatten(grads, self.names)
+        hyper = self.hyperparameters(
+            step,
+            FlatParams(theta, self.names, self.shapes),
+            FlatParams(grad, self.names, self.shapes),
+        )
+        sizes = tuple(math.prod(s) for s in self.shapes)
+        decays = [self.decay(n) for n in self.names]
+        if any(d is not None for d in decays):
+            ones = [torch.ones_like(theta[0, :1]).expand(n) for n in sizes]
+            decay = torch.cat(
+                [o if d is None else d.reshape(-1) for o, d in zip(ones, decays, strict=True)]
+            )
+            alpha = _spread(hyper.alpha, sizes)
+            new = theta - _spread(hyper.beta, sizes) * decay * theta - alpha * grad
+        else:
+            # alpha and the multiplier 1 - beta spread to every element in one product.
+            tasks = theta.shape[0]
+            both = _spread(torch.cat([hyper.alpha, 1.0 - hyper.beta]), sizes)
+            new = theta * both[tasks:] - both[:tasks] * grad
+        return FlatParams(new, self.names, self.shapes), hyper
