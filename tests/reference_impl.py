@@ -63,7 +63,7 @@ class Spec:
             them from the update's gradient (with its graph in second order).
         l2f: L2F's attenuation of the initial weights.
         l2f_create_graph: whether the gradient that feeds L2F's attenuator keeps its graph;
-            ``None`` means ``not first_order`` (what the engine does at the time of writing).
+            ``None`` means always (the official code's behaviour, and the engine's).
         multi_step_loss: average the query loss after every step instead of the last only.
     """
 
@@ -242,7 +242,7 @@ def reference_meta_loss(
             theta[name] = init if init.requires_grad else init.detach().requires_grad_(True)
 
         if spec.l2f:
-            graph = not spec.first_order if spec.l2f_create_graph is None else spec.l2f_create_graph
+            graph = True if spec.l2f_create_graph is None else spec.l2f_create_graph
             grads = torch.autograd.grad(
                 support_loss(theta), [theta[k] for k in names], create_graph=graph
             )

@@ -80,7 +80,12 @@ def inner_loop(
     context = contextlib.nullcontext() if keep_graph else torch.no_grad()
     history: list[Hyperparameters] = []
     with context:
-        params = rule.init(params, lambda p: support_grads(p)[1])
+        # L2F's task embedding keeps its graph in first order too (the official code always
+        # differentiates through it).
+        params = rule.init(
+            params,
+            lambda p: model.support_grads(p, support_x, support_y, loss_fn, keep_graph)[1],
+        )
         for step in range(steps):
             losses, grads = support_grads(params)
             if check and losses is not None:

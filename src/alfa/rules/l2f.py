@@ -3,7 +3,8 @@
 Before the inner loop, the layer-wise means of the support-loss gradients at the initial weights
 feed an attenuator ``N -> N -> ReLU -> N -> sigmoid``; each initial tensor is multiplied by its
 ``gamma`` in (0, 1). The inner loop then runs the wrapped rule from the attenuated weights
-(reference A.5).
+(reference A.5). The gradient that feeds the attenuator keeps its graph whenever a
+meta-gradient is taken, first order included, as in the official code.
 """
 
 from __future__ import annotations
