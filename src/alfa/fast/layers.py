@@ -137,10 +137,12 @@ class BatchNorm(Layer):
     """Batch normalisation with batch statistics (a ``MetaBatchNorm2d``, whose affine parameters
     are shared by the tasks and never adapted).
 
-    Without ``split`` the statistics are the whole batch's and the backward is PyTorch's own
-    (``native_batch_norm_backward``, itself differentiable). With ``split`` (support mode) the
-    first ``split`` rows give the statistics for every row, and the backward is the chain rule
-    through the mean and the biased variance of those rows.
+    The statistics come from the first ``split`` rows (support mode) or from every row. The
+    forward output of the whole-batch case is PyTorch's fused kernel; the backward is the
+    chain rule through the mean and the biased variance, written out,
+    ``dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))`` for the whole batch: its
+    derivative is a few elementwise operations, where differentiating PyTorch's own
+    ``native_batch_norm_backward`` costs a long composite (it dominated the 84px profile).
     """
 
     module: nn.Module
@@ -152,10 +154,8 @@ class BatchNorm(Layer):
         if m.weight is not None:
             weight, bias = m.weight.repeat(groups), m.bias.repeat(groups)
         if split is None:
-            y, mean, invstd = torch.ops.aten.native_batch_norm(
-                x, weight, bias, None, None, True, 0.0, m.eps
-            )
-            return y, (x, weight, mean, invstd, None)
+            y = F.batch_norm(x, None, None, weight, bias, True, 0.0, m.eps)
+            return y, (x, weight)
         var, mean = torch.var_mean(x[:split], dim=(0, 2, 3), correction=0, keepdim=True)
         invstd = torch.rsqrt(var + m.eps)
         scale = invstd if weight is None else invstd * weight.view(1, -1, 1, 1)
@@ -163,12 +163,21 @@ class BatchNorm(Layer):
         return x * scale + shift, (x, weight, mean, invstd, split)
 
     def backward(self, params, saved, dy, need_dx=True):
+        if len(saved) == 2:
+            # The statistics again, differentiably, with plain sums (the CPU's var_mean is slow
+            # on [B, C, H, W]); then dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)) as
+            # two fused multiply-adds with per-channel coefficients.
+            x, weight = saved
+            dims, inv_count = (0, 2, 3), 1.0 / (x.shape[0] * x.shape[2] * x.shape[3])
+            centred = x - x.sum(dims, keepdim=True) * inv_count
+            var = (centred * centred).sum(dims, keepdim=True) * inv_count
+            invstd = torch.rsqrt(var + self.module.eps)
+            xhat = centred * invstd
+            scale = invstd if weight is None else invstd * weight.view(1, -1, 1, 1)
+            k1 = dy.sum(dims, keepdim=True) * (-inv_count) * scale
+            k2 = (dy * xhat).sum(dims, keepdim=True) * (-inv_count) * scale
+            return torch.addcmul(torch.addcmul(k1, dy, scale), xhat, k2), {}
         x, weight, mean, invstd, split = saved
-        if split is None:
-            dx, _, _ = torch.ops.aten.native_batch_norm_backward(
-                dy, x, weight, None, None, mean, invstd, True, self.module.eps, [True, False, False]
-            )
-            return dx, {}
         scale = invstd if weight is None else invstd * weight.view(1, -1, 1, 1)
         g = dy * scale  # gradient through the normalised value, all rows
         count = split * x.shape[2] * x.shape[3]
@@ -200,23 +209,82 @@ class LeakyReLU(Layer):
         return torch.ops.aten.leaky_relu_backward(dy, x, self.slope, False), {}
 
 
+def _quarters(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four strided planes of the 2x2 windows of ``x`` (top-left, top-right, ...)."""
+    h, w = x.shape[2] // 2, x.shape[3] // 2
+    r0, c0, r1, c1 = slice(0, 2 * h, 2), slice(0, 2 * w, 2), slice(1, 2 * h, 2), slice(1, 2 * w, 2)
+    return x[:, :, r0, c0], x[:, :, r0, c1], x[:, :, r1, c0], x[:, :, r1, c1]
+
+
+def _pool_2x2(x: Tensor, padding: int) -> tuple[Tensor, Tensor]:
+    """2x2 stride-2 max-pooling of ``x`` (no graph) and the flat index in ``x``'s plane of each
+    window's maximum: the first one in row-major order, as PyTorch's pooling picks it."""
+    width = x.shape[3]
+    if padding:
+        x = F.pad(x, [padding] * 4, value=float("-inf"))
+    q00, q01, q10, q11 = _quarters(x)
+    top = torch.maximum(torch.maximum(q00, q01), torch.maximum(q10, q11))
+    first = q00 == top
+    right = (q01 == top) & ~first  # top-right is the first maximum
+    lower = ~(first | right)  # the maximum lies in the bottom row
+    right = right | (lower & (q10 != top))  # ... or bottom-right
+    h, w = top.shape[2], top.shape[3]
+    rows = torch.arange(h, device=x.device).view(h, 1) * 2 - padding
+    cols = torch.arange(w, device=x.device) * 2 - padding
+    index = (rows + lower.long()) * width + cols + right.long()
+    return top, index
+
+
+class _Select(torch.autograd.Function):
+    """The window maxima (already computed) as a function of the input: the backward sends
+    each gradient to its window's maximum with PyTorch's pooling backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, top: Tensor, index: Tensor, padding: int) -> Tensor:
+        ctx.save_for_backward(x, index)
+        ctx.padding = padding
+        return top
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, index = ctx.saved_tensors
+        return _pool_backward(g, x, index, ctx.padding), None, None, None
+
+
+def _pool_backward(dy: Tensor, x: Tensor, index: Tensor, padding: int) -> Tensor:
+    return torch.ops.aten.max_pool2d_with_indices_backward(
+        dy, x, [2, 2], [2, 2], [padding] * 2, [1, 1], False, index
+    )
+
+
 @dataclass
 class MaxPool(Layer):
+    """Max-pooling (floor mode, padding with -inf).
+
+    For 2x2 windows with stride 2, the backbones' case, the forward takes elementwise maxima of
+    the four strided quarter planes and derives the indices from them (on the CPU an order of
+    magnitude faster than the pooling kernel on ``[B, C, H, W]``); the backward is PyTorch's
+    own pooling backward with those indices, whose derivative is its own. Other shapes use the
+    pooling kernel throughout.
+    """
+
     kernel: int
     stride: int
     padding: int
 
     def forward(self, params, x, split):
-        y, index = torch.ops.aten.max_pool2d_with_indices(
-            x, [self.kernel] * 2, [self.stride] * 2, [self.padding] * 2
-        )
-        return y, (x, index)
+        if self.kernel != 2 or self.stride != 2:
+            k, st, p = [self.kernel] * 2, [self.stride] * 2, [self.padding] * 2
+            y, index = torch.ops.aten.max_pool2d_with_indices(x, k, st, p)
+            return y, (x, index)
+        with torch.no_grad():
+            top, index = _pool_2x2(x, self.padding)
+        return _Select.apply(x, top, index, self.padding), (x, index)
 
     def backward(self, params, saved, dy, need_dx=True):
         x, index = saved
-        dx = torch.ops.aten.max_pool2d_with_indices_backward(
-            dy, x, [self.kernel] * 2, [self.stride] * 2, [self.padding] * 2, [1, 1], False, index
-        )
+        k, st, p = [self.kernel] * 2, [self.stride] * 2, [self.padding] * 2
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(dy, x, k, st, p, [1, 1], False, index)
         return dx, {}
 
 
