@@ -117,9 +117,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def remove_temporaries(folder: Path) -> None:
     """Delete temporary files that a killed writer left in ``folder`` (never a finished file)."""
-    if not Path(folder).is_dir():
-        return
-    for path in Path(folder).iterdir():
+    for path in _names(folder):
         if _TEMPORARY.match(path.name) and path.is_file():
             path.unlink(missing_ok=True)
 
@@ -292,12 +290,24 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def list_checkpoints(folder: Path) -> list[Path]:
-    """Periodic checkpoints ``step-NNNNNNN.pt`` in ``folder``, oldest first."""
+def _names(folder: Path) -> list[Path]:
+    """The entries of a checkpoint folder (none when it does not exist).
+
+    Raises:
+        CheckpointError: naming the folder when it cannot be listed (e.g. no permission).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise CheckpointError(f"cannot list the folder '{folder}': {exc.strerror or exc}") from exc
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Periodic checkpoints ``step-NNNNNNN.pt`` in ``folder``, oldest first."""
+    found = [(int(m.group(1)), p) for p in _names(folder) if (m := _NAME.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
@@ -311,9 +321,7 @@ def top_name(iteration: int) -> str:
 
 def list_top(folder: Path) -> dict[int, Path]:
     """Top-k checkpoints ``top-NNNNNNN.pt`` in ``folder`` by iteration."""
-    if not folder.is_dir():
-        return {}
-    return {int(m.group(1)): p for p in folder.iterdir() if (m := _TOP.match(p.name))}
+    return {int(m.group(1)): p for p in _names(folder) if (m := _TOP.match(p.name))}
 
 
 def prune_top(folder: Path, keep: set[int], *, after: int | None = None) -> None:

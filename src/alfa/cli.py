@@ -18,8 +18,11 @@ __all__ = ["main"]
 
 
 def _default_run_dir(config_path: str | None, name: str) -> Path:
+    from alfa.runs import check_path_names
+
     stem = name or (Path(config_path).stem if config_path else "run")
     base = Path("runs") / stem
+    check_path_names(Path(f"{base}-99"))
     candidate, n = base, 1
     while candidate.exists():
         n += 1
@@ -29,14 +32,18 @@ def _default_run_dir(config_path: str | None, name: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from alfa.config import load_config
-    from alfa.runs import load_run_config
+    from alfa.runs import resume_config
     from alfa.train import check_new_run_dir, train
 
     if args.resume:
-        if args.config or args.overrides:
-            raise AlfaError("--resume takes only the run directory; drop CONFIG and overrides")
+        overrides = [args.config, *args.overrides] if args.config else list(args.overrides)
+        if any("=" not in item for item in overrides):
+            raise AlfaError(
+                "--resume takes the run directory and key=value overrides of keys that may "
+                "change (e.g. train.iterations=N), not a CONFIG file; drop it"
+            )
         run_dir = Path(args.resume)
-        config = load_run_config(run_dir)
+        config = resume_config(run_dir, overrides)
         result = train(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.config:
@@ -58,9 +65,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_steps(requested: int, trained: int, rule: str) -> int:
+    """Inner steps for ``alfa eval``: bounded, with a warning beyond the trained ones."""
+    limit = max(100, 10 * trained)
+    if requested > limit:
+        raise AlfaError(
+            f"--steps {requested} is too many: the run was trained with {trained} inner steps; "
+            f"at most {limit} are allowed"
+        )
+    if requested > trained:
+        reuse = (
+            f"steps {trained + 1} to {requested} reuse the learned hyperparameters of step "
+            f"{trained}"
+            if rule != "maml"
+            else "the initialisation was meta-learned for fewer steps"
+        )
+        print(
+            f"alfa: warning: {requested} inner steps is more than the {trained} the run was "
+            f"trained with; {reuse}",
+            file=sys.stderr,
+        )
+    return requested
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    from alfa.build import resolve_device
     from alfa.evaluate import evaluate
-    from alfa.runs import load_ensemble, load_run
+    from alfa.memory import check_memory
+    from alfa.runs import load_ensemble, load_run, load_run_config
 
     if args.tasks is not None and args.tasks < 1:
         raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
@@ -68,6 +100,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise AlfaError(f"--steps must be 0 (as trained) or more; got {args.steps}")
     if args.ensemble < 0:
         raise AlfaError(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
+    config = load_run_config(Path(args.run_dir))
+    tasks = args.tasks or config.eval.tasks
+    steps = _eval_steps(
+        args.steps or config.eval.steps or config.meta.steps, config.meta.steps, config.rule.name
+    )
+    check_memory(config, resolve_device(config.train.device), tasks=tasks)  # before allocating
     config, learner, source, state = load_run(Path(args.run_dir), checkpoint=args.checkpoint)
     learners = [learner]
     if args.ensemble > 1:
@@ -76,16 +114,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         learners,
         source,
         split="test",
-        tasks=args.tasks or config.eval.tasks,
+        tasks=tasks,
         seed=config.eval.seed,
         batch=config.eval.batch,
-        steps=args.steps or config.eval.steps or config.meta.steps,
+        steps=steps,
         first_order=config.eval.first_order,
         device=next(learner.parameters()).device,
         progress=not args.json,
     )
     result["iteration"] = state["iteration"]
-    result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else args.checkpoint
+    used = Path(state["path"]).name  # best.pt, or the newest periodic one when there is none
+    result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else used
     result["train_seed"] = config.seed
     line = f"{result['metric']}: {result['mean']:.4f} +- {result['ci95']:.4f} (95% CI"
     line += f", {result['tasks']} tasks, {result['steps']} steps, iteration {state['iteration']})"
@@ -104,6 +143,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from alfa.reproduce import demo
 
+    if args.tasks < 1:
+        raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
     return demo(args)
 
 
@@ -131,6 +172,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from alfa.plots import plot_run
 
+    if args.tasks < 1:
+        raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
     for path in plot_run(Path(args.run_dir), tasks=args.tasks):
         print(path)
     return 0
@@ -147,14 +190,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="CONFIG.yaml")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. seed=3")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<config name>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its last checkpoint; key=value overrides may change only "
+        "train.iterations (to extend it), logging, checkpointing, device and eval.* keys",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
     p.add_argument("run_dir")
     p.add_argument("--tasks", type=int, default=None, help="number of test tasks (default 600)")
-    p.add_argument("--steps", type=int, default=None, help="inner steps (default: as trained)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="inner steps (default: as trained; at most 10x the trained steps or 100)",
+    )
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument(
         "--ensemble",
@@ -173,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="cells trained at the same time")
     p.add_argument("--runs", default="runs/table8", help="folder of the cells' run directories")
     p.add_argument("--results", default="results", help="folder of table8.md and table8.json")
-    p.add_argument("--only", nargs="*", default=None, help="cells to run, e.g. 40x2-5-maml")
+    p.add_argument(
+        "--only", nargs="*", default=None, help="cells to run, e.g. 40x2-k5-maml 80x3-k20-alfa_maml"
+    )
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(
@@ -223,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"alfa: error: {message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from alfa.train import Aborted
+
+        signum = exc.signal if isinstance(exc, Aborted) else 2
         print("alfa: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signum
 
 
 if __name__ == "__main__":

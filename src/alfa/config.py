@@ -331,6 +331,29 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _DuplicateKey(Exception):
+    """A mapping of a YAML file holds the same key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one
+    silently, so an edit lower in the file would hide one above it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise _DuplicateKey(
+                    f"key '{key}' appears twice in one mapping (lines {seen[key]} and {line}); "
+                    "remove one"
+                )
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors that name the file."""
     path = Path(path)
@@ -345,7 +368,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+    except _DuplicateKey as exc:
+        raise ConfigError(f"config file '{path}': {exc}") from exc
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
@@ -378,6 +403,13 @@ def validate(config: Config) -> None:
         "name",
         f"is used as a folder name and may not hold '/' or '\\'; got {config.name!r}",
     )
+    _require(
+        len(config.name.encode()) <= 200,
+        "name",
+        f"is used as a folder name and may have at most 200 bytes; got {len(config.name.encode())}",
+    )
+    for key, seed in (("seed", config.seed), ("eval.seed", e.seed)):
+        _require(0 <= seed < 2**63, key, f"must be between 0 and 2**63 - 1; got {seed}")
     _require(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}")
     _require(d.shots >= 1, "data.shots", f"must be at least 1; got {d.shots}")
     _require(d.query >= 0, "data.query", f"must be 0 or more; got {d.query}")

@@ -7,7 +7,9 @@ step, for every adapted tensor.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,26 +17,45 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from alfa.config import Config
+from alfa.memory import check_memory
+from alfa.meta_learner import MetaLearner
 from alfa.runlog import read_metrics
 from alfa.runs import load_run
+from alfa.tasks.source import TaskSource
 
 __all__ = ["plot_curves", "plot_hyperparameters", "plot_run"]
 
 
-def plot_curves(run_dir: Path, out: Path) -> Path:
-    """Training loss and validation metric against meta-iterations."""
-    records = read_metrics(run_dir / "metrics.jsonl")
-    train = [r for r in records if r.get("split") == "train"]
+def _number(value: Any) -> float:
+    """A logged value as a float (``"nan"`` and ``"inf"`` are logged as text; other text: NaN)."""
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def plot_curves(run_dir: Path, out: Path, records: list[dict[str, Any]] | None = None) -> Path:
+    """Training loss and validation metric against meta-iterations (``records``: the run's
+    ``metrics.jsonl``, read when not given)."""
+    if records is None:
+        records = read_metrics(run_dir / "metrics.jsonl")
+    train = [r for r in records if r.get("split") == "train" and "loss" in r]
     val = [r for r in records if r.get("split") == "val"]
+    metric = "mse" if any("mse" in r for r in val) else "accuracy"
+    val = [r for r in val if metric in r]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    axes[0].plot([r["iteration"] for r in train], [r["loss"] for r in train])
+    axes[0].plot([r["iteration"] for r in train], [_number(r["loss"]) for r in train])
     axes[0].set(xlabel="meta-iteration", ylabel="outer loss", title="training")
     if val:
-        metric = "mse" if "mse" in val[0] else "accuracy"
         axes[1].errorbar(
             [r["iteration"] for r in val],
-            [r[metric] for r in val],
-            yerr=[r.get("ci95", 0.0) for r in val],
+            [_number(r[metric]) for r in val],
+            yerr=[_number(r.get("ci95", 0.0)) for r in val],
             marker="o",
             capsize=3,
         )
@@ -47,9 +68,16 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
     return out
 
 
-def plot_hyperparameters(run_dir: Path, out: Path, *, tasks: int = 100) -> Path:
-    """Box plots over test tasks of alpha and beta at each inner step, one panel per tensor."""
-    config, learner, source, _ = load_run(run_dir)
+def plot_hyperparameters(
+    run_dir: Path,
+    out: Path,
+    *,
+    tasks: int = 100,
+    loaded: tuple[Config, MetaLearner, TaskSource, Any] | None = None,
+) -> Path:
+    """Box plots over test tasks of alpha and beta at each inner step, one panel per tensor
+    (``loaded``: what :func:`~alfa.runs.load_run` returns, loaded when not given)."""
+    config, learner, source, _ = loaded if loaded is not None else load_run(run_dir)
     batch = next(source.fixed("test", tasks, config.eval.seed, tasks))
     device = next(learner.parameters()).device
     out_meta = learner(batch.to(device), keep_graph=False)
@@ -77,10 +105,24 @@ def plot_hyperparameters(run_dir: Path, out: Path, *, tasks: int = 100) -> Path:
 
 
 def plot_run(run_dir: Path, *, tasks: int = 100) -> list[Path]:
-    """Write ``plots/curves.png`` and ``plots/hyperparameters.png`` into the run directory."""
-    folder = Path(run_dir) / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``plots/curves.png`` and ``plots/hyperparameters.png`` into the run directory.
+
+    The run, its checkpoint and its log are read first, so a folder that is not a run (or a
+    run that cannot be plotted) is refused before anything is written.
+    """
+    from alfa.errors import AlfaError
+
+    run_dir = Path(run_dir)
+    loaded = load_run(run_dir)  # refuses a folder that is not a run, or has no checkpoint
+    learner = loaded[1]
+    check_memory(loaded[0], next(learner.parameters()).device, tasks=tasks, batch=tasks)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    folder = run_dir / "plots"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AlfaError(f"cannot create '{folder}': {exc.strerror or exc}") from exc
     return [
-        plot_curves(Path(run_dir), folder / "curves.png"),
-        plot_hyperparameters(Path(run_dir), folder / "hyperparameters.png", tasks=tasks),
+        plot_curves(run_dir, folder / "curves.png", records),
+        plot_hyperparameters(run_dir, folder / "hyperparameters.png", tasks=tasks, loaded=loaded),
     ]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alfa.config import Config, config_from_dict
+from alfa.errors import AlfaError
 
 __all__ = ["PAPER_TABLE8", "demo", "reproduce", "table8_config", "write_table8_configs"]
 
@@ -172,7 +173,7 @@ def _markdown(rows: list[dict[str, Any]], iterations: int) -> str:
         elif r.get("diverged"):
             ours = (
                 f"{r['mse']:.3f} +- {r['ci95']:.3f} (best checkpoint, iteration "
-                f"{r['best_checkpoint_iteration']}; then diverged: {r['diverged']})"
+                f"{r.get('best_checkpoint_iteration')}; then diverged: {r['diverged']})"
             )
             ok = "-" if r["paper_mse"] is None else ("yes" if r["mse"] <= r["paper_mse"] else "no")
         else:
@@ -205,15 +206,85 @@ def _markdown(rows: list[dict[str, Any]], iterations: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+_ROW_KEYS: dict[str, tuple[type, ...]] = {
+    "net": (str,),
+    "shots": (int,),
+    "method": (str,),
+    "mse": (int, float, type(None)),
+    "ci95": (int, float, type(None)),
+    "paper_mse": (int, float, type(None)),
+    "paper_ci95": (int, float, type(None)),
+    "seed": (int,),
+    "iterations": (int,),
+}
+"""What a row of ``table8.json`` must hold (and of which types) to be kept and shown."""
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier ``table8.json``, checked (none when there is no such file).
+
+    Raises:
+        AlfaError: naming the file, when it cannot be read or is not a list of result rows; it
+            is left as it is.
+    """
+    if not path.exists():
+        return []
+    if not path.is_file():
+        raise AlfaError(f"'{path}' is not a file; move it away or choose another --results")
+    try:
+        rows = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise AlfaError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise AlfaError(
+            f"'{path}' is not valid JSON{where}; repair it, or move it away to run every cell again"
+        ) from None
+    if not isinstance(rows, list):
+        raise AlfaError(f"'{path}' does not hold a list of result rows; repair or move it away")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise AlfaError(f"'{path}' row {i} is not a JSON object; repair or move the file away")
+        bad = [key for key, kinds in _ROW_KEYS.items() if type(row.get(key, ...)) not in kinds]
+        if row.get("mse") is None and not isinstance(row.get("diverged"), str):
+            bad.append("diverged")
+        for value, spread in (("mse", "ci95"), ("paper_mse", "paper_ci95")):
+            if row.get(value) is not None and row.get(spread) is None and spread not in bad:
+                bad.append(spread)
+        if bad:
+            raise AlfaError(
+                f"'{path}' row {i} lacks or has a wrong {', '.join(bad)}; repair it, or move the "
+                "file away to run every cell again"
+            )
+    return rows
+
+
 def reproduce(args: argparse.Namespace) -> int:
     """``alfa reproduce table8``: train missing cells, then (re)write the result files."""
     iterations = args.iterations or DEFAULT_ITERATIONS
     results_dir, runs_dir = Path(args.results), Path(args.runs)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise AlfaError(f"--results '{results_dir}' is not a folder; choose a folder for table8.*")
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise AlfaError(f"--runs '{runs_dir}' is not a folder; choose a folder for the cells' runs")
     json_path = results_dir / "table8.json"
     done: dict[str, dict[str, Any]] = {}
-    if json_path.is_file():
-        for row in json.loads(json_path.read_text()):
+    rows = _read_rows(json_path)
+    cells = [(n, k, m) for (n, k) in PAPER_TABLE8 for m in METHODS] + ABLATIONS
+    if args.only:
+        names = [_cell_key(*c) for c in cells]
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            raise AlfaError(
+                f"unknown cell(s) {', '.join(unknown)}; the cells are {', '.join(names)}"
+            )
+        cells = [c for c in cells if _cell_key(*c) in args.only]
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AlfaError(f"cannot create '{results_dir}': {exc.strerror or exc}") from exc
+    if rows:
+        for row in rows:
             key = _cell_key(row["net"], row["shots"], row["method"])
             best = runs_dir / f"{key}-{iterations}" / "checkpoints" / "best.pt"
             # a diverged cell without a score is retried when a best checkpoint exists
@@ -221,14 +292,6 @@ def reproduce(args: argparse.Namespace) -> int:
                 row["mse"] is not None or not best.is_file()
             ):
                 done[key] = row
-    cells = [(n, k, m) for (n, k) in PAPER_TABLE8 for m in METHODS] + ABLATIONS
-    if args.only:
-        unknown = set(args.only) - {_cell_key(*c) for c in cells}
-        if unknown:
-            from alfa.errors import AlfaError
-
-            raise AlfaError(f"unknown cell(s) {sorted(unknown)}; cells look like 40x2-k5-maml")
-        cells = [c for c in cells if _cell_key(*c) in args.only]
     todo = [c for c in cells if _cell_key(*c) not in done]
     print(f"table8: {len(cells) - len(todo)} cell(s) done, {len(todo)} to run ({iterations} it)")
     work = [

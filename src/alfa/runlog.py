@@ -10,20 +10,45 @@ from pathlib import Path
 from typing import Any
 
 from alfa.checkpoint import atomic_write_bytes
+from alfa.errors import DataError
 
 __all__ = ["RunLog", "read_metrics"]
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
+    """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored).
+
+    Raises:
+        DataError: naming the file and line, when the file cannot be read or a line (other than a
+            torn last one) is not UTF-8 text or not a JSON object with an integer iteration; the
+            file is left as it is.
+    """
     if not path.is_file():
         return []
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read '{path}': {exc.strerror or exc}") from exc
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        where = f"'{path}' line {number}"
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise DataError(f"{where} is not UTF-8 text; repair or delete that line") from None
+        except json.JSONDecodeError:
+            if number == len(lines):  # the last line, torn by a crash while it was written
+                continue
+            raise DataError(f"{where} is not valid JSON; repair or delete that line") from None
+        iteration = record.get("iteration", 0) if isinstance(record, dict) else None
+        if type(iteration) is not int:
+            raise DataError(
+                f"{where} is not a metrics record (a JSON object with an integer 'iteration'); "
+                "repair or delete that line"
+            )
+        records.append(record)
     return records
 
 
@@ -51,9 +76,10 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(
-                    str(run_dir / "tensorboard"), purge_step=resume_iteration
-                )
+                # Events from after the checkpoint are rewritten by the resumed run: purge from the
+                # next iteration on (the checkpoint's own iteration was logged before it was saved).
+                purge = None if resume_iteration is None else resume_iteration + 1
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
             except Exception:  # not installed, or installed but broken: metrics.jsonl suffices
                 self.writer = None
 

@@ -2,22 +2,127 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from alfa.build import build_learner, configure_runtime, resolve_device
 from alfa.checkpoint import CheckpointError, latest_good_checkpoint, list_top, load_checkpoint
-from alfa.config import Config, config_from_dict, read_yaml
+from alfa.config import Config, config_from_dict, config_to_dict, parse_overrides, read_yaml
 from alfa.errors import AlfaError, ConfigError
 from alfa.meta_learner import MetaLearner
 from alfa.tasks.source import TaskSource, build_source
 
-__all__ = ["load_learner_state", "load_run", "load_run_config"]
+__all__ = [
+    "RESUMABLE_KEYS",
+    "changed_keys",
+    "check_path_names",
+    "check_weights_finite",
+    "load_learner_state",
+    "load_run",
+    "load_run_config",
+    "resumable",
+    "resume_config",
+]
+
+RESUMABLE_KEYS = (
+    "name",
+    "train.iterations",
+    "train.log_every",
+    "train.val_every",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.threads",
+    "train.device",
+    "train.engine",
+    "train.task_group",
+    "train.tf32",
+    "eval.*",
+)
+"""Config keys that may change between the invocations of a run (``eval.*``: the whole section):
+they change how long it runs, what it logs and keeps, and where and how fast it computes, not
+what it learns."""
+
+
+def resumable(key: str) -> bool:
+    """Whether the dotted config ``key`` may change when a run is resumed."""
+    return any(
+        key == allowed or (allowed.endswith(".*") and key.startswith(allowed[:-1]))
+        for allowed in RESUMABLE_KEYS
+    )
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(stored: dict[str, Any], config: Config) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys whose value differs between a checkpoint's stored config and ``config``,
+    as ``{key: (stored value, value now)}`` (keys that only one of them has are not compared)."""
+    with contextlib.suppress(ConfigError, TypeError, ValueError):  # canonical form, if valid
+        stored = config_to_dict(config_from_dict(stored))
+    old, new = _flatten(stored), _flatten(config_to_dict(config))
+    return {k: (old[k], new[k]) for k in old if k in new and old[k] != new[k]}
+
+
+def check_path_names(path: Path, what: str = "run directory") -> None:
+    """Refuse a path with a component longer than the file system allows (255 bytes, usually).
+
+    Raises:
+        AlfaError: naming the component's length and the limit.
+    """
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > 255:
+            raise AlfaError(
+                f"{what} '{part[:40]}...' has a name of {size} bytes; file names may have at "
+                "most 255 bytes"
+            )
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> Config:
+    """The config of a run to resume, with ``key=value`` overrides of keys that may change.
+
+    Raises:
+        ConfigError: an override is unknown, invalid, or of a key that may not change in a run.
+    """
+    config = load_run_config(run_dir)
+    if not overrides:
+        return config
+    data = config_to_dict(config)
+    for key, value in _flatten(parse_overrides(overrides)).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{key}': '{part}' is not a section")
+        node[leaf] = value
+    changed = config_from_dict(data)  # unknown keys and bad values first, with their messages
+    fixed = sorted(k for k in _flatten(parse_overrides(overrides)) if not resumable(k))
+    if fixed:
+        raise ConfigError(
+            f"config key '{fixed[0]}' cannot change when resuming a run; '--resume' accepts "
+            "overrides of train.iterations, train.log_every, train.val_every, "
+            "train.checkpoint_every, train.keep_last, train.threads, train.device, train.engine, "
+            "train.task_group, train.tf32, name and eval.* (start a new run to change others)"
+        )
+    return changed
 
 
 def load_run_config(run_dir: Path) -> Config:
     """The resolved config of a run, or an error saying the folder is not a run directory."""
     run_dir = Path(run_dir)
+    check_path_names(run_dir)
     if not run_dir.exists():
         raise AlfaError(f"run directory '{run_dir}' does not exist")
     if not run_dir.is_dir():
@@ -39,11 +144,25 @@ def load_learner_state(learner: MetaLearner, state: dict[str, Any], path: Path) 
     """Load a checkpoint's meta-learner weights, naming the file if they do not fit."""
     try:
         learner.load_state_dict(state["learner"])
-    except (RuntimeError, KeyError, TypeError) as exc:
+    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint '{path}' does not fit the run's config.yaml (was it edited?): {first}"
         ) from exc
+
+
+def check_weights_finite(learner: MetaLearner, path: Path) -> None:
+    """Refuse a checkpoint whose meta-learned weights hold NaN or inf (nothing can be scored).
+
+    Raises:
+        CheckpointError: naming the file and the first non-finite tensor.
+    """
+    for name, tensor in learner.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"checkpoint '{path}' holds non-finite (NaN or inf) weights in '{name}'; "
+                "it cannot be evaluated"
+            )
 
 
 def load_run(
@@ -54,10 +173,14 @@ def load_run(
     Args:
         checkpoint: ``"best"`` (by validation; the last one when there is none) or ``"last"``.
 
+    Returns:
+        The state holds, besides the checkpoint's content, ``"path"``: the file it was read
+        from (``best.pt``, or the newest periodic checkpoint).
+
     Raises:
         AlfaError: the folder is not a run directory or holds no checkpoint yet.
-        CheckpointError: the chosen checkpoint (or every periodic one) is damaged; the message
-            names the file.
+        CheckpointError: the chosen checkpoint (or every periodic one) is damaged, or its weights
+            are not finite; the message names the file.
     """
     if checkpoint not in ("best", "last"):
         raise AlfaError(f"checkpoint must be 'best' or 'last'; got {checkpoint!r}")
@@ -83,9 +206,10 @@ def load_run(
     source = build_source(config)
     learner = build_learner(config, task=source.task, in_channels=source.in_channels)
     load_learner_state(learner, state, path)
+    check_weights_finite(learner, path)
     learner.to(configure_runtime(config))
     learner.eval()
-    return config, learner, source, state
+    return config, learner, source, {**state, "path": str(path)}
 
 
 def load_ensemble(run_dir: Path, k: int, config: Config, source: TaskSource) -> list[MetaLearner]:
@@ -110,5 +234,6 @@ def load_ensemble(run_dir: Path, k: int, config: Config, source: TaskSource) -> 
     for _, _, path, state in ranked[:k]:
         learner = build_learner(config, task=source.task, in_channels=source.in_channels)
         load_learner_state(learner, state, path)
+        check_weights_finite(learner, path)
         learners.append(learner.to(device).eval())
     return learners

@@ -14,12 +14,18 @@ the run with :class:`~alfa.errors.DivergenceError` naming where it appeared, wit
 checkpoint, so the last good one stays.
 
 While a run trains, ``RUN_DIR/.lock`` holds an advisory lock, so the same run cannot be trained
-by two processes at once (the operating system releases it even when the process is killed).
+by two processes at once (the operating system releases it even when the process is killed). The
+file is removed when training ends, normally, with an error or when interrupted.
+
+Resuming compares the run's ``config.yaml`` with the config stored in the checkpoint and refuses
+a change of any key but those of :data:`alfa.runs.RESUMABLE_KEYS` (e.g. ``train.iterations``,
+which extends a run). It never truncates a log that no checkpoint accounts for.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import sys
@@ -49,11 +55,18 @@ from alfa.checkpoint import (
 )
 from alfa.config import Config, config_to_dict
 from alfa.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
-from alfa.errors import AlfaError, DivergenceError
+from alfa.errors import AlfaError, ConfigError, DivergenceError
 from alfa.evaluate import evaluate
+from alfa.memory import check_memory
 from alfa.meta_learner import MetaLearner, MetaOutput
-from alfa.runlog import RunLog
-from alfa.runs import load_learner_state
+from alfa.runlog import RunLog, read_metrics
+from alfa.runs import (
+    changed_keys,
+    check_path_names,
+    load_learner_state,
+    load_run_config,
+    resumable,
+)
 from alfa.tasks.source import TaskSource, build_source
 
 __all__ = ["TrainResult", "check_new_run_dir", "run_paths", "train"]
@@ -130,6 +143,7 @@ def check_new_run_dir(run_dir: Path) -> None:
     Raises:
         AlfaError: naming the folder and how to continue the run in it instead.
     """
+    check_path_names(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise AlfaError(f"run directory '{run_dir}' exists and is not a directory")
     held = [name for name in _RUN_ENTRIES if (run_dir / name).exists()]
@@ -140,24 +154,57 @@ def check_new_run_dir(run_dir: Path) -> None:
         )
 
 
+def _same_file(path: Path, handle: IO[str]) -> bool:
+    """Whether ``path`` still names the file that ``handle`` has open."""
+    try:
+        named, held = os.stat(path), os.fstat(handle.fileno())
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
 def _lock(run_dir: Path) -> IO[str] | None:
-    """Hold an exclusive lock on the run directory while training (released on exit or kill)."""
+    """Hold an exclusive lock on the run directory while training (released on exit or kill;
+    :func:`_unlock` also removes the file)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - no advisory locks on this platform
         return None
-    try:
-        handle = open(run_dir / ".lock", "a")  # noqa: SIM115 - held for the whole run
-    except OSError as exc:
-        raise AlfaError(f"cannot use run directory '{run_dir}': {exc.strerror or exc}") from exc
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+    path = run_dir / ".lock"
+    for _ in range(100):
+        try:
+            handle = open(path, "a")  # noqa: SIM115 - held for the whole run
+        except OSError as exc:
+            raise AlfaError(f"cannot use run directory '{run_dir}': {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise AlfaError(
+                f"run directory '{run_dir}' is in use by another 'alfa train' process"
+            ) from exc
+        if _same_file(path, handle):
+            return handle
+        # the previous holder removed the file between our open and our lock: lock the new one
         handle.close()
-        raise AlfaError(
-            f"run directory '{run_dir}' is in use by another 'alfa train' process"
-        ) from exc
-    return handle
+    raise AlfaError(  # pragma: no cover - another process keeps re-creating the file
+        f"run directory '{run_dir}' is in use by another 'alfa train' process"
+    )
+
+
+def _unlock(handle: IO[str] | None, run_dir: Path) -> None:
+    """Remove ``RUN_DIR/.lock`` (while still holding it, so no other holder loses it) and
+    release the lock."""
+    if handle is None:
+        return
+    try:
+        path = run_dir / ".lock"
+        if _same_file(path, handle):
+            path.unlink(missing_ok=True)
+    except OSError:  # pragma: no cover - a read-only folder: the stale file is harmless
+        pass
+    finally:
+        handle.close()
 
 
 def _prepare_new_run(config: Config, run_dir: Path) -> IO[str] | None:
@@ -172,8 +219,7 @@ def _prepare_new_run(config: Config, run_dir: Path) -> IO[str] | None:
         text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
         atomic_write_bytes(run_paths(run_dir)["config"], text.encode())
     except BaseException:
-        if handle is not None:
-            handle.close()
+        _unlock(handle, run_dir)
         raise
     return handle
 
@@ -236,10 +282,19 @@ def _restore(
         optimizer.load_state_dict(state["optimizer"])
         source.load_state_dict(state["source"])
         _set_rng_state(state["rng"] if "rng" in state else {"torch": state["torch_rng"]})
-    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
         raise CheckpointError(
             f"checkpoint '{path}' cannot be resumed with the run's config.yaml: {exc}"
         ) from exc
+
+
+class Aborted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM stopped training at once; ``signal`` is its number (the CLI
+    exits with 128 + it, as a process killed by it would)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signum
 
 
 class _StopRequest:
@@ -250,8 +305,131 @@ class _StopRequest:
 
     def __call__(self, signum: int, _frame: Any) -> None:
         if self.signal is not None:
-            raise KeyboardInterrupt
+            raise Aborted(signum)
         self.signal = signum
+
+
+_MISSING = object()
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _training_state(
+    path: Path, state: dict[str, Any]
+) -> tuple[int, float | None, _Window, list[tuple[float, int]]]:
+    """Iteration, best score, logging window and top-k list of a checkpoint, type-checked.
+
+    Raises:
+        CheckpointError: naming the file and the key that is missing or of the wrong type.
+    """
+
+    def bad(key: str, value: Any, expected: str) -> CheckpointError:
+        got = "missing" if value is _MISSING else f"{value!r}"[:60]
+        return CheckpointError(
+            f"checkpoint '{path}' is not a valid training state: '{key}' is {got}, "
+            f"expected {expected}"
+        )
+
+    iteration = state.get("iteration", _MISSING)
+    if type(iteration) is not int or iteration < 0:
+        raise bad("iteration", iteration, "an integer >= 0")
+    best = state.get("best", _MISSING)
+    if best is not None and not _number(best):
+        raise bad("best", best, "a number or None")
+    raw = state.get("window", _MISSING)
+    fields = {"loss", "count", "alpha", "beta"}
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != fields
+        or not _number(raw["loss"])
+        or type(raw["count"]) is not int
+        or raw["count"] < 0
+        or not all(
+            isinstance(raw[k], list) and all(_number(v) for v in raw[k]) for k in ("alpha", "beta")
+        )
+        or len(raw["alpha"]) != len(raw["beta"])
+    ):
+        raise bad("window", raw, "the logging window {loss, count, alpha, beta}")
+    top = state.get("top", [])
+    if not isinstance(top, list) or not all(
+        isinstance(e, (list, tuple)) and len(e) == 2 and _number(e[0]) and type(e[1]) is int
+        for e in top
+    ):
+        raise bad("top", top, "a list of [score, iteration] pairs")
+    window = _Window(float(raw["loss"]), raw["count"], list(raw["alpha"]), list(raw["beta"]))
+    return iteration, best, window, [(float(v), int(i)) for v, i in top]
+
+
+def _check_config_unchanged(
+    config: Config, run_dir: Path, path: Path, state: dict[str, Any]
+) -> None:
+    """Refuse a config that differs from the checkpoint's in a key that may not change."""
+    stored = state.get("config")
+    if not isinstance(stored, dict):
+        return  # written before checkpoints held their config
+    changed = {k: v for k, v in changed_keys(stored, config).items() if not resumable(k)}
+    if changed:
+        listed = ", ".join(
+            f"{key} ({old!r} in the checkpoint, {new!r} now)" for key, (old, new) in changed.items()
+        )
+        raise ConfigError(
+            f"the config of run '{run_dir}' differs from its checkpoint '{path.name}' in {listed}; "
+            "only train.iterations, train.log_every and the like may change in a run: undo the "
+            "change in config.yaml, or start a new run with it"
+        )
+    start = int(state["iteration"]) if type(state.get("iteration")) is int else 0
+    if config.train.iterations < start:
+        raise ConfigError(
+            f"config key 'train.iterations' is {config.train.iterations}, below the iteration "
+            f"{start} of checkpoint '{path}'; a run cannot be shortened"
+        )
+
+
+def _refuse_lost_checkpoints(config: Config, run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """With no periodic checkpoint, refuse to restart a run whose log shows that one existed:
+    restarting from iteration 0 would drop every record of ``metrics.jsonl``."""
+    paths = run_paths(run_dir)
+    last = max((int(r.get("iteration", 0)) for r in records), default=0)
+    if last <= config.train.checkpoint_every:
+        return  # killed before its first checkpoint: the records are written again, identically
+    kept = [p.name for p in sorted(paths["checkpoints"].glob("*.pt"))]
+    also = f" ({', '.join(kept)} left)" if kept else ""
+    raise AlfaError(
+        f"run directory '{run_dir}' has no periodic checkpoint (checkpoints/step-*.pt){also} but "
+        f"its metrics.jsonl goes to iteration {last}; resuming would restart from iteration 0 "
+        "and drop that log: restore the checkpoints, or start a new run"
+    )
+
+
+def _record_config(config: Config, run_dir: Path) -> None:
+    """Write ``config.yaml`` anew when a resumed run changed it (e.g. ``train.iterations``)."""
+    try:
+        same = load_run_config(run_dir) == config
+    except AlfaError:
+        same = False
+    if not same:
+        text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+        atomic_write_bytes(run_paths(run_dir)["config"], text.encode())
+
+
+def _resume_point(
+    config: Config, run_dir: Path
+) -> tuple[Path, dict[str, Any], tuple[int, float | None, _Window, list[tuple[float, int]]]] | None:
+    """The checkpoint to resume from with its checked training state (None: start at 0),
+    after every check that can refuse the resume, before anything is built or written."""
+    paths = run_paths(run_dir)
+    records = read_metrics(paths["metrics"])  # a damaged log is refused before it is rewritten
+    remove_temporaries(paths["checkpoints"])
+    remove_temporaries(run_dir)
+    found = latest_good_checkpoint(paths["checkpoints"])
+    if found is None:
+        _refuse_lost_checkpoints(config, run_dir, records)
+        return None
+    path, state = found
+    _check_config_unchanged(config, run_dir, path, state)
+    return path, state, _training_state(path, state)
 
 
 def train(
@@ -266,43 +444,51 @@ def train(
 
     A new run refuses a folder that already holds one. ``resume`` continues from the newest
     checkpoint that loads (falling back past damaged ones, with a message on stderr), or from
-    scratch when none was written yet.
+    scratch when none was written yet (refused when the log shows that checkpoints existed).
+    ``config`` may differ from the checkpoint's only in :data:`~alfa.runs.RESUMABLE_KEYS`; a
+    change is written to ``config.yaml``. Everything that can refuse a run (memory estimate,
+    config, checkpoint, log) is checked before anything is built or written.
 
     Raises:
-        AlfaError: the run directory cannot be used, or a checkpoint cannot be resumed.
+        AlfaError: the run directory cannot be used, or a checkpoint or its log cannot be
+            resumed.
+        ConfigError: the run will not fit in memory, or the config differs from the
+            checkpoint's in a key that may not change.
         DivergenceError: a NaN or inf appeared; the last good checkpoint is kept.
     """
     run_dir = Path(run_dir)
     paths = run_paths(run_dir)
+    check_path_names(run_dir)
     if resume and not run_dir.is_dir():
         raise AlfaError(f"run directory '{run_dir}' does not exist")
     if not resume:
         check_new_run_dir(run_dir)  # before any work, so a mistake costs nothing
     device = configure_runtime(config)
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-    source = build_source(config)
-    learner = build_learner(config, task=source.task, in_channels=source.in_channels).to(device)
-    optimizer = build_optimizer(config, learner)
+    check_memory(config, device)  # before allocating anything
     start, best, window = 0, None, _Window()
     top: list[tuple[float, int]] = []
-
-    lock = _prepare_new_run(config, run_dir) if not resume else _lock(run_dir)
+    lock, point = None, None
     try:
+        if resume:  # every check that can refuse the resume, before anything is built
+            lock = _lock(run_dir)
+            point = _resume_point(config, run_dir)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        source = build_source(config)
+        learner = build_learner(config, task=source.task, in_channels=source.in_channels)
+        learner = learner.to(device)
+        optimizer = build_optimizer(config, learner)
+        if not resume:
+            lock = _prepare_new_run(config, run_dir)
+        elif point is not None:
+            path, state, (start, best, window, top) = point
+            _restore(path, state, learner, optimizer, source)
+            prune_top(paths["checkpoints"], set(), after=start)
+            print(f"resuming {run_dir} from {path.name} (iteration {start})", file=sys.stderr)
+        else:
+            print(f"no checkpoint in {run_dir} yet; starting from iteration 0", file=sys.stderr)
         if resume:
-            remove_temporaries(paths["checkpoints"])
-            remove_temporaries(run_dir)
-            found = latest_good_checkpoint(paths["checkpoints"])
-            if found is not None:
-                path, state = found
-                _restore(path, state, learner, optimizer, source)
-                start, best = int(state["iteration"]), state["best"]
-                window = _Window(**state["window"])
-                top = [(float(v), int(i)) for v, i in state.get("top", [])]
-                prune_top(paths["checkpoints"], set(), after=start)
-                print(f"resuming {run_dir} from {path.name} (iteration {start})", file=sys.stderr)
-            else:
-                print(f"no checkpoint in {run_dir} yet; starting from iteration 0", file=sys.stderr)
+            _record_config(config, run_dir)
         return _loop(
             config,
             run_dir,
@@ -319,8 +505,7 @@ def train(
             position=position,
         )
     finally:
-        if lock is not None:
-            lock.close()
+        _unlock(lock, run_dir)
 
 
 def _loop(

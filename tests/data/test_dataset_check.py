@@ -81,3 +81,11 @@ def test_real_omniglot_passes(real_omniglot, capsys):
 def test_max_images_per_class(writer, limit):
     root = writer.folder({"a": 20, "b": 20})
     assert check_dataset(root, max_images_per_class=limit).checked_images == 2 * limit
+
+
+def test_a_single_class_folder_is_a_problem(writer, capsys):
+    root = writer.folder({"only": 20})
+    assert run_check(str(root), None) == 2
+    out = capsys.readouterr().out
+    assert "problems: none" not in out
+    assert "1 class(es)" in out and "no task can be drawn" in out

@@ -4,7 +4,8 @@ The check loads each split lazily with a problem collector, then opens every ima
 thread pool; PIL releases the GIL while decoding) to record its size and mode and to catch
 corrupt files. Problems reported: missing paths or split files, empty class folders, listed
 images that do not exist, unreadable or corrupt images, mixed image modes, classes with fewer
-than ``min_images`` images and miniImageNet splits whose classes differ from the standard ones.
+than ``min_images`` images, splits with fewer than 2 classes (no task can be drawn) and
+miniImageNet splits whose classes differ from the standard ones.
 """
 
 from __future__ import annotations
@@ -174,6 +175,11 @@ def check_dataset(
             continue
         label = split or "all"
         report.splits.append(_summarise(label, data))
+        if len(data.class_names) < 2:
+            report.problems.append(
+                f"[{label}] has {len(data.class_names)} class(es); a few-shot task draws at least "
+                "2 classes (data.ways >= 2), so no task can be drawn from it"
+            )
         for name, count in zip(data.class_names, data.images_per_class(), strict=True):
             if count < min_images:
                 report.problems.append(
