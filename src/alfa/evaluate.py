@@ -41,16 +41,20 @@ def evaluate(
     first_order: bool = True,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    per_task: bool = False,
 ) -> dict[str, Any]:
     """Adapt to each fixed task's support set and score its query set.
 
     With several learners (the top-k checkpoints of a run), each adapts on its own and their
     query outputs (logits, or regression predictions) are averaged before scoring: the official
     code's checkpoint ensemble (reference A.4).
+
+    With ``per_task`` the result also holds ``"per_task"``: each task's value (MSE or accuracy)
+    in the order of the fixed tasks, for paired comparisons of runs tested on the same tasks.
     """
     learners = [learner] if isinstance(learner, MetaLearner) else list(learner)
     steps = learners[0].steps if steps is None else steps
-    per_task, correct = [], []
+    values_per_chunk, correct = [], []
     chunks = source.fixed(split, tasks, seed, batch)
     bar = tqdm(total=tasks, desc=f"eval {split}", unit="task", disable=not progress, leave=False)
     for chunk in chunks:
@@ -63,12 +67,12 @@ def evaluate(
         if source.task == "classification":
             hits = accuracy(mean_out, chunk.query_y).cpu()
             correct.append(hits)
-            per_task.append(hits.mean(1))
+            values_per_chunk.append(hits.mean(1))
         else:
-            per_task.append(mse(mean_out, chunk.query_y).cpu())
+            values_per_chunk.append(mse(mean_out, chunk.query_y).cpu())
         bar.update(chunk.num_tasks)
     bar.close()
-    values = torch.cat(per_task)
+    values = torch.cat(values_per_chunk)
     mean, ci95, std = summarise(values)
     result: dict[str, Any] = {
         "metric": source.metric,
@@ -84,4 +88,6 @@ def evaluate(
     if correct:
         flat = torch.cat([c.flatten() for c in correct]).double()
         result["per_prediction_std"] = float(flat.std(unbiased=False))
+    if per_task:
+        result["per_task"] = values.double().tolist()
     return result
