@@ -195,11 +195,19 @@ def _ci(values: list[float]) -> tuple[float, float]:
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean of the per-task differences ``a - b`` with its 95% CI (paired over tasks)."""
+    """Mean of the per-task differences ``a - b`` with its 95% CI (paired over tasks), their
+    median, and the share of tasks on which ``a`` has the lower value (robust to a heavy tail)."""
     if len(a) != len(b):
         raise AlfaError(f"paired comparison needs the same tasks; got {len(a)} and {len(b)}")
-    mean, ci = _ci([x - y for x, y in zip(a, b, strict=True)])
-    return {"mean_diff": mean, "ci95": ci, "tasks": len(a)}
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean, ci = _ci(diffs)
+    return {
+        "mean_diff": mean,
+        "ci95": ci,
+        "median_diff": statistics.median(diffs),
+        "share_a_lower": sum(d < 0 for d in diffs) / len(diffs),
+        "tasks": len(a),
+    }
 
 
 def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -376,24 +384,32 @@ def _markdown(doc: dict[str, Any]) -> str:
         "## Paired differences (same 600 test tasks): mean per-task MSE(a) - MSE(b)",
         "",
         "| net | shots | a | b | each seed: mean diff +- 95% CI | mean +- std over seeds "
-        "| seeds a better beyond CI | seeds b better beyond CI |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seeds a better beyond CI | seeds b better beyond CI "
+        "| each seed: median diff, share of tasks a lower |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in pairs:
         each = "; ".join(
             f"s{q['seed']}: {q['mean_diff']:+.4f} +- {q['ci95']:.4f}" for q in p["per_seed"]
         )
+        robust = "; ".join(
+            f"s{q['seed']}: {q['median_diff']:+.4f}, {100 * q['share_a_lower']:.0f}%"
+            for q in p["per_seed"]
+        )
         n = len(p["per_seed"])
         lines.append(
             f"| {p['net']} | {p['shots']} | {p['a']} | {p['b']} | {each} "
             f"| {p['mean_over_seeds']:+.4f} +- {p['std_over_seeds']:.4f} "
-            f"| {p['seeds_a_better_beyond_ci']}/{n} | {p['seeds_b_better_beyond_ci']}/{n} |"
+            f"| {p['seeds_a_better_beyond_ci']}/{n} | {p['seeds_b_better_beyond_ci']}/{n} "
+            f"| {robust} |"
         )
     lines += [
         "",
         "Negative: a has the lower MSE. The CI is 1.96 x std / sqrt(600) of the per-task "
         "differences of one seed (paired over the shared test tasks); it covers the test-task "
-        "sample, not training noise, which the spread over seeds shows.",
+        "sample, not training noise, which the spread over seeds shows. The per-task MSEs are "
+        "heavy-tailed (a few tasks can dominate a mean), so the median difference and the share "
+        "of tasks on which a is lower are shown beside it.",
         "",
         "## Every run",
         "",
@@ -418,7 +434,11 @@ def _markdown(doc: dict[str, Any]) -> str:
         "",
         "Methods: " + "; ".join(f"`{m}`: {LABELS[m]}" for m in (*MAIN, *ABLATION)) + ".",
         "",
-        f"Produced by `{doc['command']}` at commit `{src['commit']}`"
+        "Produced by `"
+        + doc["command"]
+        + "`; runs trained at commit(s) "
+        + ", ".join(f"`{c}`" for c in sorted({str(r.get("commit")) for r in rows}))
+        + f"; this file written at commit `{src['commit']}`"
         + (
             f" (source files modified from it while running: {', '.join(src['modified_src'])})"
             if src.get("modified_src")
@@ -473,6 +493,9 @@ def run(
         )
     doc["iterations"] = iterations
     doc["command"] = command
+    earlier = (doc.get("source") or {}).get("commit")
+    for row in doc["rows"]:
+        row.setdefault("commit", earlier)  # rows written before rows recorded their commit
     doc["source"] = _git_commit()
     done = {
         cell_key(r["net"], r["shots"], r["method"], r["seed"])
@@ -513,6 +536,7 @@ def run(
             "checkpoint_iteration": r.get("checkpoint_iteration"),
             "diverged": r.get("diverged"),
             "train_seconds": round(r.get("seconds", 0.0), 1),
+            "commit": doc["source"]["commit"],
         }
         doc["rows"] = [
             x for x in doc["rows"] if cell_key(x["net"], x["shots"], x["method"], x["seed"]) != key
