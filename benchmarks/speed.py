@@ -58,6 +58,7 @@ def measure_side(args: argparse.Namespace) -> dict:
     learner, batch, w = build(
         args.workload, tasks=args.tasks, engine=args.engine, group=group, device=args.device
     )
+    learner.recompute = args.recompute
     if args.side == "ours":
         module = learner
 
@@ -74,7 +75,7 @@ def measure_side(args: argparse.Namespace) -> dict:
             return module.meta_loss(batch)
 
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, 1e-3)
+    opt = torch.optim.Adam(params, 1e-3, foreach=True)  # the same outer optimiser on both sides
     initial = float(loss_fn())
 
     def step() -> None:
@@ -87,7 +88,22 @@ def measure_side(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rate = _time(step, args.seconds, args.min_iters)
-    return {"loss": initial, "per_s": rate, "peak_mem_mb": _peak_mb(device)}
+    result = {"loss": initial, "per_s": rate, "peak_mem_mb": _peak_mb(device)}
+    if args.profile:
+        _profile(step, Path(f"{args.profile}-{args.side}.txt"), args)
+    return result
+
+
+def _profile(step, path: Path, args: argparse.Namespace) -> None:
+    """One profiled meta-iteration: the operators by self time, written to ``path``."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        step()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    head = f"# {args.side}: benchmarks/speed.py --workload {args.workload} --threads {args.threads}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{head}\n# one meta-iteration after the timed ones\n{table}\n")
 
 
 def _child(args: argparse.Namespace, side: str) -> dict:
@@ -95,10 +111,13 @@ def _child(args: argparse.Namespace, side: str) -> dict:
     cmd += ["--seconds", str(args.seconds), "--min-iters", str(args.min_iters)]
     cmd += ["--threads", str(args.threads), "--device", args.device, "--group", str(args.group)]
     cmd += ["--engine", args.engine] + (["--tasks", str(args.tasks)] if args.tasks else [])
+    cmd += ["--profile", args.profile] if args.profile else []
+    cmd += ["--recompute"] if args.recompute and side == "ours" else []
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
-        sys.stderr.write(done.stderr)
-        raise SystemExit(f"speed: the {side} side failed (exit {done.returncode})")
+        sys.stderr.write(done.stderr[-2000:])
+        killed = " (killed: out of memory?)" if done.returncode == -9 else ""
+        return {"error": f"exit {done.returncode}{killed}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -106,8 +125,12 @@ def bench_engine(args: argparse.Namespace) -> dict:
     w = WORKLOADS[args.workload]
     ours = _child(args, "ours")
     ref = _child(args, "reference")
-    same = abs(ours["loss"] - ref["loss"]) <= 1e-4 * abs(ref["loss"]) + 1e-6
+    failed = {k: v["error"] for k, v in (("ours", ours), ("reference", ref)) if "error" in v}
+    same = None if failed else abs(ours["loss"] - ref["loss"]) <= 1e-4 * abs(ref["loss"]) + 1e-6
     tasks = args.tasks or w.tasks
+    ours = {"per_s": None, "peak_mem_mb": None, "loss": None} | ours
+    ref = {"per_s": None, "peak_mem_mb": None, "loss": None} | ref
+    rate = ours["per_s"] / ref["per_s"] if ours["per_s"] and ref["per_s"] else None
     return {
         "workload": args.workload,
         "config": f"{w.description}, meta-batch {tasks}, {w.steps} steps, alfa, second order",
@@ -119,12 +142,14 @@ def bench_engine(args: argparse.Namespace) -> dict:
         "group": args.group,
         "ours_per_s": ours["per_s"],
         "reference_per_s": ref["per_s"],
-        "speedup": ours["per_s"] / ref["per_s"],
+        "speedup": rate,
         "peak_mem_mb": ours["peak_mem_mb"],
         "reference_peak_mem_mb": ref["peak_mem_mb"],
         "loss": ours["loss"],
         "reference_loss": ref["loss"],
-        "same_loss": bool(same),
+        "same_loss": same,
+        "recompute": args.recompute,
+        "failed": failed,
     }
 
 
@@ -172,6 +197,12 @@ def main() -> None:
     parser.add_argument(
         "--group", type=int, default=-1, help="tasks per group, fast path (-1 auto, 0 all)"
     )
+    parser.add_argument(
+        "--profile", default="", help="write one profiled iteration per side to PREFIX-SIDE.txt"
+    )
+    parser.add_argument(
+        "--recompute", action="store_true", help="ours: rebuild inner steps in the backward"
+    )
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
@@ -184,6 +215,9 @@ def main() -> None:
         for key, value in result.items():
             print(f"{key:>22}: {value}")
     print(json.dumps(result))
+    if result.get("failed"):
+        print(f"speed: a side did not finish: {result['failed']}", file=sys.stderr)
+        raise SystemExit(1)
     if result.get("same_loss") is False:
         print("speed: the two implementations compute different losses", file=sys.stderr)
         raise SystemExit(1)

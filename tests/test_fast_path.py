@@ -262,3 +262,15 @@ def test_a_subclass_that_overrides_forward_is_not_taken_for_its_base():
             return 2 * super().forward(x)
 
     assert compile_program(Doubled((4,))) is None
+
+
+@pytest.mark.parametrize("engine", ["generic", "fast"])
+def test_recomputing_the_inner_steps_changes_nothing(engine):
+    batch = _images(size=16)
+    plain = _learner(conv4(), "l2f_alfa", engine)
+    recomputed = _learner(conv4(), "l2f_alfa", engine, recompute=True)
+    loss_a, grads_a = _meta(plain, batch)
+    loss_b, grads_b = _meta(recomputed, batch)
+    assert loss_a.item() == loss_b.item()
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-15)

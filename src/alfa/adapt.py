@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from alfa.errors import DivergenceError
 from alfa.functional import FunctionalModel
@@ -55,6 +56,7 @@ def inner_loop(
     keep_graph: bool = True,
     check: bool = False,
     on_step: Callable[[int, Params], None] | None = None,
+    recompute: bool = False,
 ) -> tuple[Params, list[Hyperparameters]]:
     """Adapt ``params`` (each ``[T, ...]``) to the support sets with ``steps`` rule updates.
 
@@ -66,6 +68,9 @@ def inner_loop(
         check: verify after every step that losses, gradients, generated hyperparameters and
             weights are finite, raising :class:`DivergenceError` naming step, layer and task.
         on_step: called with ``(step, params)`` after each update (multi-step loss, plots).
+        recompute: keep only each step's input weights and rebuild the step's graph during
+            the meta-backward (activation checkpointing): the memory of one inner step instead
+            of all of them, for about one more forward pass of each step.
 
     Returns:
         The adapted parameters and the hyperparameters of every step.
@@ -87,12 +92,21 @@ def inner_loop(
             lambda p: model.support_grads(p, support_x, support_y, loss_fn, keep_graph)[1],
         )
         for step in range(steps):
-            losses, grads = support_grads(params)
+
+            def one_step(p: Params, step: int = step):
+                losses, grads = support_grads(p)
+                new, hyper = rule.update(step, p, grads)
+                return new, hyper, losses, grads
+
+            if recompute and keep_graph:
+                # Keep only the step's inputs; its graph is rebuilt during the meta-backward.
+                params, hyper, losses, grads = checkpoint(one_step, params, use_reentrant=False)
+            else:
+                params, hyper, losses, grads = one_step(params)
             if check and losses is not None:
                 _first_bad(None, "support loss", step, losses.unsqueeze(1))
                 for n in names:
                     _first_bad(n, "gradient", step, grads[n])
-            params, hyper = rule.update(step, params, grads)
             if check:  # hyperparameters first: a non-finite one reaches every weight
                 for k, n in enumerate(names):
                     _first_bad(n, "generated alpha", step, hyper.alpha[:, k : k + 1])

@@ -65,6 +65,7 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
         learn_init=config.meta.init == "learned",
         engine=config.train.engine,
         group=config.train.task_group or "auto",
+        recompute=config.train.recompute,
     )
 
 

@@ -123,6 +123,7 @@ class TrainConfig:
     engine: Literal["auto", "fast", "generic"] = "auto"  # inner-loop engine (alfa.fast)
     task_group: int = 0  # fast path: tasks per group; 0: automatic (1 for convs on the CPU)
     tf32: bool = False  # CUDA: TensorFloat-32 matrix products and convolutions
+    recompute: bool = False  # rebuild each inner step during the meta-backward (less memory)
 
 
 @dataclass(frozen=True)

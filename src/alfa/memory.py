@@ -128,7 +128,8 @@ def estimate(
         device[model_key] = 4 * m.parameters * FLOAT  # weights, gradients, Adam's two moments
         s, q = _examples(config, evaluation=False)
         # kept for the meta-gradient: every step's weights (and, second order, activations)
-        kept = s * meta.steps if not meta.first_order else 0
+        # (with train.recompute, one step's activations at a time)
+        kept = 0 if meta.first_order else s * (1 if t.recompute else meta.steps)
         per_task = (meta.steps + 1) * m.parameters + m.activations * (kept + q) + m.inputs * (s + q)
         train = meta.batch_size * per_task * FLOAT
         validate = (min(eval_batch, t.val_tasks) * adapted + evaluation) * FLOAT
@@ -176,6 +177,8 @@ def check_memory(
             culprit = model
         knob = culprit.split("=")[0].split(" ")[0]
         advice = "a smaller model" if knob.startswith("model.") else f"a smaller {knob}"
+        if tasks is None and not config.train.recompute and not config.meta.first_order:
+            advice += " or train.recompute=true"
         raise ConfigError(
             f"{what} needs an estimated {_size(total)} of memory at least, more than the "
             f"{_size(limit)} of {where} ({culprit}: {_size(parts[culprit])}); use {advice}"

@@ -37,6 +37,7 @@ RESUMABLE_KEYS = (
     "train.keep_last",
     "train.threads",
     "train.device",
+    "train.recompute",
     "train.engine",
     "train.task_group",
     "train.tf32",
