@@ -53,6 +53,9 @@ def _peak_mb(device: torch.device) -> float:
 
 def measure_side(args: argparse.Namespace) -> dict:
     """One side (``ours`` or ``reference``) in this process: initial loss, rate, peak memory."""
+    if args.max_memory_gb:  # fail with an error, not the kernel's OOM killer
+        limit = int(args.max_memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     device = torch.device(args.device)
     group = None if args.group == 0 else ("auto" if args.group < 0 else args.group)
     learner, batch, w = build(
@@ -113,6 +116,7 @@ def _child(args: argparse.Namespace, side: str) -> dict:
     cmd += ["--engine", args.engine] + (["--tasks", str(args.tasks)] if args.tasks else [])
     cmd += ["--profile", args.profile] if args.profile else []
     cmd += ["--recompute"] if args.recompute and side == "ours" else []
+    cmd += ["--max-memory-gb", str(args.max_memory_gb)] if args.max_memory_gb else []
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-2000:])
@@ -202,6 +206,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--recompute", action="store_true", help="ours: rebuild inner steps in the backward"
+    )
+    parser.add_argument(
+        "--max-memory-gb", type=float, default=0, help="address-space limit of each side"
     )
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
