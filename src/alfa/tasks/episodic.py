@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import torch
+
 from alfa.config import Config
 from alfa.data import ImageClassDataset, PrefetchingLoader, detect_format, fixed_episodes
 from alfa.data import load_dataset as _load
@@ -94,6 +96,8 @@ class EpisodicSource:
             config.meta.batch_size,
             seed=config.seed,
             num_workers=d.workers,
+            # page-locked batches for asynchronous host-to-GPU copies (TaskBatch.to)
+            pin_memory=config.train.device != "cpu" and torch.cuda.is_available(),
         )
         self._stream: Iterator[TaskBatch] | None = None
         if config.train.val_every:
