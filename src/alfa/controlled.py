@@ -211,14 +211,15 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean +- std over seeds of each (net, shots, method), with the relative gain over MAML."""
+    """Mean +- std over seeds of each (net, shots, method), the seeds whose run diverged, and the
+    relative gain over MAML (seed means over the seeds where both runs have a score)."""
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for r in rows:
-        if r["mse"] is not None:
-            groups.setdefault((r["net"], r["shots"], r["method"]), []).append(r)
+        groups.setdefault((r["net"], r["shots"], r["method"]), []).append(r)
     out = []
     for (net, shots, method), group in groups.items():
-        values = [r["mse"] for r in group]
+        scored = {r["seed"]: r["mse"] for r in group if r["mse"] is not None}
+        values = list(scored.values())
         paper = PAPER_TABLE8.get((net, shots), {})
         paper_row = paper.get("alfa_maml" if method.startswith("alfa_maml") else method)
         if method.endswith("_noclip"):
@@ -228,25 +229,37 @@ def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "net": net,
                 "shots": shots,
                 "method": method,
-                "seeds": [r["seed"] for r in group],
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "seeds": sorted(scored),
+                "seeds_run": sorted(r["seed"] for r in group),
+                "seeds_diverged": sorted(r["seed"] for r in group if r.get("diverged")),
+                "seeds_without_score": sorted(r["seed"] for r in group if r["mse"] is None),
+                "mse_by_seed": {str(k): v for k, v in sorted(scored.items())},
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
                 "paper_mse": paper_row[0] if paper_row else None,
                 "paper_ci95": paper_row[1] if paper_row else None,
             }
         )
     for s in out:
+        want = "maml_noclip" if s["method"].endswith("_noclip") else "maml"
         base = next(
             (
                 b
                 for b in out
-                if (b["net"], b["shots"]) == (s["net"], s["shots"])
-                and b["method"] == ("maml_noclip" if s["method"].endswith("_noclip") else "maml")
+                if (b["net"], b["shots"]) == (s["net"], s["shots"]) and b["method"] == want
             ),
             None,
         )
+        common = [] if base is None else [k for k in s["mse_by_seed"] if k in base["mse_by_seed"]]
         paper_maml = PAPER_TABLE8.get((s["net"], s["shots"]), {}).get("maml")
-        s["gain_over_maml"] = None if base is None else 1 - s["mean"] / base["mean"]
+        s["gain_over_maml"] = (
+            1
+            - statistics.fmean(s["mse_by_seed"][k] for k in common)
+            / statistics.fmean(base["mse_by_seed"][k] for k in common)
+            if common and base is not None
+            else None
+        )
+        s["gain_seeds"] = [int(k) for k in common]
         s["paper_gain_over_maml"] = (
             None
             if s["paper_mse"] is None or paper_maml is None
@@ -305,13 +318,26 @@ def _paired_rows(rows: list[dict[str, Any]], evidence: Path) -> list[dict[str, A
     return out
 
 
+def _diverged_at(row: dict[str, Any]) -> str:
+    text = row.get("diverged") or ""
+    marker = "iteration "
+    if marker not in text:
+        return "?"
+    return text.split(marker, 1)[1].split(":", 1)[0]
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
-def _verdict(pairs: list[dict[str, Any]]) -> str:
+def _verdict(pairs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
     """One plain sentence on ALFA+MAML vs learned_fixed, from the paired tests."""
     sentences = []
+    lost = {
+        (s["net"], s["shots"]): s
+        for s in summary
+        if s["method"] == "alfa_maml" and s["seeds_without_score"]
+    }
     for p in pairs:
         if (p["a"], p["b"]) != ("alfa_maml", "learned_fixed"):
             continue
@@ -332,9 +358,25 @@ def _verdict(pairs: list[dict[str, Any]]) -> str:
                 f"favour in {better} of {n} seeds and in learned-fixed's favour in {worse}"
             )
         sentences.append(
-            f"On {where}, {what} (mean difference over seeds "
+            f"On {where}, {what} (mean difference over the seeds both scored "
             f"{p['mean_over_seeds']:+.3f} +- {p['std_over_seeds']:.3f} std)."
         )
+        gone = lost.get((p["net"], p["shots"]))
+        if gone:
+            sentences.append(
+                f"ALFA+MAML also diverged before its first checkpoint in "
+                f"{len(gone['seeds_without_score'])} of {len(gone['seeds_run'])} seeds "
+                f"(seed {', '.join(map(str, gone['seeds_without_score']))}); learned-fixed in "
+                + str(
+                    sum(
+                        len(x["seeds_without_score"])
+                        for x in summary
+                        if (x["net"], x["shots"], x["method"])
+                        == (p["net"], p["shots"], "learned_fixed")
+                    )
+                )
+                + "."
+            )
     return " ".join(sentences) or "No paired ALFA+MAML vs learned-fixed result yet."
 
 
@@ -348,38 +390,49 @@ def _markdown(doc: dict[str, Any]) -> str:
         "1234) for every run; the best of 10 validation checkpoints (200 fixed validation "
         f"tasks); {doc['iterations']} meta-iterations per run.",
         "",
-        "**Verdict.** " + _verdict(pairs),
+        "**Verdict.** " + _verdict(pairs, summary),
         "",
         "Every main row uses the same outer optimiser and the same stabilisation: Adam 1e-3 on "
-        f"the meta-gradient clipped to global norm {CLIP:g} (`meta.grad_clip: {CLIP:g}`; "
+        f"the meta-gradient clipped to global norm {CLIP} (`meta.grad_clip: {CLIP}`; "
         "docs/stability.md says how often it acts). Rows differ only in the inner-loop rule. "
         "The `_noclip` rows are the ablation without clipping.",
         "",
         "## Summary: mean +- std over seeds",
         "",
-        "| net | shots | method | seeds | MSE mean +- std | each seed's MSE +- 95% CI "
+        "| net | shots | method | seeds scored/run | MSE mean +- std over seeds "
+        "| each seed's MSE +- 95% CI "
         "| paper MSE | relative gain over MAML, ours | paper |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         each = "; ".join(
             f"s{r['seed']}: {r['mse']:.3f} +- {r['ci95']:.3f}"
+            if r["mse"] is not None
+            else f"s{r['seed']}: diverged at iteration {_diverged_at(r)}, no checkpoint"
             for r in rows
             if (r["net"], r["shots"], r["method"]) == (s["net"], s["shots"], s["method"])
-            and r["mse"] is not None
         )
         paper = "-" if s["paper_mse"] is None else f"{s['paper_mse']:.2f} +- {s['paper_ci95']:.2f}"
+        if s["mean"] is None:
+            score = "no score (every seed diverged)"
+        elif s["std"] is None:
+            score = f"{s['mean']:.3f} (one seed)"
+        else:
+            score = f"{s['mean']:.3f} +- {s['std']:.3f}"
+        scored = f"{len(s['seeds'])}/{len(s['seeds_run'])}"
         lines.append(
-            f"| {s['net']} | {s['shots']} | {s['method']} | {len(s['seeds'])} "
-            f"| {s['mean']:.3f} +- {s['std']:.3f} | {each} | {paper} "
-            f"| {_pct(s['gain_over_maml'])} | {_pct(s['paper_gain_over_maml'])} |"
+            f"| {s['net']} | {s['shots']} | {s['method']} | {scored} | {score} | {each} "
+            f"| {paper} | {_pct(s['gain_over_maml'])} | {_pct(s['paper_gain_over_maml'])} |"
         )
     lines += [
         "",
-        "Relative gain over MAML = 1 - MSE / MSE(MAML) of the same cell, seed means (the "
-        "`_noclip` rows against `maml_noclip`); the paper's from its Table 8 (it has no "
-        "learned-fixed row on regression). The paper's absolute numbers come from an unstated "
-        "protocol (our MAML is 2-5x below its MAML), so compare gains, not MSEs.",
+        "Relative gain over MAML = 1 - MSE / MSE(MAML) of the same cell, means over the seeds "
+        "where both have a score (the `_noclip` rows against `maml_noclip`). A run that "
+        "diverged before its first validation checkpoint has no score; one that diverged later "
+        "is scored by its best checkpoint before that point (the note says where). The paper's "
+        "gains are from its Table 8 (it has no learned-fixed row on regression); its absolute "
+        "numbers come from an unstated protocol (our MAML MSE is about half of its), so compare "
+        "gains, not MSEs.",
         "",
         "## Paired differences (same 600 test tasks): mean per-task MSE(a) - MSE(b)",
         "",

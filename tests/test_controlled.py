@@ -1,0 +1,118 @@
+"""Table 8, controlled (src/alfa/controlled.py): recipe, paired statistics, shipped evidence."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from alfa.config import config_to_dict
+from alfa.controlled import CELLS, MAIN, controlled_config, paired, run
+from alfa.evaluate import evaluate
+from alfa.runs import load_run
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_controlled_rows_differ_only_in_the_rule():
+    """Every main row has the same outer optimiser and clip; only rule.* (and the name) differ."""
+    base = _flat(config_to_dict(controlled_config("40x2", 5, "maml", 0)))
+    assert base["meta.grad_clip"] == 1.0
+    for method in MAIN:
+        flat = _flat(config_to_dict(controlled_config("40x2", 5, method, 0)))
+        changed = {k for k in flat if flat[k] != base[k]}
+        assert changed <= {"name"} | {k for k in flat if k.startswith("rule.")}, changed
+    fixed = controlled_config("40x2", 5, "learned_fixed", 0).rule
+    assert fixed.name == "learned_fixed" and fixed.per_step and fixed.per_layer
+    assert fixed.learn_alpha and fixed.learn_beta
+    assert controlled_config("40x2", 5, "alfa_maml_official", 0).rule.generator_init == "official"
+    # the ablation drops the clip and nothing else
+    noclip = _flat(config_to_dict(controlled_config("40x2", 5, "alfa_maml_noclip", 2)))
+    clip = _flat(config_to_dict(controlled_config("40x2", 5, "alfa_maml", 2)))
+    assert {k for k in clip if clip[k] != noclip[k]} == {"name", "meta.grad_clip"}
+    assert noclip["meta.grad_clip"] == 0.0
+    # seeds change the training seed only, never the fixed validation and test tasks
+    s1 = _flat(config_to_dict(controlled_config("40x2", 5, "maml", 1)))
+    assert {k for k in s1 if s1[k] != base[k]} == {"name", "seed"}
+
+
+def test_paired_difference_is_the_mean_of_per_task_differences():
+    a, b = [1.0, 2.0, 4.0, 3.0], [0.5, 2.5, 3.0, 3.0]
+    p = paired(a, b)
+    assert p["mean_diff"] == pytest.approx(0.25)
+    diffs = [0.5, -0.5, 1.0, 0.0]
+    std = math.sqrt(sum((d - 0.25) ** 2 for d in diffs) / 4)
+    assert p["ci95"] == pytest.approx(1.96 * std / 2)
+
+
+def _strip(doc):
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in doc["rows"]]
+
+
+def test_recipe_end_to_end_is_deterministic_and_resumable(tmp_path, capsys):
+    only = ["40x2-k5-maml-s0", "40x2-k5-learned_fixed-s0", "40x2-k5-alfa_maml-s0"]
+    docs = [
+        run(tmp_path / f"res{i}", tmp_path / f"runs{i}", iterations=4, only=only, tasks=40)
+        for i in range(2)
+    ]
+    assert _strip(docs[0]) == _strip(docs[1])
+    assert [r["method"] for r in docs[0]["rows"]] == ["maml", "learned_fixed", "alfa_maml"]
+    rows = {r["method"]: r for r in docs[0]["rows"]}
+    for r in rows.values():
+        assert r["grad_clip"] == 1.0 and r["test_tasks"] == 40 and r["checkpoint_iteration"] >= 1
+    # the paired mean difference equals the difference of the rows' means (same tasks)
+    pair = next(p for p in docs[0]["paired"] if (p["a"], p["b"]) == ("alfa_maml", "maml"))
+    want = rows["alfa_maml"]["mse"] - rows["maml"]["mse"]
+    assert pair["per_seed"][0]["mean_diff"] == pytest.approx(want, abs=1e-9)
+    # evidence shipped and re-evaluable; per-task MSEs identical across the two runs
+    cell = tmp_path / "res0" / "table8_controlled" / "40x2-k5-alfa_maml-s0"
+    assert (cell / "checkpoints" / "best.pt").is_file() and (cell / "metrics.jsonl").is_file()
+    again = tmp_path / "res1" / "table8_controlled" / "40x2-k5-alfa_maml-s0"
+    assert (cell / "per_task_mse.json").read_text() == (again / "per_task_mse.json").read_text()
+    config, learner, source, _ = load_run(cell)
+    result = evaluate(learner, source, tasks=40, seed=config.eval.seed, batch=config.eval.batch)
+    assert result["mean"] == pytest.approx(rows["alfa_maml"]["mse"], rel=1e-12)
+    # a second call with the same budget runs nothing and keeps the rows
+    capsys.readouterr()
+    third = run(tmp_path / "res0", tmp_path / "runs0", iterations=4, only=only, tasks=40)
+    assert "3 cell(s) done, 0 to run" in capsys.readouterr().out
+    assert _strip(third) == _strip(docs[0])
+    md = (tmp_path / "res0" / "table8_controlled.md").read_text()
+    assert "Verdict" in md and "alfa_maml | learned_fixed" in md
+
+
+def test_cells_start_with_the_40x2_five_shot_main_rows():
+    first = [(n, k, m, s) for n, k, m, s in CELLS[: 3 * len(MAIN)]]
+    assert {(n, k) for n, k, _, _ in first} == {("40x2", 5)}
+    assert {m for _, _, m, _ in first} == set(MAIN)
+
+
+def test_a_shipped_checkpoint_reproduces_the_table():
+    """Re-evaluate one shipped Table 8 (controlled) cell; it matches the JSON as printed."""
+    doc = json.loads((RESULTS / "table8_controlled.json").read_text())
+    row = next(r for r in doc["rows"] if r["method"] == "alfa_maml" and r["mse"] is not None)
+    key = f"{row['net']}-k{row['shots']}-{row['method']}-s{row['seed']}"
+    config, learner, source, state = load_run(RESULTS / "table8_controlled" / key)
+    result = evaluate(
+        learner,
+        source,
+        tasks=row["test_tasks"],
+        seed=config.eval.seed,
+        batch=config.eval.batch,
+        first_order=config.eval.first_order,
+    )
+    assert state["iteration"] == row["checkpoint_iteration"]
+    assert f"{result['mean']:.3f}" == f"{row['mse']:.3f}"
+    assert f"{result['ci95']:.3f}" == f"{row['ci95']:.3f}"
