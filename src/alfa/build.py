@@ -33,13 +33,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_threads(config: Config, device: torch.device) -> int:
-    """CPU threads when ``train.threads`` is 0: 1 for the MLP, whose kernels are microseconds
-    long (more threads only add synchronisation, and collapse when the cores are busy), and up
-    to the number of cores for convolutional networks. Measured with ``benchmarks/speed.py
-    --threads N``: see benchmarks/README.md."""
-    if device.type != "cpu" or config.model.name == "mlp":
-        return 1 if device.type == "cpu" else torch.get_num_threads()
-    return max(1, min(os.cpu_count() or 1, torch.get_num_threads()))
+    """CPU threads when ``train.threads`` is 0 (docs/engine.md, "Threads").
+
+    One for the MLP, whose kernels last microseconds (more threads only add synchronisation).
+    For convolutional networks, the cores that are idle when the run starts (the cores less
+    the one-minute load average, at least one): a second thread helps on an idle machine and
+    makes every kernel wait when another process holds the second core.
+    """
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    if config.model.name == "mlp":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:  # pragma: no cover - no load average on this system
+        busy = 0
+    return max(1, cores - busy)
 
 
 def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner:

@@ -12,7 +12,8 @@
 * there is no ``vmap`` and no ``functional_call`` dispatch: the tasks of a group are one
   batched matrix product or one grouped convolution per layer;
 * first order (and evaluation) runs the closed form under ``no_grad``: no graph at all;
-* with no double backward anywhere, the meta-iteration can be given to ``torch.compile``.
+* nothing needs a double backward, which ``torch.compile`` cannot differentiate; compiling
+  is not used, though: in a first trial it did not speed up the sinusoid workload on the CPU.
 
 Tasks are processed in groups of ``group`` tasks (all at once by default). On the CPU a grouped
 convolution over per-task weights is several times slower than the same work as ``G``
