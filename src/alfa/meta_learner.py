@@ -15,9 +15,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from alfa.adapt import inner_loop
 from alfa.fast import fast_model
 from alfa.functional import FunctionalModel
+from alfa.inner_loop import inner_loop
 from alfa.losses import cross_entropy, mse
 from alfa.rules.base import Hyperparameters, UpdateRule
 from alfa.typing import Params, TaskBatch
