@@ -1,4 +1,4 @@
-"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | data check``.
+"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | data check | config``.
 
 Only parsing and dispatch live here. A user error prints one line ``alfa: error: ...`` on
 stderr and exits with code 2 (``--debug`` shows the traceback instead).
@@ -11,8 +11,13 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alfa.errors import AlfaError
+from alfa.version import package_version
+
+if TYPE_CHECKING:
+    from alfa.config import Config
 
 __all__ = ["main"]
 
@@ -44,6 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         run_dir = Path(args.resume)
         config = resume_config(run_dir, overrides)
+        if args.dry_run:
+            return _dry_run(config, None)
         result = train(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.config:
@@ -57,11 +64,49 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_config(config_path, overrides)
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config_path, config.name)
         check_new_run_dir(run_dir)
+        if args.dry_run:
+            return _dry_run(config, run_dir)
         print(f"run directory: {run_dir}", file=sys.stderr)
         result = train(config, run_dir, progress=not args.no_progress)
     if result.status == "stopped":
         return 128 + int(result.signal or 2)
     print(f"finished {result.iteration} iterations; evaluate with: alfa eval {run_dir}")
+    return 0
+
+
+def _dry_run(config: Config, run_dir: Path | None) -> int:
+    """``alfa train --dry-run``: print the config, parameter count and memory; create nothing."""
+    from alfa.build import resolve_device
+    from alfa.dry_run import dry_run_report
+    from alfa.memory import check_memory
+
+    sys.stdout.write(dry_run_report(config, run_dir))
+    sys.stdout.flush()
+    check_memory(config, resolve_device(config.train.device))  # exit 2 with what to lower
+    print("dry run: nothing was created; drop --dry-run to train")
+    return 0
+
+
+def _config_args(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``[CONFIG] [key=value ...]``: the file (None when the first item is an override)."""
+    if config is not None and "=" in config:
+        return None, [config, *overrides]
+    return config, list(overrides)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from alfa.config import load_config
+    from alfa.config_docs import config_yaml
+
+    path, overrides = _config_args(args.config, args.overrides)
+    sys.stdout.write(config_yaml(load_config(path, overrides)))
+    return 0
+
+
+def cmd_config_keys(args: argparse.Namespace) -> int:
+    from alfa.config_docs import render_text
+
+    sys.stdout.write(render_text(args.section))
     return 0
 
 
@@ -184,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="alfa", description="ALFA: meta-learning with adaptive hyperparameters"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument(
+        "--version", action="version", version=f"alfa {package_version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="meta-train from a YAML config (or resume a run)")
@@ -197,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         "train.iterations (to extend it), logging, checkpointing, device and eval.* keys",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, the meta-parameter count and the estimated peak memory, "
+        "then stop (exit 2 if it cannot fit); creates nothing",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
@@ -260,6 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--tasks", type=int, default=100, help="test tasks for the alpha/beta plots")
     p.set_defaults(func=cmd_plot)
+
+    config = sub.add_parser("config", help="show a resolved config or list every config key")
+    csub = config.add_subparsers(dest="config_command", required=True)
+    p = csub.add_parser(
+        "show", help="print the resolved config as YAML (defaults, then CONFIG, then overrides)"
+    )
+    p.add_argument("config", nargs="?", help="CONFIG.yaml (default: the defaults)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. seed=3")
+    p.set_defaults(func=cmd_config_show)
+    p = csub.add_parser(
+        "keys", help="list every config key with its type, default and meaning (docs/config.md)"
+    )
+    p.add_argument("section", nargs="?", help="only this section (e.g. rule) or key")
+    p.set_defaults(func=cmd_config_keys)
     return parser
 
 
@@ -267,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after a flag (`alfa train CONFIG --dry-run seed=3`)
+        if getattr(args, "overrides", None) is None or any(
+            "=" not in item or item.startswith("-") for item in extra
+        ):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         with warnings.catch_warnings():  # PIL warns of a decompression bomb: make it one line
             warnings.filterwarnings("error", category=Image.DecompressionBombWarning)

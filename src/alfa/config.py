@@ -4,6 +4,9 @@ The dataclasses below are the single schema. A YAML file overrides their default
 ``key=value`` pairs (``train.iterations=2000 seed=3``) override the YAML; every key and value is
 checked against the field types, so a typo or an impossible value fails before any work starts
 with a :class:`~alfa.errors.ConfigError` that names the key.
+
+The trailing ``# comment`` of each field is its documented meaning: :mod:`alfa.config_docs` reads
+it for ``alfa config keys`` and ``docs/config.md`` (regenerate with ``python -m alfa.config_docs``).
 """
 
 from __future__ import annotations
@@ -44,13 +47,13 @@ class DataConfig:
     shots: int = 5  # K support examples per class (per task for regression)
     query: int = 0  # query examples per class (regression: 0 means "same as shots")
     # Regression (Table 8)
-    family: Literal["paper", "maml"] = "paper"
+    family: Literal["paper", "maml"] = "paper"  # paper: random frequency too; maml: frequency 1
     eval_query: int = 100  # query points per test task (Table 8: "100 sampled points")
     # Classification
-    ways: int = 5
+    ways: int = 5  # N classes per episode (N-way)
     root: str = ""  # dataset path (folder, zip, or several separated by ',')
-    format: str = ""  # empty: detect
-    image_size: int = 84
+    format: str = ""  # dataset format (see `alfa data check`); empty: detect
+    image_size: int = 84  # images are resized to image_size x image_size pixels
     rotations: bool = False  # Omniglot: rotations by 90 degrees as extra classes
     split_file: str = ""  # optional class-list file of the meta-training classes
     test_split_file: str = ""  # optional class-list file of the meta-test classes
@@ -66,9 +69,9 @@ class DataConfig:
 class ModelConfig:
     """The base learner f_theta."""
 
-    name: str = "mlp"  # mlp | conv4 | resnet12
-    hidden: tuple[int, ...] = (40, 40)  # mlp hidden widths
-    filters: int = 48  # conv4 filters
+    name: str = "mlp"  # base learner: mlp | conv4 | resnet12
+    hidden: tuple[int, ...] = (40, 40)  # mlp: widths of the hidden layers
+    filters: int = 48  # conv4: filters (channels) of every block
     norm: Literal["transductive", "support"] = "transductive"  # BatchNorm mode (reference A.1)
 
 
@@ -76,21 +79,21 @@ class ModelConfig:
 class RuleConfig:
     """The inner-loop update rule and its switches (paper Sec. 3, Tables 5 and 6)."""
 
-    name: Literal["maml", "learned_fixed", "alfa"] = "maml"
+    name: Literal["maml", "learned_fixed", "alfa"] = "maml"  # update rule (see the README)
     lr: float = 0.01  # inner learning rate alpha (MAML) and initial post-multiplier alpha0
     weight_decay: float = 0.0005  # lambda; beta0 starts at lr * weight_decay (reference A.2)
     # ALFA generator g_phi
-    generator_input: Literal["both", "weights", "gradients"] = "both"  # Table 5
+    generator_input: Literal["both", "weights", "gradients"] = "both"  # what g_phi reads (Table 5)
     generate: tuple[str, ...] = ("alpha", "beta")  # which hyperparameters g_phi generates (Table 6)
-    generator_layers: Literal[2, 3] = 2  # 2: official code; 3: paper text
-    generator_init: Literal["unit", "official"] = "unit"  # see docs/stability.md
-    clip: tuple[float, ...] = ()  # () or (low, high): clamp generated multipliers
+    generator_layers: Literal[2, 3] = 2  # layers of g_phi; 2: official code; 3: paper text
+    generator_init: Literal["unit", "official"] = "unit"  # g_phi initialisation (docs/stability.md)
+    clip: tuple[float, ...] = ()  # [] or [low, high]: clamp generated multipliers
     detach_gradient_state: bool = True  # official: no meta-gradient through gradient means
     # post-multipliers alpha0/beta0 (and the learned_fixed rule's hyperparameters)
-    per_step: bool = True
-    per_layer: bool = True
-    learn_alpha: bool = True
-    learn_beta: bool = True
+    per_step: bool = True  # a different alpha0/beta0 per inner step (else one for all steps)
+    per_layer: bool = True  # a different alpha0/beta0 per layer (else one for all layers)
+    learn_alpha: bool = True  # meta-learn alpha0 (else it stays at rule.lr)
+    learn_beta: bool = True  # meta-learn beta0 (else it stays at rule.lr * rule.weight_decay)
     l2f: bool = False  # task-conditioned attenuation of the initialisation (L2F)
 
 
@@ -100,10 +103,10 @@ class MetaConfig:
 
     init: Literal["learned", "random"] = "learned"  # MAML init or a fixed seeded random init
     steps: int = 5  # S inner steps
-    first_order: bool = False
-    multi_step_loss: bool = False
+    first_order: bool = False  # drop the second-order terms of the meta-gradient
+    multi_step_loss: bool = False  # outer loss: mean of the query losses after every step
     batch_size: int = 25  # tasks per meta-batch
-    lr: float = 0.001  # Adam
+    lr: float = 0.001  # outer (meta) learning rate of Adam
     grad_clip: float = 0.0  # 0: off; else max global norm of the outer gradient
 
 
@@ -111,15 +114,15 @@ class MetaConfig:
 class TrainConfig:
     """The training loop: length, logging, validation, checkpoints and threads."""
 
-    iterations: int = 10000
-    log_every: int = 100
-    val_every: int = 1000  # 0: no validation
-    val_tasks: int = 200
-    checkpoint_every: int = 1000
+    iterations: int = 10000  # meta-iterations (outer updates) of the run
+    log_every: int = 100  # iterations between lines of metrics.jsonl and TensorBoard points
+    val_every: int = 1000  # iterations between validations; 0: no validation
+    val_tasks: int = 200  # validation tasks per validation
+    checkpoint_every: int = 1000  # iterations between periodic checkpoints
     keep_last: int = 2  # checkpoints kept besides the best one
     keep_best: int = 1  # best-by-validation checkpoints kept (top-k, for `alfa eval --ensemble`)
-    threads: int = 0  # torch CPU threads; 0: automatic (see alfa.threads)
-    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0: automatic (docs/engine.md, Threads)
+    device: str = "auto"  # auto | cpu | cuda (auto: cuda when present)
     engine: Literal["auto", "fast", "generic"] = "auto"  # inner-loop engine (alfa.fast)
     task_group: int = 0  # fast path: tasks per group; 0: automatic (1 for convs on the CPU)
     tf32: bool = False  # CUDA: TensorFloat-32 matrix products and convolutions
@@ -130,8 +133,8 @@ class TrainConfig:
 class EvalConfig:
     """The evaluation protocol (fixed seeded test tasks)."""
 
-    tasks: int = 600
-    steps: int = 0  # 0: the training number of inner steps
+    tasks: int = 600  # test tasks of `alfa eval` (its --tasks overrides)
+    steps: int = 0  # inner steps of evaluation; 0: as trained (meta.steps)
     seed: int = 1234  # seed of the fixed test tasks (independent of the training seed)
     batch: int = 100  # tasks per vectorised evaluation batch
     first_order: bool = True  # evaluation inner loops are first order (reference A.3)
@@ -141,8 +144,8 @@ class EvalConfig:
 class Config:
     """A whole run: seed, name and one section per part of the method."""
 
-    seed: int = 0
-    name: str = ""
+    seed: int = 0  # seed of the initialisation and of the training tasks
+    name: str = ""  # run name: default run directory runs/<name> ("": the config file's stem)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
