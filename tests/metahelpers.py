@@ -12,6 +12,21 @@ from alfa.rules import build_rule
 from alfa.tasks import SinusoidTasks
 from alfa.typing import TaskBatch
 
+TINY = [
+    "train.iterations=20",
+    "train.checkpoint_every=10",
+    "train.log_every=5",
+    "train.val_every=10",
+    "train.val_tasks=10",
+    "eval.batch=10",
+    "eval.tasks=10",
+    "meta.batch_size=2",
+    "meta.steps=1",
+    "model.hidden=[4]",
+    "train.threads=1",
+]
+"""Overrides of a sinusoid run that trains, validates and checkpoints in about a second."""
+
 RULE_CASES = {
     "maml": ({"name": "maml"}, "learned"),
     "learned_fixed": ({"name": "learned_fixed"}, "learned"),

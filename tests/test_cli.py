@@ -11,20 +11,7 @@ from pathlib import Path
 import pytest
 
 from alfa.cli import main
-
-TINY = [
-    "train.iterations=20",
-    "train.checkpoint_every=10",
-    "train.log_every=5",
-    "train.val_every=10",
-    "train.val_tasks=10",
-    "eval.batch=10",
-    "eval.tasks=10",
-    "meta.batch_size=2",
-    "meta.steps=1",
-    "model.hidden=[4]",
-    "train.threads=1",
-]
+from metahelpers import TINY
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

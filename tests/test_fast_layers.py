@@ -10,13 +10,7 @@ import torch.nn.functional as F
 from alfa.fast.layers import BatchNorm, Conv, LeakyReLU, Linear, MaxPool, ReLU
 from alfa.models.batchnorm import MetaBatchNorm2d
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _check(layer, params, x, split=None, atol=1e-12):

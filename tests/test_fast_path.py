@@ -24,12 +24,7 @@ from alfa.typing import TaskBatch
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _rule(kind: str, names, shapes, steps: int) -> UpdateRule:

@@ -16,20 +16,8 @@ import torch
 from alfa.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from alfa.cli import main
 from alfa.runlog import read_metrics
+from metahelpers import TINY
 
-TINY = [
-    "train.iterations=20",
-    "train.checkpoint_every=10",
-    "train.log_every=5",
-    "train.val_every=10",
-    "train.val_tasks=10",
-    "eval.batch=10",
-    "eval.tasks=10",
-    "meta.batch_size=2",
-    "meta.steps=1",
-    "model.hidden=[4]",
-    "train.threads=1",
-]
 HUGE = 2**80
 
 
