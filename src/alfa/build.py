@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import nn
 
 from alfa.config import Config
 from alfa.functional import FunctionalModel
 from alfa.meta_learner import MetaLearner
 from alfa.models import build_model
-from alfa.rules import build_rule
+from alfa.rules import UpdateRule, build_rule
 
 __all__ = [
     "build_learner",
+    "build_model_and_rule",
     "build_optimizer",
     "configure_runtime",
     "default_threads",
@@ -55,9 +57,9 @@ def default_threads(config: Config, device: torch.device) -> int:
     return max(1, cores - busy)
 
 
-def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner:
-    """Model and rule, initialised from ``config.seed`` (the same seed gives the same learner)."""
-    torch.manual_seed(config.seed)
+def build_model_and_rule(config: Config, *, in_channels: int) -> tuple[nn.Module, UpdateRule]:
+    """The base learner and the update rule for its adapted tensors (drawn from the global
+    generator, on the current default device)."""
     model = build_model(config, in_channels=in_channels)
     functional = FunctionalModel(model)
     shapes = [p.shape for p in functional.initial().values()]
@@ -68,6 +70,13 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
         config.meta.steps,
         random_init=config.meta.init == "random",
     )
+    return model, rule
+
+
+def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner:
+    """Model and rule, initialised from ``config.seed`` (the same seed gives the same learner)."""
+    torch.manual_seed(config.seed)
+    model, rule = build_model_and_rule(config, in_channels=in_channels)
     return MetaLearner(
         model,
         rule,

@@ -42,21 +42,10 @@ def in_channels(config: Config) -> int:
 
 def count_meta_parameters(config: Config) -> MetaParameters:
     """Count the base learner's and the rule's parameters, built on the ``meta`` device."""
-    from alfa.functional import FunctionalModel
-    from alfa.models import build_model
-    from alfa.rules import build_rule
+    from alfa.build import build_model_and_rule
 
     with torch.device("meta"):
-        model = build_model(config, in_channels=in_channels(config))
-        functional = FunctionalModel(model)
-        shapes = [p.shape for p in functional.initial().values()]
-        rule = build_rule(
-            config.rule,
-            functional.names,
-            shapes,
-            config.meta.steps,
-            random_init=config.meta.init == "random",
-        )
+        model, rule = build_model_and_rule(config, in_channels=in_channels(config))
     return MetaParameters(
         base=sum(p.numel() for p in model.parameters()),
         rule=sum(p.numel() for p in rule.parameters() if p.requires_grad),
