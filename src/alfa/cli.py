@@ -186,7 +186,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from alfa.reproduce import demo
+    from alfa.demo import demo
 
     if args.tasks < 1:
         raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(
-        "demo", help="MAML vs ALFA+MAML on sinusoid regression (about 2 minutes on 2 cores)"
+        "demo", help="MAML, learned-fixed and ALFA+MAML on sinusoid regression, one protocol"
     )
     p.add_argument("--iterations", type=int, default=6000)
     p.add_argument("--tasks", type=int, default=600)

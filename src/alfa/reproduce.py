@@ -1,4 +1,4 @@
-"""Runnable recipes for the paper's regression table (Table 8) and the Quick-start demo.
+"""Runnable recipes for the paper's regression table (Table 8).
 
 ``alfa reproduce table8`` trains the 12 cells (2 networks x 3 shot counts x MAML and ALFA+MAML)
 plus one ablation cell that shows the official generator initialisation, evaluates each on 600
@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from alfa.config import Config, config_from_dict
 from alfa.errors import AlfaError
 
-__all__ = ["PAPER_TABLE8", "demo", "reproduce", "table8_config", "write_table8_configs"]
+__all__ = ["PAPER_TABLE8", "reproduce", "table8_config", "write_table8_configs"]
 
 # Paper Table 8 (MSE, 95% CI): (net, shots) -> {method: (mse, ci95)}
 PAPER_TABLE8: dict[tuple[str, int], dict[str, tuple[float, float]]] = {
@@ -334,30 +332,3 @@ def _write(results_dir: Path, done: dict[str, dict[str, Any]], iterations: int) 
     rows = [done[c] for c in order if c in done]
     atomic_write_bytes(results_dir / "table8.json", (json.dumps(rows, indent=1) + "\n").encode())
     atomic_write_bytes(results_dir / "table8.md", _markdown(rows, iterations).encode())
-
-
-def demo(args: argparse.Namespace) -> int:
-    """Quick start: MAML and ALFA+MAML side by side on 5-shot sinusoid regression."""
-    runs = Path(args.runs)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = []
-    for method in METHODS:
-        config = table8_config("40x2", 5, method, args.iterations)
-        config = replace(config, name=method)
-        work.append((config, str(runs / f"{method}-{stamp}-{os.getpid()}")))
-    print(
-        f"meta-training MAML and ALFA+MAML on 5-shot sinusoid regression "
-        f"({args.iterations} iterations each, in parallel), then testing on {args.tasks} tasks"
-    )
-    results = {r["name"]: r for r in _run_cells(2, work, args.tasks)}
-    print()
-    print(f"{'method':<12} {'test MSE':>10} {'95% CI':>8} {'paper':>6}   run directory")
-    for (_, run_dir), method in zip(work, METHODS, strict=True):
-        r = results[method]
-        paper = PAPER_TABLE8[("40x2", 5)][method][0]
-        label = "MAML" if method == "maml" else "ALFA+MAML"
-        if "mean" not in r:
-            print(f"{label:<12} {r.get('diverged') or 'stopped'}")
-            continue
-        print(f"{label:<12} {r['mean']:>10.3f} {r['ci95']:>8.3f} {paper:>6.2f}   {run_dir}")
-    return 0
