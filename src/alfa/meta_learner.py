@@ -53,7 +53,7 @@ class MetaLearner(nn.Module):
             Both compute the same numbers (tested in float64).
         group: tasks per group on the fast path (``"auto"``, an int, or None for all at once).
         recompute: rebuild each inner step's graph during the meta-backward instead of keeping
-            it (memory of one step instead of ``steps``, for about a third more compute).
+            it (memory of one step instead of ``steps``, for one more pass over each step).
     """
 
     def __init__(
