@@ -13,9 +13,10 @@ from alfa.models.batchnorm import MetaBatchNorm2d
 pytestmark = pytest.mark.usefixtures("float64")
 
 
-def _check(layer, params, x, split=None, atol=1e-12):
+def _check(layer, params, x, split=None, atol=1e-12, shared=()):
     """Backward vs autograd for the input and every adapted tensor, and the second derivative
-    of a random functional of the written-out gradients vs autograd's double backward."""
+    of a random functional of the written-out gradients vs autograd's double backward, also
+    with respect to the ``shared`` tensors (BatchNorm's affine parameters)."""
     x = x.clone().requires_grad_(True)
     params = {n: p.clone().requires_grad_(True) for n, p in params.items()}
     y, saved = layer.forward(params, x, split)
@@ -27,7 +28,7 @@ def _check(layer, params, x, split=None, atol=1e-12):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=atol)
     # Second order: differentiate a random functional of the gradients.
     probes = [torch.randn_like(e) for e in expected]
-    inputs = [x, *params.values()]
+    inputs = [x, *params.values(), *shared]
 
     def second(grads):
         total = sum((a * p).sum() for a, p in zip(grads, probes, strict=True))
@@ -60,7 +61,7 @@ def test_batch_norm(split, groups):
         module.weight.uniform_(0.5, 1.5)
         module.bias.uniform_(-0.5, 0.5)
     x = torch.randn(5, 3 * groups, 4, 4) * 2 + 1
-    _check(BatchNorm(module), {}, x, split)
+    _check(BatchNorm(module), {}, x, split, shared=(module.weight, module.bias))
 
 
 @pytest.mark.parametrize("layer", [ReLU(), LeakyReLU(0.1)])

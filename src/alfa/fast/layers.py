@@ -132,6 +132,71 @@ class Conv(Layer):
         return dx, grads
 
 
+_DIMS = (0, 2, 3)
+
+
+def _channel(t: Tensor) -> Tensor:
+    return t.view(1, -1, 1, 1)
+
+
+class _BatchNormInputGrad(torch.autograd.Function):
+    """``dx = gamma * r * (g - mean(g) - xhat * mean(g * xhat))``: the input gradient of batch
+    normalisation with whole-batch statistics (``r = 1 / sqrt(var + eps)``, per-channel means
+    over ``B, H, W``), with its own derivative written out.
+
+    Autograd could differentiate the formula itself, but it would keep every intermediate
+    (the centred input, ``xhat``, their products) for each BatchNorm of each inner step; this
+    keeps only ``x``, ``g`` and per-channel values, and recomputes ``xhat``. With
+    ``P(v) = v - mean(v) - xhat * mean(xhat * v)`` (self-adjoint) and an upstream gradient
+    ``u``, the derivative is::
+
+        d/dg     = gamma * r * P(u)
+        d/dgamma = r * sum(u * P(g))
+        d/dx     = -gamma * r^2 * (mean(u * P(g)) * xhat + P(b * u + mean(u * xhat) * g))
+
+    where ``b = mean(g * xhat)`` (``xhat = (x - mean(x)) * r`` varies with ``x`` through the
+    mean and through ``r``). ``tests/test_fast_layers.py`` checks both orders against
+    autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, g: Tensor, gamma: Tensor, eps: float) -> Tensor:
+        inv_n = 1.0 / (x.shape[0] * x.shape[2] * x.shape[3])
+        mean = x.sum(_DIMS, keepdim=True) * inv_n
+        centred = x - mean
+        invstd = torch.rsqrt((centred * centred).sum(_DIMS, keepdim=True) * inv_n + eps)
+        xhat = centred * invstd
+        a = g.sum(_DIMS, keepdim=True) * inv_n
+        b = (g * xhat).sum(_DIMS, keepdim=True) * inv_n
+        scale = invstd * _channel(gamma)
+        ctx.save_for_backward(x, g, gamma, mean, invstd, a, b)
+        ctx.inv_n = inv_n
+        return torch.addcmul(torch.addcmul(-a * scale, g, scale), xhat, -b * scale)
+
+    @staticmethod
+    def backward(ctx, u: Tensor):
+        x, g, gamma, mean, invstd, a, b = ctx.saved_tensors
+        inv_n = ctx.inv_n
+        xhat = (x - mean) * invstd
+        su = u.sum(_DIMS, keepdim=True)
+        su_xhat = (u * xhat).sum(_DIMS, keepdim=True)
+        su_g = (u * g).sum(_DIMS, keepdim=True)
+        scale = invstd * _channel(gamma)
+        # sum(u * P(g)) = sum(u g) - a sum(u) - b sum(u xhat)
+        su_pg = su_g - a * su - b * su_xhat
+        grad_g = torch.addcmul(
+            torch.addcmul(-su * inv_n * scale, u, scale), xhat, -su_xhat * inv_n * scale
+        )
+        grad_gamma = (invstd * su_pg).reshape(-1)
+        k = -scale * invstd  # -gamma * r^2
+        c0 = -k * (b * su + su_xhat * a) * inv_n  # the mean of b * u + mean(u xhat) * g
+        cx = k * (su_pg - 2.0 * b * su_xhat) * inv_n
+        grad_x = torch.addcmul(
+            torch.addcmul(torch.addcmul(c0, u, k * b), g, k * su_xhat * inv_n), xhat, cx
+        )
+        return grad_x, grad_g, grad_gamma, None
+
+
 @dataclass
 class BatchNorm(Layer):
     """Batch normalisation with batch statistics (a ``MetaBatchNorm2d``, whose affine parameters
@@ -164,19 +229,10 @@ class BatchNorm(Layer):
 
     def backward(self, params, saved, dy, need_dx=True):
         if len(saved) == 2:
-            # The statistics again, differentiably, with plain sums (the CPU's var_mean is slow
-            # on [B, C, H, W]); then dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)) as
-            # two fused multiply-adds with per-channel coefficients.
             x, weight = saved
-            dims, inv_count = (0, 2, 3), 1.0 / (x.shape[0] * x.shape[2] * x.shape[3])
-            centred = x - x.sum(dims, keepdim=True) * inv_count
-            var = (centred * centred).sum(dims, keepdim=True) * inv_count
-            invstd = torch.rsqrt(var + self.module.eps)
-            xhat = centred * invstd
-            scale = invstd if weight is None else invstd * weight.view(1, -1, 1, 1)
-            k1 = dy.sum(dims, keepdim=True) * (-inv_count) * scale
-            k2 = (dy * xhat).sum(dims, keepdim=True) * (-inv_count) * scale
-            return torch.addcmul(torch.addcmul(k1, dy, scale), xhat, k2), {}
+            ones = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
+            gamma = ones if weight is None else weight
+            return _BatchNormInputGrad.apply(x, dy, gamma, self.module.eps), {}
         x, weight, mean, invstd, split = saved
         scale = invstd if weight is None else invstd * weight.view(1, -1, 1, 1)
         g = dy * scale  # gradient through the normalised value, all rows
