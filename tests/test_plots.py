@@ -29,7 +29,11 @@ def test_plot_run_writes_pngs(tmp_path, capsys):
     train(config, run, progress=False)
     assert main(["plot", str(run), "--tasks", "6"]) == 0
     printed = capsys.readouterr().out.split()
-    assert [p.rsplit("/", 1)[-1] for p in printed] == ["curves.png", "hyperparameters.png"]
+    assert [p.rsplit("/", 1)[-1] for p in printed] == [
+        "curves.png",
+        "hyperparameters.png",
+        "hyperparameters.csv",
+    ]
     for name in ("curves.png", "hyperparameters.png"):
         data = (run / "plots" / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000

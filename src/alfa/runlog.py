@@ -1,4 +1,5 @@
-"""Run logging: one JSON object per line in ``metrics.jsonl``, mirrored to TensorBoard."""
+"""Run logging: one JSON object per line in ``metrics.jsonl``, mirrored to TensorBoard, and the
+console lines a training run prints (:class:`ConsoleLog`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import contextlib
 import json
 import math
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from alfa.checkpoint import atomic_write_bytes
 from alfa.errors import DataError
 
-__all__ = ["RunLog", "read_metrics"]
+__all__ = ["ConsoleLog", "RunLog", "format_duration", "read_metrics"]
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -108,3 +111,93 @@ class RunLog:
         self._file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def format_duration(seconds: float) -> str:
+    """``H:MM:SS`` (``?`` when unknown)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+class ConsoleLog:
+    """What a training run tells the console (stderr).
+
+    At each validation one line with the validation metric (and its 95% CI) and, for
+    classification, the training accuracy of the last logged window. In ``plain`` mode (no
+    progress bar: ``--no-progress`` or stderr is not a terminal) also one line per log interval
+    with the iteration, loss, training accuracy, iterations per second and the time left, so a
+    cluster log shows progress; with a progress bar those values go to the bar instead.
+
+    Args:
+        name: the run's name, which starts every line (several runs may share a console).
+        total: the run's last iteration.
+        start: the iteration it starts from (resumed runs count the speed from there).
+        plain: print log lines (no progress bar).
+        write: where a line goes (default: stderr; with a progress bar, ``tqdm.write``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        total: int,
+        start: int,
+        *,
+        plain: bool,
+        write: Any = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.name, self.total, self.start, self.plain = name, total, start, plain
+        self._write = write
+        self._clock = clock
+        self._began = self._last_time = clock()
+        self._last_iteration = start
+        self.train_accuracy: float | None = None
+
+    def _emit(self, line: str) -> None:
+        if self._write is not None:
+            self._write(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def train(self, iteration: int, values: dict[str, float]) -> str | None:
+        """A log interval ended at ``iteration`` with these window ``values``; the line printed
+        in plain mode (None otherwise)."""
+        self.train_accuracy = values.get("train_accuracy")
+        now = self._clock()
+        interval = now - self._last_time
+        rate = (iteration - self._last_iteration) / interval if interval > 0 else math.inf
+        elapsed = now - self._began
+        left = (self.total - iteration) * elapsed / max(iteration - self.start, 1)
+        self._last_time, self._last_iteration = now, iteration
+        if not self.plain:
+            return None
+        parts = [f"{self.name}: iteration {iteration}/{self.total}", f"loss {values['loss']:.4f}"]
+        if self.train_accuracy is not None:
+            parts.append(f"train accuracy {self.train_accuracy:.4f}")
+        speed = f"{rate:.2f} it/s" if math.isfinite(rate) else "- it/s"
+        parts += [speed, f"ETA {format_duration(left)}"]
+        line = "  ".join(parts)
+        self._emit(line)
+        return line
+
+    def validation(
+        self,
+        iteration: int,
+        metric: str,
+        mean: float,
+        ci95: float,
+        train_accuracy: float | None = None,
+    ) -> str:
+        """Print the validation line (``train_accuracy``: the last logged window's when not
+        given)."""
+        accuracy = self.train_accuracy if train_accuracy is None else train_accuracy
+        line = (
+            f"{self.name}: iteration {iteration}/{self.total}  validation {metric} "
+            f"{mean:.4f} +- {ci95:.4f} (95% CI)"
+        )
+        if accuracy is not None:
+            line += f"  train accuracy {accuracy:.4f}"
+        self._emit(line)
+        return line

@@ -8,6 +8,12 @@ meta-learner (with the update rule's meta-parameters), the optimiser, every rand
 and the partial logging window. Resuming drops the log records written after the checkpoint, so
 a run killed at any moment and resumed ends exactly as an uninterrupted one.
 
+The console (stderr) shows the validation metric with its 95% CI at each validation and, for
+classification, the training query accuracy of the last logged window (also logged as
+``train_accuracy``). Without a progress bar (``--no-progress``, or stderr is not a terminal, as in
+a cluster job's log) one plain line per ``train.log_every`` interval gives the iteration, loss,
+training accuracy, iterations per second and the time left (:class:`~alfa.runlog.ConsoleLog`).
+
 SIGINT or SIGTERM stops after the current iteration with a checkpoint (a second one stops at
 once). A NaN or inf in a loss, a gradient, a generated hyperparameter or a meta-parameter stops
 the run with :class:`~alfa.errors.DivergenceError` naming where it appeared, without writing a
@@ -30,7 +36,7 @@ import random
 import signal
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,7 +65,7 @@ from alfa.errors import AlfaError, ConfigError, DivergenceError
 from alfa.evaluate import evaluate
 from alfa.memory import check_memory
 from alfa.meta_learner import MetaLearner, MetaOutput
-from alfa.runlog import RunLog, read_metrics
+from alfa.runlog import ConsoleLog, RunLog, read_metrics
 from alfa.runs import (
     changed_keys,
     check_path_names,
@@ -87,34 +93,60 @@ class TrainResult:
 
 @dataclass
 class _Window:
-    """Running sums between two log lines (checkpointed, so a resumed log is identical)."""
+    """Running sums between two log lines (checkpointed, so a resumed log is identical).
+
+    ``accuracy`` sums the training query accuracy of the ``accuracy_count`` classification
+    iterations of the window (regression has none)."""
 
     loss: float = 0.0
     count: int = 0
     alpha: list[float] = field(default_factory=list)
     beta: list[float] = field(default_factory=list)
+    accuracy: float = 0.0
+    accuracy_count: int = 0
 
-    def add(self, loss: float, alpha: list[float], beta: list[float]) -> None:
+    def add(
+        self, loss: float, alpha: list[float], beta: list[float], accuracy: float | None = None
+    ) -> None:
         if self.count == 0:
             self.alpha, self.beta = [0.0] * len(alpha), [0.0] * len(beta)
         self.loss += loss
         self.count += 1
         self.alpha = [a + b for a, b in zip(self.alpha, alpha, strict=True)]
         self.beta = [a + b for a, b in zip(self.beta, beta, strict=True)]
+        if accuracy is not None:
+            self.accuracy += accuracy
+            self.accuracy_count += 1
 
     def values(self) -> dict[str, float]:
         out = {"loss": self.loss / self.count}
+        if self.accuracy_count:
+            out["train_accuracy"] = self.accuracy / self.accuracy_count
         for j, (a, b) in enumerate(zip(self.alpha, self.beta, strict=True)):
             out[f"alpha_step{j}"] = a / self.count
             out[f"beta_step{j}"] = b / self.count
         return out
 
+    def state(self) -> dict[str, Any]:
+        """The checkpointed form (the accuracy sums only when the window holds any, so a
+        regression window is stored as before)."""
+        state: dict[str, Any] = {
+            "loss": self.loss,
+            "count": self.count,
+            "alpha": list(self.alpha),
+            "beta": list(self.beta),
+        }
+        if self.accuracy_count:
+            state |= {"accuracy": self.accuracy, "accuracy_count": self.accuracy_count}
+        return state
+
 
 def _iteration_stats(
-    learner: nn.Module, out: MetaOutput
-) -> tuple[float, list[float], list[float], float]:
+    learner: nn.Module, out: MetaOutput, query_y: torch.Tensor | None = None
+) -> tuple[float, list[float], list[float], float, float | None]:
     """Outer loss, mean generated alpha and beta of every inner step (over tasks and layers),
-    and the largest meta-gradient magnitude (NaN when any is NaN), read in one transfer."""
+    the largest meta-gradient magnitude (NaN when any is NaN) and, for classification (when
+    ``query_y`` is given), the query accuracy of the adapted learners, read in one transfer."""
     steps = len(out.hyperparameters)
     parts = [out.loss.detach().reshape(1)]
     parts += [h.alpha.detach().mean().reshape(1) for h in out.hyperparameters]
@@ -122,9 +154,23 @@ def _iteration_stats(
     grads = [p.grad.detach().abs().amax() for p in learner.parameters() if p.grad is not None]
     if grads:
         parts.append(torch.stack(grads).amax().reshape(1).to(parts[0].dtype))
+    classify = query_y is not None and getattr(learner, "task", None) == "classification"
+    if classify:
+        hits = out.outputs.detach().argmax(-1) == query_y
+        # at least float32, so a half-precision loss does not round the accuracy (torch.cat
+        # promotes the other parts losslessly)
+        dtype = torch.promote_types(parts[0].dtype, torch.float32)
+        parts.append(hits.to(dtype).mean().reshape(1))
     values = torch.cat(parts).tolist()
     largest = values[1 + 2 * steps] if grads else 0.0
-    return values[0], values[1 : 1 + steps], values[1 + steps : 1 + 2 * steps], largest
+    accuracy = values[-1] if classify else None
+    return (
+        values[0],
+        values[1 : 1 + steps],
+        values[1 + steps : 1 + 2 * steps],
+        largest,
+        accuracy,
+    )
 
 
 def run_paths(run_dir: Path) -> dict[str, Path]:
@@ -340,9 +386,10 @@ def _training_state(
         raise bad("best", best, "a number or None")
     raw = state.get("window", _MISSING)
     fields = {"loss", "count", "alpha", "beta"}
+    with_accuracy = fields | {"accuracy", "accuracy_count"}
     if (
         not isinstance(raw, dict)
-        or set(raw) != fields
+        or set(raw) not in (fields, with_accuracy)
         or not _number(raw["loss"])
         or type(raw["count"]) is not int
         or raw["count"] < 0
@@ -350,15 +397,30 @@ def _training_state(
             isinstance(raw[k], list) and all(_number(v) for v in raw[k]) for k in ("alpha", "beta")
         )
         or len(raw["alpha"]) != len(raw["beta"])
+        or (
+            "accuracy" in raw
+            and (
+                not _number(raw["accuracy"])
+                or type(raw["accuracy_count"]) is not int
+                or not 0 <= raw["accuracy_count"] <= raw["count"]
+            )
+        )
     ):
-        raise bad("window", raw, "the logging window {loss, count, alpha, beta}")
+        raise bad("window", raw, "the logging window {loss, count, alpha, beta[, accuracy]}")
     top = state.get("top", [])
     if not isinstance(top, list) or not all(
         isinstance(e, (list, tuple)) and len(e) == 2 and _number(e[0]) and type(e[1]) is int
         for e in top
     ):
         raise bad("top", top, "a list of [score, iteration] pairs")
-    window = _Window(float(raw["loss"]), raw["count"], list(raw["alpha"]), list(raw["beta"]))
+    window = _Window(
+        float(raw["loss"]),
+        raw["count"],
+        list(raw["alpha"]),
+        list(raw["beta"]),
+        float(raw.get("accuracy", 0.0)),
+        int(raw.get("accuracy_count", 0)),
+    )
     return iteration, best, window, [(float(v), int(i)) for v, i in top]
 
 
@@ -537,7 +599,7 @@ def _loop(
             "rng": _rng_state(device),
             "best": best,
             "top": [list(entry) for entry in top],
-            "window": asdict(window),
+            "window": window.state(),
             "config": config_to_dict(config),
         }
 
@@ -546,15 +608,24 @@ def _loop(
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, stop) for s in handled}
+    # Without a terminal a progress bar is noise in a log file: print plain lines instead.
+    plain = not progress or not sys.stderr.isatty()
     bar = tqdm(
         total=t.iterations,
         initial=start,
         desc=config.name or "train",
         unit="it",
-        disable=not progress,
+        disable=plain,
         dynamic_ncols=True,
         position=position,
-        mininterval=0.2 if sys.stderr.isatty() else 15.0,
+        mininterval=0.2,
+    )
+    console = ConsoleLog(
+        config.name or "train",
+        t.iterations,
+        start,
+        plain=plain,
+        write=None if plain else lambda line: tqdm.write(line, file=sys.stderr),
     )
     iteration = start
     saved: Path | None = None
@@ -564,9 +635,10 @@ def _loop(
             out = learner(batch)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            # The iteration's one host synchronisation: loss, step means and the largest
-            # meta-gradient magnitude (NaN-propagating) read together.
-            loss, alpha, beta, largest = _iteration_stats(learner, out)
+            # The iteration's one host synchronisation: loss, step means, the largest
+            # meta-gradient magnitude (NaN-propagating) and the query accuracy read together.
+            query_y = batch.query_y if learner.task == "classification" else None
+            loss, alpha, beta, largest, accuracy = _iteration_stats(learner, out, query_y)
             if not all(math.isfinite(v) for v in [loss, *alpha, *beta]):
                 raise diagnose(learner, batch, iteration)
             if not math.isfinite(largest):
@@ -574,12 +646,16 @@ def _loop(
             if config.meta.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(learner.parameters(), config.meta.grad_clip)
             optimizer.step()
-            window.add(loss, alpha, beta)
+            window.add(loss, alpha, beta, accuracy)
             bar.update(1)
             if iteration % t.log_every == 0:
                 values = window.values()
                 log.log("train", iteration, values)
-                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                postfix = {"loss": f"{values['loss']:.4f}"}
+                if "train_accuracy" in values:
+                    postfix["acc"] = f"{values['train_accuracy']:.3f}"
+                bar.set_postfix(postfix)
+                console.train(iteration, values)
                 window = _Window()
             if t.val_every and iteration % t.val_every == 0:
                 result = evaluate(
@@ -594,6 +670,14 @@ def _loop(
                 )
                 metric, mean = result["metric"], result["mean"]
                 log.log("val", iteration, {metric: mean, "ci95": result["ci95"]})
+                partial = window.values().get("train_accuracy") if window.count else None
+                console.validation(
+                    iteration,
+                    metric,
+                    mean,
+                    result["ci95"],
+                    partial if console.train_accuracy is None else None,
+                )
                 if not math.isfinite(mean):
                     print(
                         f"alfa: warning: iteration {iteration}: validation {metric} is {mean}; "
