@@ -190,6 +190,7 @@ def test_eval_on_a_run_whose_only_checkpoint_is_corrupt(capsys, tmp_path):
     run = tmp_path / "run"
     argv = [*TINY, "train.iterations=10", "train.val_every=0", "--run-dir", str(run)]
     assert main(["train", *argv, "--no-progress"]) == 0
+    capsys.readouterr()  # the training run's own lines
     only = run / "checkpoints" / "step-0000010.pt"
     assert [p.name for p in (run / "checkpoints").iterdir()] == [only.name]
     _corrupt(only)
