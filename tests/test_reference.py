@@ -410,7 +410,7 @@ def test_reference_sees_what_a_plausible_bug_changes():
         ref = reference_meta_loss(learner.model, spec, tensors, tuple(batch))
         grads = torch.autograd.grad(ref.loss, [tensors[k] for k in names], allow_unused=True)
         flat = torch.cat([g.flatten() for g in grads if g is not None])
-        return float(ref.loss), flat
+        return float(ref.loss.detach()), flat
 
     def swap_inputs(t):
         w = t["rule.inner.generator.net.0.weight"]
