@@ -89,7 +89,7 @@ def layer_means(tensors: Params, names: Sequence[str]) -> Tensor:
     """Layer-wise means (paper Sec. 3.3): one value per task and tensor, shape ``[T, N]``."""
     if isinstance(tensors, FlatParams) and tensors.names == tuple(names):
         flat = tensors.flat
-        sizes = tuple(tensors[n][0].numel() for n in names)
+        sizes = tuple(math.prod(tensors[n].shape[1:]) for n in names)
         if flat.shape[1] * len(sizes) <= _MEAN_MATRIX_LIMIT:
             return flat @ _membership(sizes, flat.device, flat.dtype, True)
     return torch.stack([tensors[n].flatten(1).mean(1) for n in names], dim=1)
