@@ -21,9 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from alfa.config import Config, config_from_dict, config_to_dict
+from alfa.config import Config, config_from_dict
+from alfa.config_writer import write_config
 
 __all__ = ["PAPER_CELLS", "paper_config", "write_paper_configs"]
 
@@ -157,31 +156,6 @@ def paper_config(
         body["data"]["test_name"] = test
         body["data"]["test_root"] = ROOTS[test]
     return config_from_dict(body)
-
-
-def _short(config: Config) -> dict[str, Any]:
-    """Only the keys that differ from the defaults."""
-
-    def diff(d: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for key, value in d.items():
-            if isinstance(value, dict):
-                sub = diff(value, base[key])
-                if sub:
-                    out[key] = sub
-            elif value != base[key]:
-                out[key] = value
-        return out
-
-    return diff(config_to_dict(config), config_to_dict(Config()))
-
-
-def write_config(path: Path, config: Config, header: str) -> Path:
-    """Write ``config`` as a short YAML file (only keys that differ from the defaults)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    comment = "".join(f"# {line}\n" for line in header.splitlines())
-    path.write_text(comment + yaml.safe_dump(_short(config), sort_keys=False))
-    return path
 
 
 def write_paper_configs(folder: Path) -> list[Path]:

@@ -74,7 +74,7 @@ def table8_config(
 def write_table8_configs(folder: Path) -> list[Path]:
     """Write ``configs/sinusoid``: every Table 8 cell, the two 5-shot 40x2 defaults and the
     stabilisation ablations."""
-    from alfa.recipes import write_config
+    from alfa.config_writer import write_config
 
     labels = {"maml": "MAML", "alfa_maml": "ALFA+MAML"}
     tail = "\nKeys not listed keep the defaults of alfa.config. Whole table: alfa reproduce table8"

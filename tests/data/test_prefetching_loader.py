@@ -80,10 +80,3 @@ def test_spawned_workers_read_zip_members(writer):
     )
     local = [PrefetchingLoader(data, 3, 1, 1, 2, seed=1).batch(i) for i in range(3)]
     assert all(_same(a, b) for a, b in zip(spawned, local, strict=True))
-
-
-def test_reachable_from_the_episodes_module():
-    from alfa.data.episodes import PrefetchingLoader as FromEpisodes
-    from alfa.data.episodes import benchmark_episodes as bench
-
-    assert FromEpisodes is PrefetchingLoader and bench is benchmark_episodes

@@ -285,13 +285,3 @@ def fixed_episodes(
     """
     spec = EpisodeSpec.create(dataset, ways, shots, query, normalise)
     return FixedEpisodes(dataset, spec, num_tasks, seed, batch_size)
-
-
-def __getattr__(name: str) -> Any:
-    # PrefetchingLoader and benchmark_episodes live in alfa.data.prefetch (which imports this
-    # module); they are also reachable from here without a circular import.
-    if name in ("PrefetchingLoader", "benchmark_episodes"):
-        from alfa.data import prefetch
-
-        return getattr(prefetch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
