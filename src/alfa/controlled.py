@@ -347,10 +347,13 @@ def _verdict(pairs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
         if better == n:
             what = (
                 f"task adaptivity (ALFA+MAML) beats the learned-fixed rule beyond the 95% CI "
-                f"of the paired per-task difference in all {n} seeds"
+                f"of the paired per-task difference in each of the {n} seeds both scored"
             )
         elif worse == n:
-            what = f"the learned-fixed rule beats ALFA+MAML beyond the CI in all {n} seeds"
+            what = (
+                f"the learned-fixed rule beats ALFA+MAML beyond the CI in each of the {n} "
+                "seeds both scored"
+            )
         else:
             what = (
                 f"task adaptivity (ALFA+MAML) does not beat the learned-fixed rule consistently "
