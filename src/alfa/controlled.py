@@ -385,6 +385,8 @@ def _verdict(pairs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
 
 def _markdown(doc: dict[str, Any]) -> str:
     rows, summary, pairs = doc["rows"], doc["summary"], doc["paired"]
+    have = {cell_key(r["net"], r["shots"], r["method"], r["seed"]) for r in rows}
+    missing = [cell_key(*c) for c in CELLS if cell_key(*c) not in have]
     src = doc["source"]
     lines = [
         "# Table 8, controlled: sinusoid regression, every row under one protocol",
@@ -487,6 +489,10 @@ def _markdown(doc: dict[str, Any]) -> str:
         "Each run's best checkpoint, `config.yaml`, `metrics.jsonl` and per-task test MSEs are "
         "in `table8_controlled/<net>-k<shots>-<method>-s<seed>/`; "
         "`alfa eval results/table8_controlled/<cell>` reproduces its MSE.",
+        "",
+        "Cells of the recipe not run yet (running the command again trains them): "
+        + (", ".join(missing) if missing else "none")
+        + ".",
         "",
         "Methods: " + "; ".join(f"`{m}`: {LABELS[m]}" for m in (*MAIN, *ABLATION)) + ".",
         "",
