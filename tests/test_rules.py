@@ -207,7 +207,7 @@ def test_every_rule_is_eq4_per_task_and_step(kind, tasks, step, scale, seed):
         expected = params[n] - beta * params[n] - step_term
         # The rule computes (1 - beta) * theta - alpha * grad: rounding is relative to the terms,
         # not to their difference (which may cancel).
-        bound = 1e-12 * float((params[n].abs() + step_term.abs()).max())
+        bound = 1e-12 * float((params[n].abs() + step_term.abs()).max().detach())
         torch.testing.assert_close(new[n], expected, rtol=1e-12, atol=bound)
     assert math.isfinite(float((hyper.alpha.sum() + hyper.beta.sum()).detach()))
     last = tasks - 1
