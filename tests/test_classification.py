@@ -11,9 +11,7 @@ import pytest
 from PIL import Image
 
 from alfa.cli import main
-from shared_paths import REAL_OMNIGLOT
-
-REPO = Path(__file__).resolve().parents[1]
+from shared_paths import OMNIGLOT_CONFIGS, real_omniglot_overrides
 
 
 def _write_folder_dataset(root: Path, classes: int = 8, per_class: int = 5) -> Path:
@@ -98,14 +96,9 @@ def test_more_ways_than_classes_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_real_omniglot_minimal_config_runs(tmp_path, capsys):
-    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
-        pytest.skip("real Omniglot zips not available")
-    roots = ",".join(str(REAL_OMNIGLOT / f"images_background_small{i}.zip") for i in (1, 2))
-    config = REPO / "configs" / "omniglot" / "alfa_maml_5way_1shot.yaml"
+    config = OMNIGLOT_CONFIGS / "alfa_maml_5way_1shot.yaml"
     overrides = [
-        f"data.root={roots}",
-        f"data.split_file={REPO / 'configs/omniglot/splits/minimal_train.txt'}",
-        f"data.test_split_file={REPO / 'configs/omniglot/splits/minimal_test.txt'}",
+        *real_omniglot_overrides(),
         "model.filters=4",
         "meta.batch_size=2",
         "train.iterations=2",

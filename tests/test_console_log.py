@@ -20,9 +20,8 @@ from alfa.meta_learner import MetaOutput
 from alfa.runlog import ConsoleLog, format_duration, read_metrics
 from alfa.train import _iteration_stats, _training_state, _Window, train
 from metahelpers import TINY
-from shared_paths import REAL_OMNIGLOT
+from shared_paths import OMNIGLOT_CONFIGS, real_omniglot_overrides
 
-REPO = Path(__file__).resolve().parents[1]
 TRAIN_LINE = re.compile(
     r"^(?P<name>\S+): iteration (?P<it>\d+)/(?P<total>\d+)  loss \d+\.\d{4}"
     r"(?P<acc>  train accuracy [01]\.\d{4})?  (\d+\.\d{2}|-) it/s  ETA (\d+:\d\d:\d\d|\?)$"
@@ -196,15 +195,9 @@ def test_classification_logs_train_accuracy_and_resumes_it_exactly(tmp_path, cap
 
 @pytest.mark.slow
 def test_real_omniglot_no_progress_shows_accuracy_lines(tmp_path, capsys):
-    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
-        pytest.skip("real Omniglot zips not available")
-    roots = ",".join(str(REAL_OMNIGLOT / f"images_background_small{i}.zip") for i in (1, 2))
-    config = REPO / "configs" / "omniglot" / "alfa_maml_5way_1shot.yaml"
+    config = OMNIGLOT_CONFIGS / "alfa_maml_5way_1shot.yaml"
     overrides = [
-        f"data.root={roots}",
-        f"data.split_file={REPO / 'configs/omniglot/splits/minimal_train.txt'}",
-        f"data.val_split_file={REPO / 'configs/omniglot/splits/minimal_test.txt'}",
-        f"data.test_split_file={REPO / 'configs/omniglot/splits/minimal_test.txt'}",
+        *real_omniglot_overrides(),
         "model.filters=4",
         "meta.batch_size=2",
         "train.iterations=4",
