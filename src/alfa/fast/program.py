@@ -12,18 +12,18 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from alfa.fast.batchnorm import BatchNorm
 from alfa.fast.layers import (
-    BatchNorm,
     Conv,
     Flatten,
     GlobalAvgPool,
     Layer,
     LeakyReLU,
     Linear,
-    MaxPool,
     ReLU,
     Residual,
 )
+from alfa.fast.pooling import MaxPool
 from alfa.models.batchnorm import MetaBatchNorm2d
 from alfa.models.conv4 import _LEAKY_SLOPE, Conv4
 from alfa.models.mlp import MLP
