@@ -101,8 +101,7 @@ class FastModel(FunctionalModel):
         if not self.program.images:
             return x
         g, b = x.shape[:2]
-        x = x[0] if g == 1 else x.transpose(0, 1).reshape(b, g * x.shape[2], *x.shape[3:])
-        return x.contiguous(memory_format=torch.channels_last)
+        return x[0] if g == 1 else x.transpose(0, 1).reshape(b, g * x.shape[2], *x.shape[3:])
 
     def _forward(self, params: Params, x: Tensor, split: int | None):
         return run_forward(self.program.layers, params, self._layout(x), split)
@@ -132,19 +131,18 @@ class FastModel(FunctionalModel):
         closed = _CLOSED_FORM.get(loss_fn)
         if closed is None:  # a loss of the user's: autograd over the fast forward
             return super().support_grads(params, x, y, loss_fn, create_graph)
-        want_loss = losses
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
             parts, grads, tasks = [], [], x.shape[0]
             for a, b in self._chunks(x):
                 p = self._part(params, a, b, tasks)
                 xy = self._part({"x": x, "y": y}, a, b, tasks)
                 out, saved = self._forward(p, xy["x"], None)
-                loss, d_out = closed(out, xy["y"], want_loss)
+                loss, d_out = closed(out, xy["y"], losses)
                 g: Params = {}
                 run_backward(self.program.layers, p, saved, d_out, g, need_dx=False)
                 parts.append(loss)
                 grads.append(g)
-        result = torch.cat(parts) if want_loss else None  # type: ignore[arg-type]
+        result = torch.cat(parts) if losses else None  # type: ignore[arg-type]
         if len(grads) == 1:
             return result, {n: grads[0][n] for n in self.names}
         return result, {n: torch.cat([g[n] for g in grads]) for n in self.names}

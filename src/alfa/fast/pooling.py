@@ -53,12 +53,15 @@ class _Select(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         x, index = ctx.saved_tensors
-        return _pool_backward(g, x, index, ctx.padding), None, None, None
+        return _pool_backward(g, x, index, 2, 2, ctx.padding), None, None, None
 
 
-def _pool_backward(dy: Tensor, x: Tensor, index: Tensor, padding: int) -> Tensor:
+def _pool_backward(
+    dy: Tensor, x: Tensor, index: Tensor, kernel: int, stride: int, padding: int
+) -> Tensor:
+    """PyTorch's pooling backward: each gradient to its window's maximum, given by ``index``."""
     return torch.ops.aten.max_pool2d_with_indices_backward(
-        dy, x, [2, 2], [2, 2], [padding] * 2, [1, 1], False, index
+        dy, x, [kernel] * 2, [stride] * 2, [padding] * 2, [1, 1], False, index
     )
 
 
@@ -88,6 +91,4 @@ class MaxPool(Layer):
 
     def backward(self, params, saved, dy, need_dx=True):
         x, index = saved
-        k, st, p = [self.kernel] * 2, [self.stride] * 2, [self.padding] * 2
-        dx = torch.ops.aten.max_pool2d_with_indices_backward(dy, x, k, st, p, [1, 1], False, index)
-        return dx, {}
+        return _pool_backward(dy, x, index, self.kernel, self.stride, self.padding), {}
