@@ -127,6 +127,10 @@ class TrainConfig:
     task_group: int = 0  # fast path: tasks per group; 0: automatic (1 for convs on the CPU)
     tf32: bool = False  # CUDA: TensorFloat-32 matrix products and convolutions
     recompute: bool = False  # rebuild each inner step during the meta-backward (less memory)
+    compile: bool = False  # torch.compile the training meta-iteration (fast path; docs/engine.md)
+    cuda_graph: bool = False  # CUDA: compile and replay the meta-iteration as CUDA graphs
+    channels_last: bool = False  # convolution inputs in channels-last (NHWC) layout (fast path)
+    autocast: Literal["off", "bf16"] = "off"  # bf16: matmuls/convs in bfloat16, weights float32
 
 
 @dataclass(frozen=True)

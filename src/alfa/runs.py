@@ -41,6 +41,9 @@ RESUMABLE_KEYS = (
     "train.engine",
     "train.task_group",
     "train.tf32",
+    "train.compile",
+    "train.cuda_graph",
+    "train.channels_last",
     "eval.*",
 )
 """Config keys that may change between the invocations of a run (``eval.*``: the whole section):

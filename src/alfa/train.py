@@ -63,6 +63,7 @@ from alfa.config import Config, config_to_dict
 from alfa.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
 from alfa.errors import AlfaError, ConfigError, DivergenceError
 from alfa.evaluate import evaluate
+from alfa.execution import check_execution, meta_step
 from alfa.memory import check_memory
 from alfa.meta_learner import MetaLearner, MetaOutput
 from alfa.runlog import ConsoleLog, RunLog, read_metrics
@@ -539,6 +540,7 @@ def train(
         source = build_source(config)
         learner = build_learner(config, task=source.task, in_channels=source.in_channels)
         learner = learner.to(device)
+        check_execution(config.train, learner, device)
         optimizer = build_optimizer(config, learner)
         if not resume:
             lock = _prepare_new_run(config, run_dir)
@@ -629,10 +631,11 @@ def _loop(
     )
     iteration = start
     saved: Path | None = None
+    forward = meta_step(learner, t, device)  # eager, or compiled (train.compile)
     try:
         for iteration in range(start + 1, t.iterations + 1):
             batch = source.sample(config.meta.batch_size).to(device)
-            out = learner(batch)
+            out = forward(batch)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             # The iteration's one host synchronisation: loss, step means, the largest

@@ -81,6 +81,7 @@ class FastModel(FunctionalModel):
             raise ValueError(f"group must be a positive int, None or 'auto', got {group!r}")
         self.program = program
         self.group = group
+        self.channels_last = False  # images in NHWC memory layout (``train.channels_last``)
 
     def _chunks(self, x: Tensor) -> list[tuple[int, int]]:
         tasks, size = x.shape[0], self.group
@@ -101,7 +102,8 @@ class FastModel(FunctionalModel):
         if not self.program.images:
             return x
         g, b = x.shape[:2]
-        return x[0] if g == 1 else x.transpose(0, 1).reshape(b, g * x.shape[2], *x.shape[3:])
+        x = x[0] if g == 1 else x.transpose(0, 1).reshape(b, g * x.shape[2], *x.shape[3:])
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _forward(self, params: Params, x: Tensor, split: int | None):
         return run_forward(self.program.layers, params, self._layout(x), split)

@@ -64,17 +64,26 @@ def flatten(tensors: Params, names: Sequence[str]) -> Tensor:
 _MEAN_MATRIX_LIMIT = 1 << 22  # entries; beyond it the per-tensor means are cheaper
 
 
-@functools.lru_cache(maxsize=64)
-def _membership(
+def _membership_matrix(
     sizes: tuple[int, ...], device: torch.device, dtype: torch.dtype, mean: bool
 ) -> Tensor:
     """``[P, N]`` with 1 (or ``1/size_k`` with ``mean``) where element ``p`` belongs to tensor
     ``k``: ``flat @ M`` is every tensor's mean, ``values @ M.T`` spreads per-tensor values."""
-    index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-    matrix = torch.zeros(sum(sizes), len(sizes), dtype=dtype)
-    weight = 1.0 / torch.tensor(sizes, dtype=dtype) if mean else torch.ones(len(sizes), dtype=dtype)
-    matrix[torch.arange(sum(sizes)), index] = weight[index]
-    return matrix.to(device)
+    # Block-diagonal: static shapes only, so a compiled meta-iteration traces it without a break.
+    columns = [torch.full((n, 1), 1.0 / n if mean else 1.0, dtype=dtype) for n in sizes]
+    return torch.block_diag(*columns).to(device)
+
+
+_cached_membership = functools.lru_cache(maxsize=64)(_membership_matrix)
+
+
+def _membership(
+    sizes: tuple[int, ...], device: torch.device, dtype: torch.dtype, mean: bool
+) -> Tensor:
+    """The membership matrix, cached in eager mode (a compiled graph builds it once itself)."""
+    if torch.compiler.is_compiling():
+        return _membership_matrix(sizes, device, dtype, mean)
+    return _cached_membership(sizes, device, dtype, mean)
 
 
 def _spread(values: Tensor, sizes: tuple[int, ...]) -> Tensor:

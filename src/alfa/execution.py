@@ -1,0 +1,94 @@
+"""How a training meta-iteration executes: compiled or eager, precision, memory layout.
+
+:func:`meta_step` wraps a :class:`~alfa.meta_learner.MetaLearner`'s forward pass (inner loop and
+outer loss, Eqs. 2 and 6) for the training loop; the numbers it computes are those of the eager
+forward (up to floating-point reassociation, and bf16 rounding when asked for). Options
+(``train.*`` keys):
+
+* ``compile``: ``torch.compile`` the whole meta-iteration. The fast path (:mod:`alfa.fast`)
+  writes the inner gradients as ordinary operations, so even a second-order meta-iteration is one
+  graph that compiles without a break and is differentiated once by the compiled backward; the
+  generic autograd path needs double backward, which ``torch.compile`` cannot differentiate, so
+  compiling requires the fast path. Compiling takes tens of seconds once per run (its cost and
+  the speed-up are measured by ``benchmarks/speed.py --compile``); evaluation stays eager.
+* ``cuda_graph`` (CUDA only): compile with ``mode="reduce-overhead"``, which replays the forward
+  and backward as CUDA graphs: one launch per graph instead of one per kernel.
+* ``channels_last``: convolution inputs in channels-last (NHWC) memory layout, usually the faster
+  layout for cuDNN on tensor-core GPUs (fast path only).
+* ``autocast`` (CUDA only): ``"bf16"`` runs matrix products and convolutions in bfloat16 under
+  ``torch.autocast`` while the meta-parameters and the inner-loop weights stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+from alfa.config import TrainConfig
+from alfa.errors import ConfigError
+from alfa.meta_learner import MetaLearner, MetaOutput
+from alfa.typing import TaskBatch
+
+__all__ = ["check_execution", "meta_step"]
+
+MetaStep = Callable[[TaskBatch], MetaOutput]
+
+
+def check_execution(train: TrainConfig, learner: MetaLearner, device: torch.device) -> None:
+    """Refuse option combinations that cannot run, naming the key (before anything is written)."""
+    fast = learner.engine == "fast"
+    if (train.compile or train.cuda_graph) and not fast:
+        key = "train.cuda_graph" if train.cuda_graph else "train.compile"
+        raise ConfigError(
+            f"{key}: the base learner {type(learner.model).__name__} is not on the fast path "
+            "(alfa.fast), and the generic path's double backward cannot be compiled"
+        )
+    if train.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graph: needs a CUDA device, the run uses {device.type}")
+    if train.autocast != "off" and device.type != "cuda":
+        raise ConfigError(
+            f"train.autocast: {train.autocast} needs a CUDA device, the run uses {device.type} "
+            "(bfloat16 convolutions are not available on every processor)"
+        )
+    if train.channels_last and not fast:
+        raise ConfigError(
+            f"train.channels_last: the base learner {type(learner.model).__name__} is not on "
+            "the fast path (alfa.fast)"
+        )
+
+
+def meta_step(learner: MetaLearner, train: TrainConfig, device: torch.device) -> MetaStep:
+    """The training forward ``batch -> MetaOutput`` that ``train.*`` asks for.
+
+    Raises:
+        ConfigError: an option this learner or device cannot run (see :func:`check_execution`).
+    """
+    check_execution(train, learner, device)
+    if train.channels_last:
+        learner.functional.channels_last = True  # type: ignore[attr-defined]
+    precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    if train.autocast == "bf16":
+
+        def precision() -> contextlib.AbstractContextManager:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+
+    def forward(batch: TaskBatch) -> MetaOutput:
+        with precision():
+            return learner(batch)
+
+    if not (train.compile or train.cuda_graph):
+        return forward
+    mode = "reduce-overhead" if train.cuda_graph else "default"
+    # The meta-batch's shapes never change during training: one specialised graph.
+    compiled = torch.compile(forward, mode=mode, dynamic=False)
+    if not train.cuda_graph:
+        return compiled  # type: ignore[return-value]
+
+    def replay(batch: TaskBatch) -> MetaOutput:
+        # A new iteration: the previous replay's outputs (read by then) may be overwritten.
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(batch)
+
+    return replay
