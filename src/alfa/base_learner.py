@@ -145,4 +145,4 @@ def model_error(model: nn.Module, exc: Exception, rerun: Callable[[], Any]) -> M
     reason = next((why for key, why in _REASONS if key in message), None)
     if reason is None:
         reason = f"it failed when run once per task under torch.func.vmap: {message}"
-    return ModelError(f"{_label(name, module)} cannot be a part of a base learner: {reason}")
+    return ModelError(f"{_label(name, module)} cannot be part of a base learner: {reason}")

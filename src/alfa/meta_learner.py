@@ -177,7 +177,9 @@ class MetaLearner(nn.Module):
         if self._output_shape is None:
             with torch.no_grad():
                 one = {n: p.detach().unsqueeze(0) for n, p in self.functional.initial().items()}
-                self._output_shape = self.functional.apply(one, x[:1]).shape[2:]
+                # the generic path: a failure names the module whichever engine runs later
+                probe = FunctionalModel(self.model).apply(one, x[:1])
+                self._output_shape = probe.shape[2:]
         if self.custom_loss:
             return
         out = tuple(self._output_shape)
