@@ -72,7 +72,7 @@ def test_step_counts_of_a_built_rule_and_the_learner_must_agree():
     rule = ALFA(names, shapes, steps=5)
     with pytest.raises(ArgumentError, match="built for 5 inner steps but steps=8"):
         MetaLearner(model, rule, steps=8)
-    with pytest.raises(ArgumentError, match="rule options .*lr.* go with a rule name"):
+    with pytest.raises(ArgumentError, match=r"rule options \(lr\) go with a rule name"):
         MetaLearner(model, rule, lr=0.1)
     assert MetaLearner(model, rule, steps=5).steps == 5
 
@@ -152,15 +152,24 @@ def test_a_single_task_without_its_task_axis_is_refused():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda x, y: (x, y + 3), "support_y holds label 5 but the model has 3 outputs; labels "
-         "must lie in 0..2"),
+        (
+            lambda x, y: (x, y + 3),
+            "support_y holds label 5 but the model has 3 outputs; labels must lie in 0..2",
+        ),
         (lambda x, y: (x, y - 1), "support_y holds label -1 but the model has 3 outputs"),
-        (lambda x, y: (x, y.float()), "support_y has dtype torch.float32; expected torch.int64 "
-         "class indices for classification (e.g. y.long())"),
-        (lambda x, y: (x, y.unsqueeze(-1)), "support_y has shape (2, 6, 1); expected [tasks, "
-         "examples] class indices"),
-        (lambda x, y: (x.to(torch.uint8), y), "support_x has dtype torch.uint8; expected a "
-         "floating-point tensor"),
+        (
+            lambda x, y: (x, y.float()),
+            "support_y has dtype torch.float32; expected torch.int64 "
+            "class indices for classification (e.g. y.long())",
+        ),
+        (
+            lambda x, y: (x, y.unsqueeze(-1)),
+            "support_y has shape (2, 6, 1); expected [tasks, examples] class indices",
+        ),
+        (
+            lambda x, y: (x.to(torch.uint8), y),
+            "support_x has dtype torch.uint8; expected a floating-point tensor",
+        ),
         (lambda x, y: (x, y[:, :4]), "support_x holds 2 tasks x 6 examples but support_y 2 x 4"),
         (lambda x, y: (x, y.tolist()), "support_y must be a torch.Tensor, got list"),
     ],
@@ -181,7 +190,7 @@ def test_support_and_query_sets_must_agree():
         learner(TaskBatch(x, y, x[:1], y[:1]))
     with pytest.raises(BatchError, match=r"support input has shape \(1, 6, 6\) but a query input"):
         learner(TaskBatch(x, y, x[..., :5], y))
-    with pytest.raises(BatchError, match="a meta-batch must be an alfa.TaskBatch"):
+    with pytest.raises(BatchError, match=r"a meta-batch must be an alfa\.TaskBatch"):
         learner((x, y, x, y))
     assert TaskBatch(x, y, x, y).check("classification", classes=3).num_tasks == 2
     with pytest.raises(BatchError, match="query_y holds label 3"):
@@ -191,8 +200,9 @@ def test_support_and_query_sets_must_agree():
 def test_regression_targets_must_match_the_model_outputs():
     batch = _sinusoid()
     learner = MetaLearner(MLP((4,)), rule="maml", steps=1)
-    squeezed = TaskBatch(batch.support_x, batch.support_y[..., 0], batch.query_x,
-                         batch.query_y[..., 0])
+    squeezed = TaskBatch(
+        batch.support_x, batch.support_y[..., 0], batch.query_x, batch.query_y[..., 0]
+    )
     with pytest.raises(BatchError, match=r"outputs shape \(1,\) per example but support_y has"):
         learner(squeezed)
 

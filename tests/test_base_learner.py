@@ -88,8 +88,9 @@ def test_dropout_draws_a_different_mask_for_every_task_and_is_off_in_eval_mode()
     assert not torch.allclose(train_out[0], train_out[1])
     torch.testing.assert_close(eval_out[0], eval_out[1])
     learner.train()
-    batch = TaskBatch(torch.randn(4, 5, 1), torch.randn(4, 5, 1), torch.randn(4, 5, 1),
-                      torch.randn(4, 5, 1))
+    batch = TaskBatch(
+        torch.randn(4, 5, 1), torch.randn(4, 5, 1), torch.randn(4, 5, 1), torch.randn(4, 5, 1)
+    )
     out = learner(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss)

@@ -44,7 +44,22 @@ _LAZY = {
     "TaskBatch": "alfa.typing",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ALFA",
+    "L2F",
+    "MAML",
+    "FewShotEpisodes",
+    "FunctionalModel",
+    "LearnedFixed",
+    "MetaLearner",
+    "MetaOutput",
+    "Params",
+    "SinusoidTasks",
+    "TaskBatch",
+    "UpdateRule",
+    "build_rule",
+    "make_rule",
+]
 
 __version__ = "0.1.0"
 

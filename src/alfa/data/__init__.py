@@ -2,9 +2,10 @@
 
 Entry points: :func:`load_dataset` (any supported layout, see :data:`LOADERS`),
 :class:`FewShotEpisodes` (a user's folder or ``torch.utils.data.Dataset`` as a training
-stream and fixed test tasks), :class:`EpisodeSampler` (random training tasks), :func:`fixed_episodes` (reproducible
-validation/test tasks), :class:`PrefetchingLoader` (worker processes for large data sets) and
-:func:`run_check` (the ``alfa data check`` command).
+stream and fixed test tasks), :class:`EpisodeSampler` (random training tasks),
+:func:`fixed_episodes` (reproducible validation/test tasks), :class:`PrefetchingLoader`
+(worker processes for large data sets) and :func:`run_check` (the ``alfa data check``
+command).
 """
 
 from __future__ import annotations

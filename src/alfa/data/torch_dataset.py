@@ -114,4 +114,5 @@ def from_torch_dataset(dataset: Sequence[Any], *, source: str = "") -> TensorIma
     classes = sorted(set(labels))  # type: ignore[type-var]
     lookup = {label: i for i, label in enumerate(classes)}
     targets = torch.tensor([lookup[label] for label in labels], dtype=torch.long)
-    return TensorImageDataset([str(c) for c in classes], torch.stack(images), targets, source=source)
+    names = [str(c) for c in classes]
+    return TensorImageDataset(names, torch.stack(images), targets, source=source)
