@@ -107,8 +107,9 @@ def test_a_torch_dataset_gives_the_same_episodes_as_the_folder_it_reads(folder):
         _PairDataset(folder / "train"), test=_PairDataset(folder / "test"), **options
     )
     _same(from_torch.sample(2), from_files.sample(2))
-    for a, b in zip(from_torch.fixed("test", 3, 0, 3), from_files.fixed("test", 3, 0, 3),
-                    strict=True):
+    for a, b in zip(
+        from_torch.fixed("test", 3, 0, 3), from_files.fixed("test", 3, 0, 3), strict=True
+    ):
         _same(a, b)
 
 
@@ -130,8 +131,10 @@ def test_from_torch_dataset_reads_pil_uint8_and_float_images_and_sorts_the_label
     ("items", "message"),
     [
         ([torch.zeros(1, 4, 4)], "item 0 of list is a Tensor; expected an (image, label) pair"),
-        ([(torch.zeros(1, 4, 4), 0), (torch.zeros(1, 5, 5), 1)],
-         "item 1 of list has an image of shape (1, 5, 5), item 0 (1, 4, 4); every image needs"),
+        (
+            [(torch.zeros(1, 4, 4), 0), (torch.zeros(1, 5, 5), 1)],
+            "item 1 of list has an image of shape (1, 5, 5), item 0 (1, 4, 4); every image needs",
+        ),
         ([(torch.full((3, 4, 4), 2.0), 0)], "outside [0, 1]"),
         ([(torch.zeros(2, 4, 4), 0)], "expected [H, W] or [C, H, W] with C = 1 or 3"),
         ([(torch.zeros(1, 4, 4), 0.5)], "has a label of type float; expected an int or a string"),
