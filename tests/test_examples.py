@@ -7,8 +7,6 @@ import runpy
 import sys
 from pathlib import Path
 
-import pytest
-
 from alfa.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -67,8 +67,13 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     """Load a public name (and its module, with torch) on first use (PEP 562)."""
     module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'alfa' has no attribute {name!r}")
+    if module is None:  # a submodule (alfa.errors, alfa.evaluate, ...)
+        try:
+            return importlib.import_module(f"alfa.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"alfa.{name}":
+                raise
+            raise AttributeError(f"module 'alfa' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

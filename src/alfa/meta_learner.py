@@ -72,7 +72,7 @@ class MetaLearner(nn.Module):
     Args:
         model: any ``nn.Module`` base learner (parameters outside normalisation layers adapt).
             It is prepared in place by :func:`~alfa.base_learner.prepare_base_learner`:
-            ``nn.BatchNorm2d`` layers become per-task :class:`~alfa.models.MetaBatchNorm2d`,
+            ``nn.BatchNorm2d`` layers become per-task :class:`~alfa.models.batchnorm.MetaBatchNorm2d`,
             other normalisation layers drop their running statistics, and random layers draw
             per task; a module that cannot run once per task is refused, named.
         rule: the inner-loop update rule: a name of :data:`alfa.rules.RULES` (``"alfa"``,
