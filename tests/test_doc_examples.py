@@ -23,7 +23,7 @@ def test_the_python_blocks_of_a_page_run_in_order(page, capsys):
     assert blocks
     namespace: dict = {"__name__": "__doc_example__"}
     for block in blocks:
-        exec(compile(block, page, "exec"), namespace)  # noqa: S102 - the project's own docs
+        exec(compile(block, page, "exec"), namespace)  # the project's own documentation
     out = capsys.readouterr().out
     if page == "docs/your-model.md":
         assert "module '1' (Sign) cannot be part of a base learner: Python control flow" in out

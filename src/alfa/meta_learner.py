@@ -72,9 +72,10 @@ class MetaLearner(nn.Module):
     Args:
         model: any ``nn.Module`` base learner (parameters outside normalisation layers adapt).
             It is prepared in place by :func:`~alfa.base_learner.prepare_base_learner`:
-            ``nn.BatchNorm2d`` layers become per-task :class:`~alfa.models.batchnorm.MetaBatchNorm2d`,
-            other normalisation layers drop their running statistics, and random layers draw
-            per task; a module that cannot run once per task is refused, named.
+            ``nn.BatchNorm2d`` layers become per-task
+            :class:`~alfa.models.batchnorm.MetaBatchNorm2d`, other normalisation layers drop
+            their running statistics, and random layers draw per task; a module that cannot
+            run once per task is refused, named.
         rule: the inner-loop update rule: a name of :data:`alfa.rules.RULES` (``"alfa"``,
             ``"maml"``, ``"learned_fixed"``) or an :class:`~alfa.rules.UpdateRule` subclass,
             built here for the model's adapted tensors with ``rule_options``; or a rule that is
