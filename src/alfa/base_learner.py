@@ -88,7 +88,6 @@ def failing_module(model: nn.Module, run: Callable[[], Any]) -> tuple[str, nn.Mo
     Forward hooks record which modules have started and not finished; they are removed after.
     """
     active: list[tuple[str, nn.Module]] = []
-    failed: list[tuple[str, nn.Module]] = []
     handles = []
     for name, module in model.named_modules():
 
@@ -96,40 +95,35 @@ def failing_module(model: nn.Module, run: Callable[[], Any]) -> tuple[str, nn.Mo
             active.append((name, m))
 
         def leave(m: nn.Module, args: Any, out: Any) -> None:
-            if active:
-                active.pop()
+            active.pop()
 
         handles.append(module.register_forward_pre_hook(enter))
         handles.append(module.register_forward_hook(leave))
     try:
         run()
     except Exception:
-        if active:
-            failed.append(active[-1])
+        return active[-1] if active else None  # the modules that never finished, innermost last
     finally:
         for handle in handles:
             handle.remove()
-    return failed[0] if failed else None
+    return None
 
 
+_IN_PLACE = (
+    "it updates a tensor shared by all tasks in place (a buffer such as running statistics); "
+    "compute it without in-place updates or drop it"
+)
 _REASONS = (
     (
         "data-dependent control flow",
-        "Python control flow on a tensor's value (if/while on a "
-        "tensor) cannot run once per task; write it with tensor operations such as torch.where",
+        "Python control flow on a tensor's value (if/while on a tensor) cannot run once per "
+        "task; write it with tensor operations such as torch.where",
     ),
     (".item()", "reading a tensor's value with .item() cannot run once per task; keep it a tensor"),
-    (
-        "doesn't match the broadcast shape",
-        "it updates a tensor shared by all tasks in place (a "
-        "buffer such as running statistics); compute it without in-place updates or drop it",
-    ),
-    (
-        "inplace",
-        "it updates a tensor shared by all tasks in place (a buffer such as running "
-        "statistics); compute it without in-place updates or drop it",
-    ),
+    ("doesn't match the broadcast shape", _IN_PLACE),
+    ("inplace", _IN_PLACE),
 )
+"""Known ``vmap`` failures: a phrase of PyTorch's message and what it means for the user."""
 
 
 def model_error(model: nn.Module, exc: Exception, rerun: Callable[[], Any]) -> ModelError | None:
