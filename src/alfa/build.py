@@ -11,7 +11,7 @@ from alfa.config import Config
 from alfa.functional import FunctionalModel
 from alfa.meta_learner import MetaLearner
 from alfa.models import build_model
-from alfa.rules import UpdateRule, build_rule
+from alfa.rules import UpdateRule, build_rule, rule_options
 
 __all__ = [
     "build_learner",
@@ -74,20 +74,26 @@ def build_model_and_rule(config: Config, *, in_channels: int) -> tuple[nn.Module
 
 
 def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner:
-    """Model and rule, initialised from ``config.seed`` (the same seed gives the same learner)."""
+    """Model and rule, initialised from ``config.seed`` (the same seed gives the same learner).
+
+    The config's rule goes through the same construction as the Python API's
+    ``MetaLearner(model, rule=name, steps=S, **options)``.
+    """
     torch.manual_seed(config.seed)
-    model, rule = build_model_and_rule(config, in_channels=in_channels)
+    model = build_model(config, in_channels=in_channels)
+    random_init = config.meta.init == "random"
     return MetaLearner(
         model,
-        rule,
+        config.rule.name,
         task=task,  # type: ignore[arg-type]
         steps=config.meta.steps,
         first_order=config.meta.first_order,
         multi_step_loss=config.meta.multi_step_loss,
-        learn_init=config.meta.init == "learned",
+        learn_init=not random_init,
         engine=config.train.engine,
         group=config.train.task_group or "auto",
         recompute=config.train.recompute,
+        **rule_options(config.rule, random_init=random_init),
     )
 
 

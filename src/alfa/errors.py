@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["AlfaError", "ConfigError", "DataError", "DivergenceError"]
+__all__ = [
+    "AlfaError",
+    "ArgumentError",
+    "BatchError",
+    "ConfigError",
+    "DataError",
+    "DivergenceError",
+    "ModelError",
+]
 
 
 class AlfaError(Exception):
@@ -17,6 +25,18 @@ class ConfigError(AlfaError):
 
 class DataError(AlfaError):
     """A dataset path, format or content is wrong."""
+
+
+class ArgumentError(AlfaError, ValueError):
+    """An argument of the Python API is wrong (a task kind, a rule name, a step count)."""
+
+
+class BatchError(ArgumentError):
+    """A :class:`~alfa.typing.TaskBatch` has the wrong shapes, dtypes or labels."""
+
+
+class ModelError(ArgumentError):
+    """A base learner holds a module that cannot run once per task (the message names it)."""
 
 
 class DivergenceError(AlfaError):

@@ -3,7 +3,10 @@
 Any ``nn.Module`` works: :class:`FunctionalModel` evaluates it with
 ``torch.func.functional_call`` inside ``torch.func.vmap`` over a leading task axis, so each task
 runs the module on its own copy of the adapted parameters. Normalisation layers see one task at a
-time (their statistics never mix tasks) and must not track running statistics.
+time (their statistics never mix tasks) and must not track running statistics
+(:func:`~alfa.base_learner.prepare_base_learner` removes them from standard layers). Random
+layers draw independently per task (``vmap(randomness="different")``). A module that cannot run
+under ``vmap`` is named in a :class:`~alfa.errors.ModelError`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from alfa.base_learner import model_error
 from alfa.typing import Params
 
 __all__ = ["FunctionalModel", "adapted_parameter_names", "is_norm_module"]
@@ -75,7 +79,25 @@ class FunctionalModel:
         return shared
 
     def apply(self, params: Params, x: Tensor, reference: Tensor | None = None) -> Tensor:
-        """Outputs ``[T, B, ...]`` for inputs ``x`` of shape ``[T, B, ...]``."""
+        """Outputs ``[T, B, ...]`` for inputs ``x`` of shape ``[T, B, ...]``.
+
+        Raises:
+            ModelError: a module of the base learner cannot run once per task (named).
+        """
+        try:
+            return self._apply(params, x, reference)
+        except RuntimeError as exc:
+
+            def rerun() -> Tensor:
+                with torch.no_grad():
+                    return self._apply(params, x, reference)
+
+            error = model_error(self.module, exc, rerun)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _apply(self, params: Params, x: Tensor, reference: Tensor | None) -> Tensor:
         shared = self.shared()
         module = self.module
         params = dict(params)  # a plain dict for vmap (a FlatParams is a dict subclass)
@@ -87,12 +109,12 @@ class FunctionalModel:
                     module, {**p, **shared}, (xb,), {"reference": ref}
                 )
 
-            return torch.func.vmap(run_ref)(params, x, reference)
+            return torch.func.vmap(run_ref, randomness="different")(params, x, reference)
 
         def run(p: Params, xb: Tensor) -> Tensor:
             return torch.func.functional_call(module, {**p, **shared}, (xb,))
 
-        return torch.func.vmap(run)(params, x)
+        return torch.func.vmap(run, randomness="different")(params, x)
 
     def support_grads(
         self,

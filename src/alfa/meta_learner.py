@@ -10,19 +10,46 @@ mean over all steps with ``multi_step_loss``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from alfa.base_learner import prepare_base_learner
+from alfa.batch_checks import check_batch, check_labels, check_task, check_tensors
+from alfa.errors import ArgumentError, BatchError
 from alfa.fast import fast_model
 from alfa.functional import FunctionalModel
-from alfa.inner_loop import inner_loop
+from alfa.inner_loop import LossFn, inner_loop
 from alfa.losses import cross_entropy, mse
+from alfa.rules import ALFA, make_rule, rule_class
 from alfa.rules.base import Hyperparameters, UpdateRule
 from alfa.typing import Params, TaskBatch
 
-__all__ = ["MetaLearner", "MetaOutput"]
+__all__ = ["DEFAULT_STEPS", "MetaLearner", "MetaOutput"]
+
+
+DEFAULT_STEPS = 5
+"""Inner steps when neither ``steps`` nor a built rule gives them (the paper's S = 5)."""
+
+
+def _check_steps(rule: object, steps: object, rule_options: dict[str, Any]) -> int:
+    """The inner steps of a learner: ``steps``, or the built rule's; they must agree."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ArgumentError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(rule, UpdateRule):
+        if rule_options:
+            raise ArgumentError(
+                f"rule options ({', '.join(rule_options)}) go with a rule name, not with a "
+                "built rule: MetaLearner(model, rule='alfa', steps=5, lr=0.01)"
+            )
+        if steps is not None and steps != rule.steps:
+            raise ArgumentError(
+                f"the rule was built for {rule.steps} inner steps but steps={steps}; give the "
+                f"steps once: MetaLearner(model, rule=<name>, steps={steps})"
+            )
+        return rule.steps
+    return DEFAULT_STEPS if steps is None else steps
 
 
 @dataclass
@@ -38,15 +65,32 @@ class MetaOutput:
 class MetaLearner(nn.Module):
     """Meta-learns an inner-loop update rule (and, with ``learn_init``, the initialisation).
 
+    The one way to build a learner: a model, a rule by name and its options, the inner steps::
+
+        learner = MetaLearner(model, rule="alfa", steps=5, lr=0.01)
+
     Args:
         model: any ``nn.Module`` base learner (parameters outside normalisation layers adapt).
-        rule: the inner-loop update rule.
-        task: ``"regression"`` (MSE) or ``"classification"`` (cross-entropy).
-        steps: inner steps S.
+            It is prepared in place by :func:`~alfa.base_learner.prepare_base_learner`:
+            ``nn.BatchNorm2d`` layers become per-task
+            :class:`~alfa.models.batchnorm.MetaBatchNorm2d`, other normalisation layers drop
+            their running statistics, and random layers draw per task; a module that cannot
+            run once per task is refused, named.
+        rule: the inner-loop update rule: a name of :data:`alfa.rules.RULES` (``"alfa"``,
+            ``"maml"``, ``"learned_fixed"``) or an :class:`~alfa.rules.UpdateRule` subclass,
+            built here for the model's adapted tensors with ``rule_options``; or a rule that is
+            already built (then ``steps`` may be left out and ``rule_options`` must be empty).
+        steps: inner steps S (default: the built rule's, else 5); given once, for both the
+            rule's per-step tables and the inner loop.
+        task: ``"regression"`` (MSE) or ``"classification"`` (cross-entropy); also what the
+            input checks expect of the targets.
+        loss_fn: a per-task loss ``(outputs [T, B, ...], targets [T, B, ...]) -> [T]`` that
+            replaces the task's default one, in the inner and the outer loop.
         first_order: drop second-order terms of the meta-gradient.
         multi_step_loss: outer loss averaged over the query losses after every step.
         learn_init: MAML init (meta-learned) or a fixed initialisation (ALFA + random init),
-            in which case the base learner's parameters are frozen.
+            in which case the base learner's parameters are frozen (and a rule built here by
+            the name ``"alfa"`` gets the random-init variant's per-element weight decay).
         engine: ``"auto"`` (default) uses the closed-form fast path (:mod:`alfa.fast`) when the
             base learner is built from layers it knows and the generic ``vmap`` + autograd path
             otherwise; ``"fast"`` requires the fast path; ``"generic"`` always uses autograd.
@@ -54,46 +98,104 @@ class MetaLearner(nn.Module):
         group: tasks per group on the fast path (``"auto"``, an int, or None for all at once).
         recompute: rebuild each inner step's graph during the meta-backward instead of keeping
             it (memory of one step instead of ``steps``, for one more pass over each step).
+        rule_options: keyword options of the rule (e.g. ``lr``, ``weight_decay``,
+            ``generator_layers``, ``l2f=True``); see :func:`alfa.rules.make_rule`.
+
+    Raises:
+        ArgumentError: an unknown task, engine, rule or rule option; a step count that is not
+            a positive integer or that differs from the built rule's.
+        ModelError: a module of ``model`` cannot run once per task (named).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        rule: UpdateRule,
+        rule: str | type[UpdateRule] | UpdateRule = "alfa",
         *,
+        steps: int | None = None,
         task: Literal["regression", "classification"] = "regression",
-        steps: int = 5,
+        loss_fn: LossFn | None = None,
         first_order: bool = False,
         multi_step_loss: bool = False,
         learn_init: bool = True,
         engine: Literal["auto", "fast", "generic"] = "auto",
         group: int | str | None = "auto",
         recompute: bool = False,
+        **rule_options: Any,
     ) -> None:
         super().__init__()
-        self.model = model
-        self.rule = rule
+        self.task = check_task(task)
+        if loss_fn is not None and not callable(loss_fn):
+            raise ArgumentError(f"loss_fn must be a function, got {type(loss_fn).__name__}")
         if engine not in ("auto", "fast", "generic"):
-            raise ValueError(f"engine must be 'auto', 'fast' or 'generic', got {engine!r}")
+            raise ArgumentError(f"engine must be 'auto', 'fast' or 'generic', got {engine!r}")
+        steps = _check_steps(rule, steps, rule_options)
+        self.converted = prepare_base_learner(model)
+        self.model = model
         fast = None if engine == "generic" else fast_model(model, group)
         if engine == "fast" and fast is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"engine 'fast' does not know a layer of {type(model).__name__}; use 'auto'"
             )
         self.functional: FunctionalModel = fast if fast is not None else FunctionalModel(model)
         self.engine = "fast" if fast is not None else "generic"
         self.recompute = recompute
+        if not isinstance(rule, UpdateRule):
+            if not learn_init and rule_class(rule) is ALFA:
+                rule_options.setdefault("per_element_decay", True)
+            shapes = [p.shape for p in self.functional.initial().values()]
+            rule = make_rule(rule, self.functional.names, shapes, steps, **rule_options)
         if self.functional.names != rule.names:
-            raise ValueError("the rule was built for other parameter names than the model's")
-        self.task = task
-        self.loss_fn = mse if task == "regression" else cross_entropy
+            raise ArgumentError(
+                "the rule was built for other parameter names than the model's: "
+                f"{list(rule.names)[:4]} vs {list(self.functional.names)[:4]}; build it with "
+                "MetaLearner(model, rule=<name>, ...)"
+            )
+        self.rule = rule
+        self.loss_fn: LossFn = loss_fn or (mse if task == "regression" else cross_entropy)
+        self.custom_loss = loss_fn is not None
         self.steps = steps
         self.first_order = first_order
         self.multi_step_loss = multi_step_loss
         self.learn_init = learn_init
+        self._output_shape: torch.Size | None = None
         if not learn_init:
             for p in model.parameters():
                 p.requires_grad_(False)
+
+    def check_inputs(self, x: Tensor, y: Tensor, split: str = "support") -> None:
+        """Check one set against the task and the model's outputs (probed once, on the first
+        call, by running the base learner on one task: a module that cannot run once per task
+        is refused there, before any meta-update).
+
+        Raises:
+            BatchError: see :func:`alfa.batch_checks.check_tensors`; targets that do not fit
+                the model's outputs (a label out of range, a regression target of another
+                shape).
+            ModelError: a module of the base learner cannot run once per task (named).
+        """
+        check_tensors(x, y, self.task, split=split)
+        if self._output_shape is None:
+            with torch.no_grad():
+                one = {n: p.detach().unsqueeze(0) for n, p in self.functional.initial().items()}
+                # the generic path: a failure names the module whichever engine runs later
+                probe = FunctionalModel(self.model).apply(one, x[:1])
+                self._output_shape = probe.shape[2:]
+        if self.custom_loss:
+            return
+        out = tuple(self._output_shape)
+        if self.task == "classification":
+            if len(out) != 1:
+                raise BatchError(
+                    f"the model outputs shape {out} per example; classification needs one "
+                    "logit per class, shape (classes,)"
+                )
+            check_labels(y, out[0], split=split)
+        elif out != tuple(y.shape[2:]):
+            raise BatchError(
+                f"the model outputs shape {out} per example but {split}_y has "
+                f"{tuple(y.shape[2:])}; make them agree (or pass loss_fn=)"
+            )
 
     def initial_params(self, tasks: int) -> Params:
         """Per-task copies ``[T, ...]`` of the initialisation, differentiable w.r.t. theta."""
@@ -114,7 +216,37 @@ class MetaLearner(nn.Module):
         check: bool = False,
         on_step=None,
     ) -> tuple[Params, list[Hyperparameters]]:
-        """Adapt the initialisation to every task's support set (``[T, ...]`` tensors)."""
+        """Adapt the initialisation to every task's support set (``[T, ...]`` tensors).
+
+        Raises:
+            BatchError: the support set is not what the task and the model expect (see
+                :meth:`check_inputs`).
+        """
+        self.check_inputs(support_x, support_y)
+        return self._adapt(
+            support_x,
+            support_y,
+            steps=steps,
+            first_order=first_order,
+            keep_graph=keep_graph,
+            check=check,
+            on_step=on_step,
+        )
+
+    def _adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None,
+        first_order: bool | None,
+        keep_graph: bool,
+        check: bool,
+        on_step,
+    ) -> tuple[Params, list[Hyperparameters]]:
+        bad = isinstance(steps, bool) or not isinstance(steps, int) or steps < 0
+        if steps is not None and bad:
+            raise ArgumentError(f"steps must be a non-negative integer, got {steps!r}")
         first_order = self.first_order if first_order is None else first_order
         return inner_loop(
             self.functional,
@@ -144,7 +276,21 @@ class MetaLearner(nn.Module):
         keep_graph: bool = True,
         check: bool = False,
     ) -> MetaOutput:
-        """Adapt on the support sets and score on the query sets (the outer objective)."""
+        """Adapt on the support sets and score on the query sets (the outer objective).
+
+        Raises:
+            BatchError: the batch is not what the task and the model expect (see
+                :func:`alfa.batch_checks.check_batch` and :meth:`check_inputs`).
+            ArgumentError: ``loss_fn`` does not return one loss per task.
+        """
+        if not isinstance(batch, TaskBatch):
+            raise BatchError(
+                f"a meta-batch must be an alfa.TaskBatch(support_x, support_y, query_x, "
+                f"query_y), got {type(batch).__name__}"
+            )
+        check_batch(batch, self.task)
+        self.check_inputs(batch.support_x, batch.support_y, "support")
+        self.check_inputs(batch.query_x, batch.query_y, "query")
         step_losses: list[Tensor] = []
 
         def query_loss(params: Params) -> Tensor:
@@ -157,7 +303,7 @@ class MetaLearner(nn.Module):
             def on_step(step: int, params: Params) -> None:
                 step_losses.append(query_loss(params))
 
-        params, hyper = self.adapt(
+        params, hyper = self._adapt(
             batch.support_x,
             batch.support_y,
             steps=steps,
@@ -170,5 +316,10 @@ class MetaLearner(nn.Module):
         with grad_ctx:
             out = self.predict(params, batch.query_x, batch.support_x)
             losses = self.loss_fn(out, batch.query_y)
+        if not isinstance(losses, Tensor) or losses.shape != (batch.num_tasks,):
+            got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+            raise ArgumentError(
+                f"loss_fn must return one loss per task, shape ({batch.num_tasks},); got {got}"
+            )
         loss = torch.stack(step_losses).mean(0).mean() if step_losses else losses.mean()
         return MetaOutput(loss, losses.detach(), hyper, out.detach())

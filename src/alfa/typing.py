@@ -28,6 +28,22 @@ class TaskBatch(NamedTuple):
     def to(self, device: object) -> TaskBatch:
         return TaskBatch(*(t.to(device, non_blocking=True) for t in self))
 
+    def check(self, task: str = "classification", *, classes: int | None = None) -> TaskBatch:
+        """The batch itself, after :func:`alfa.batch_checks.check_batch` (and, with ``classes``,
+        :func:`~alfa.batch_checks.check_labels` on both sets).
+
+        Raises:
+            BatchError: a shape, dtype or label that is not what ``task`` expects, saying what
+                was expected.
+        """
+        from alfa.batch_checks import check_batch, check_labels, check_task
+
+        check_batch(self, check_task(task))
+        if classes is not None:
+            check_labels(self.support_y, classes, split="support")
+            check_labels(self.query_y, classes, split="query")
+        return self
+
     @property
     def num_tasks(self) -> int:
         return int(self.support_x.shape[0])

@@ -1,9 +1,11 @@
 """Image datasets for few-shot classification and the episodes drawn from them.
 
 Entry points: :func:`load_dataset` (any supported layout, see :data:`LOADERS`),
-:class:`EpisodeSampler` (random training tasks), :func:`fixed_episodes` (reproducible
-validation/test tasks), :class:`PrefetchingLoader` (worker processes for large data sets) and
-:func:`run_check` (the ``alfa data check`` command).
+:class:`FewShotEpisodes` (a user's folder or ``torch.utils.data.Dataset`` as a training
+stream and fixed test tasks), :class:`EpisodeSampler` (random training tasks),
+:func:`fixed_episodes` (reproducible validation/test tasks), :class:`PrefetchingLoader`
+(worker processes for large data sets) and :func:`run_check` (the ``alfa data check``
+command).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from alfa.data.episodes import (
     derive_seed,
     fixed_episodes,
 )
+from alfa.data.few_shot import FewShotEpisodes
 from alfa.data.formats import LOADERS, detect_format, load_dataset
 from alfa.data.images import ImageSpec
 from alfa.data.prefetch import PrefetchingLoader, benchmark_episodes
 from alfa.data.splits import mini_imagenet_split, read_class_list
+from alfa.data.torch_dataset import from_torch_dataset
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -35,6 +39,7 @@ __all__ = [
     "CheckReport",
     "ClassSubset",
     "EpisodeSampler",
+    "FewShotEpisodes",
     "FixedEpisodes",
     "ImageClassDataset",
     "ImageSpec",
@@ -47,6 +52,7 @@ __all__ = [
     "detect_format",
     "fixed_episodes",
     "format_report",
+    "from_torch_dataset",
     "load_dataset",
     "mini_imagenet_split",
     "read_class_list",
