@@ -148,7 +148,7 @@ def bench_engine(args: argparse.Namespace) -> dict:
     ref = _child(args, "reference")
     failed = {k: v["error"] for k, v in (("ours", ours), ("reference", ref)) if "error" in v}
     # bfloat16 rounds the loss at the percent level; everything else agrees to float32 rounding.
-    tolerance = 2e-2 if args.autocast != "off" else 1e-4
+    tolerance = 2e-2 if args.autocast != "none" else 1e-4
     same = (
         None if failed else abs(ours["loss"] - ref["loss"]) <= tolerance * abs(ref["loss"]) + 1e-6
     )
@@ -241,7 +241,7 @@ def main() -> None:
         "--cuda-graph", action="store_true", help="ours: compile and replay as CUDA graphs"
     )
     parser.add_argument("--channels-last", action="store_true", help="ours: NHWC inputs")
-    parser.add_argument("--autocast", choices=["off", "bf16"], default="off", help="ours (CUDA)")
+    parser.add_argument("--autocast", choices=["none", "bf16"], default="none", help="ours (CUDA)")
     parser.add_argument(
         "--max-memory-gb", type=float, default=0, help="address-space limit of each side"
     )

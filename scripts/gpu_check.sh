@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check: CUDA tests, then every engine benchmark on the GPU, in one go (about 3-4 min on
-# an H100/H200). Writes one JSON file (all results, one object per benchmark) to
+# The GPU check: CUDA tests, then every engine benchmark on the GPU, in one go (a few minutes on
+# an H100/H200; each benchmark is stopped after 150 s). Writes one JSON file (all results, one object per benchmark) to
 # benchmarks/results/gpu-<date>.json, or to $OUT when that is set, and prints it.
 # Usage: bash scripts/gpu_check.sh
 set -uo pipefail
@@ -15,13 +15,13 @@ log="$dest/gpu-check.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$log"
 
 echo "== CUDA tests" | tee -a "$log"
-"$PY" -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tail -5 | tee -a "$log"
+"$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_execution.py 2>&1 | tail -5 | tee -a "$log"
 tests_rc=${PIPESTATUS[0]}
 
 results=()
 bench() {  # workload, extra arguments
   local line
-  line=$("$PY" benchmarks/speed.py --device cuda --json --seconds 5 --min-iters 3 "$@" 2>>"$log" | tail -1)
+  line=$(timeout 150 "$PY" benchmarks/speed.py --device cuda --json --seconds 5 --min-iters 3 "$@" 2>>"$log" | tail -1)
   echo "$line" | tee -a "$log"
   [ -n "$line" ] && results+=("$line")
 }
@@ -30,7 +30,10 @@ bench --workload sinusoid
 bench --workload omniglot
 bench --workload mini-conv4
 bench --workload mini-conv4 --tasks 8
+bench --workload mini-conv4 --channels-last
+bench --workload mini-conv4 --autocast bf16
 bench --workload mini-resnet12
+bench --workload mini-conv4 --cuda-graph  # compiles first: last, and at most 150 s like each
 
 {
   echo "{\"cuda_tests_exit\": $tests_rc, \"benchmarks\": ["

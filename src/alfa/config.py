@@ -130,7 +130,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training meta-iteration (fast path; docs/engine.md)
     cuda_graph: bool = False  # CUDA: compile and replay the meta-iteration as CUDA graphs
     channels_last: bool = False  # convolution inputs in channels-last (NHWC) layout (fast path)
-    autocast: Literal["off", "bf16"] = "off"  # bf16: matmuls/convs in bfloat16, weights float32
+    autocast: Literal["none", "bf16"] = "none"  # bf16: matmuls/convs in bfloat16, weights float32
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def check_execution(train: TrainConfig, learner: MetaLearner, device: torch.devi
         )
     if train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph: needs a CUDA device, the run uses {device.type}")
-    if train.autocast != "off" and device.type != "cuda":
+    if train.autocast != "none" and device.type != "cuda":
         raise ConfigError(
             f"train.autocast: {train.autocast} needs a CUDA device, the run uses {device.type} "
             "(bfloat16 convolutions are not available on every processor)"
