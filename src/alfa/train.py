@@ -61,6 +61,7 @@ from alfa.checkpoint import (
 )
 from alfa.config import Config, config_to_dict
 from alfa.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
+from alfa.durable import is_disk_full
 from alfa.errors import AlfaError, ConfigError, DivergenceError
 from alfa.evaluate import evaluate
 from alfa.memory import check_memory
@@ -566,6 +567,10 @@ def train(
             progress=progress,
             position=position,
         )
+    except AlfaError as exc:
+        if is_disk_full(exc) and paths["config"].is_file():  # what was written before stays
+            raise type(exc)(f"{exc}; free space, then: alfa train --resume {run_dir}") from exc
+        raise
     finally:
         _unlock(lock, run_dir)
 
