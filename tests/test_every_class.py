@@ -158,3 +158,50 @@ def test_the_shipped_split_gives_no_overlap_warning(capsys):
     next(iter(source.fixed("test", 1, 0, 1)))
     assert not _overlap_warnings(capsys.readouterr().err)
     assert REAL_OMNIGLOT.is_dir()
+
+
+# --- alfa eval with overrides of the test data --------------------------------------------------
+
+
+def test_eval_takes_the_test_classes_from_an_override(tmp_path, capsys):
+    root = _write_split_folders(tmp_path, {"data": TRAIN + TEST}) / "data"
+    (tmp_path / "train.txt").write_text("\n".join(TRAIN) + "\n")
+    (tmp_path / "test.txt").write_text("\n".join(TEST) + "\n")
+    run = tmp_path / "run"
+    argv = ["train", *_overrides(root, f"data.split_file={tmp_path / 'train.txt'}")]
+    assert main([*argv, "--run-dir", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "eval", str(run), "--tasks", "4")
+    assert code == 2
+    error_line(err, "no test classes", "data.test_split_file")
+
+    test_list = f"data.test_split_file={tmp_path / 'test.txt'}"
+    code, out, err = run_cli(capsys, "eval", str(run), test_list, "eval.tasks=3", "--json")
+    assert code == 0, err
+    result = json.loads(out.splitlines()[-1])
+    assert result["tasks"] == 3 and result["metric"] == "accuracy"
+    assert not _overlap_warnings(err)
+    # the flags may come before the overrides, too
+    code, out, err = run_cli(capsys, "eval", str(run), "--tasks", "2", test_list, "--json")
+    assert code == 0 and json.loads(out.splitlines()[-1])["tasks"] == 2, err
+    assert "test_split_file: ''" in (run / "config.yaml").read_text()  # the run is unchanged
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("seed=3", ["'seed'", "cannot change for 'alfa eval'"]),
+        ("data.ways=4", ["'data.ways'", "cannot change"]),
+        ("data.shots=0", ["'data.shots'", "at least 1"]),
+        ("eval.tasks=abc", ["'eval.tasks'", "integer"]),
+        ("data.test_rooot=x", ["data.test_rooot", "did you mean"]),
+    ],
+)
+def test_eval_refuses_overrides_it_cannot_take(tmp_path, capsys, override, words):
+    root = _write_split_folders(tmp_path / "data", {"train": TRAIN, "test": TEST})
+    run = tmp_path / "run"
+    assert main(["train", *_overrides(root), "--run-dir", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "eval", str(run), override)
+    assert code == 2 and not out
+    error_line(err, *words)

@@ -150,15 +150,19 @@ class EpisodicSource:
         return next(self._stream)
 
     def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]:
+        """The fixed seeded episodes of ``split`` (its classes are loaded now, so a missing
+        split is an error before any progress bar starts)."""
         offset = {"test": 0, "val": 1}[split]
-        yield from fixed_episodes(
-            self._split(split),
-            self.ways,
-            self.shots,
-            self.test_query,
-            tasks,
-            seed + offset,
-            batch_size=batch,
+        return iter(
+            fixed_episodes(
+                self._split(split),
+                self.ways,
+                self.shots,
+                self.test_query,
+                tasks,
+                seed + offset,
+                batch_size=batch,
+            )
         )
 
     def state_dict(self) -> dict[str, Any]:
