@@ -1,16 +1,20 @@
 """Exact resume of an image-classification run: an Omniglot run stopped after its first
-checkpoint and resumed ends bit for bit like the uninterrupted one (weights, optimiser, every
-random generator, best.pt and metrics), on the real minimal sets."""
+checkpoint (SIGINT), or killed (SIGKILL) after logging a later iteration, and resumed ends bit for
+bit like the uninterrupted one (weights, optimiser, every random generator, best.pt and metrics),
+on the real minimal sets."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+import alfa
 from alfa.checkpoint import load_checkpoint
 from alfa.cli import main
 from alfa.runlog import read_metrics
@@ -53,10 +57,33 @@ def _stop_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(alfa.train, "save_checkpoint", save)
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run."""
+    run = tmp_path_factory.mktemp("omniglot") / "reference"
+    assert _train(run) == 0
+    return run
+
+
+def _assert_same_run(run: Path, reference: Path) -> None:
+    final = "checkpoints/step-0000006.pt"
+    expected, got = load_checkpoint(reference / final), load_checkpoint(run / final)
+    for name, tensor in expected["learner"].items():
+        assert torch.equal(got["learner"][name], tensor), name
+    assert_same(got, expected)  # optimiser, task stream, torch/Python/NumPy generators, window
+    assert_same(
+        load_checkpoint(run / "checkpoints" / "best.pt"),
+        load_checkpoint(reference / "checkpoints" / "best.pt"),
+    )
+    records = read_metrics(run / "metrics.jsonl")
+    assert records == read_metrics(reference / "metrics.jsonl")
+    assert [r["iteration"] for r in records if r["split"] == "val"] == [3, 6]
+    assert "train_accuracy" in records[0]
+
+
 @pytest.mark.slow
-def test_an_interrupted_omniglot_run_resumes_bit_exactly(tmp_path, monkeypatch):
-    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    assert _train(reference) == 0
+def test_an_interrupted_omniglot_run_resumes_bit_exactly(reference, tmp_path, monkeypatch):
+    interrupted = tmp_path / "interrupted"
     with monkeypatch.context() as patch:
         _stop_after_first_checkpoint(patch)
         assert _train(interrupted) == 128 + signal.SIGINT
@@ -64,17 +91,45 @@ def test_an_interrupted_omniglot_run_resumes_bit_exactly(tmp_path, monkeypatch):
     assert not (interrupted / "checkpoints" / "step-0000006.pt").exists()
     torch.manual_seed(99)  # the resumed run must not depend on this process's generators
     assert main(["train", "--resume", str(interrupted), "--no-progress"]) == 0
+    _assert_same_run(interrupted, reference)
 
-    final = "checkpoints/step-0000006.pt"
-    expected, got = load_checkpoint(reference / final), load_checkpoint(interrupted / final)
-    for name, tensor in expected["learner"].items():
-        assert torch.equal(got["learner"][name], tensor), name
-    assert_same(got, expected)  # optimiser, task stream, torch/Python/NumPy generators, window
-    assert_same(
-        load_checkpoint(interrupted / "checkpoints" / "best.pt"),
-        load_checkpoint(reference / "checkpoints" / "best.pt"),
+
+_KILL_AFTER_LOGGING = """
+import os, signal, sys
+import alfa.runlog
+from alfa.cli import main
+
+log = alfa.runlog.RunLog.log
+
+def log_then_die(self, split, iteration, values):
+    log(self, split, iteration, values)
+    if split == "train" and iteration == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+alfa.runlog.RunLog.log = log_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_omniglot_run_resumes_bit_exactly(reference, tmp_path):
+    killed = tmp_path / "killed"
+    config = str(OMNIGLOT_CONFIGS / "alfa_maml_5way_1shot.yaml")
+    argv = ["train", config, *real_omniglot_overrides(), *TINY_OMNIGLOT]
+    source = str(Path(alfa.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_LOGGING, "5", *argv, "--run-dir", str(killed)],
+        env=env,
+        capture_output=True,
+        timeout=300,
     )
-    records = read_metrics(interrupted / "metrics.jsonl")
-    assert records == read_metrics(reference / "metrics.jsonl")
-    assert [r["iteration"] for r in records if r["split"] == "val"] == [3, 6]
-    assert "train_accuracy" in records[0]
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    # what a kill leaves: the log goes past the newest checkpoint, which the resume rewinds to
+    assert read_metrics(killed / "metrics.jsonl")[-1]["iteration"] == 5
+    assert sorted(p.name for p in (killed / "checkpoints").glob("*.pt")) == [
+        "best.pt",
+        "step-0000003.pt",
+    ]
+    assert main(["train", "--resume", str(killed), "--no-progress"]) == 0
+    _assert_same_run(killed, reference)
