@@ -60,7 +60,6 @@ __all__ = [
     "prune_checkpoints",
     "remove_temporaries",
     "save_checkpoint",
-    "set_aside_if_damaged",
 ]
 
 LEGACY_MAGIC = b"ALFACKPT1\n"
@@ -375,24 +374,6 @@ def latest_good_checkpoint(
     raise CheckpointError(
         f"{damaged[0]}; the {len(damaged) - 1} older checkpoint(s) are damaged too"
     )
-
-
-def set_aside_if_damaged(path: Path) -> str | None:
-    """Move a damaged checkpoint (e.g. ``best.pt``) to ``NAME.damaged``, out of the way of
-    readers, and say what happened; None when it loads (or does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        load_checkpoint(path)
-    except CheckpointError as exc:
-        aside = path.with_name(f"{path.name}.damaged")
-        try:
-            os.replace(path, aside)
-        except OSError as move:
-            return f"{exc}; it could not be moved aside ({move.strerror or move})"
-        return f"{exc}; moved to '{aside.name}'"
-    return None
 
 
 def prune_checkpoints(folder: Path, keep_last: int) -> None:

@@ -1,16 +1,21 @@
-"""Which checkpoint of a diverged run is good: it loads, its weights are finite and it scores a
-finite validation metric.
+"""Which checkpoints of a run can be trusted.
 
-A run stops at the first NaN or inf without writing a checkpoint, but the newest checkpoint on
-disk may still be unusable: copied in or edited with NaN weights, or with finite weights that
-adapt to NaN or inf predictions. :func:`last_good_checkpoint` checks the periodic checkpoints
-newest first, scoring each on the run's fixed validation tasks as a validation during training
-does, and says why the newer ones were passed over.
+A damaged ``best.pt`` found when a run resumes is moved out of the way of readers
+(:func:`set_aside_if_damaged`), so the run goes on and ``alfa eval`` uses a periodic checkpoint
+until a better validation writes a new one.
+
+A checkpoint of a diverged run is good when it loads, its weights are finite and it scores a
+finite validation metric. A run stops at the first NaN or inf without writing a checkpoint, but
+the newest checkpoint on disk may still be unusable: copied in or edited with NaN weights, or
+with finite weights that adapt to NaN or inf predictions. :func:`last_good_checkpoint` checks the
+periodic checkpoints newest first, scoring each on the run's fixed validation tasks as a
+validation during training does, and says why the newer ones were passed over.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +29,7 @@ from alfa.evaluate import evaluate
 from alfa.runs import check_weights_finite, load_learner_state
 from alfa.tasks.source import TaskSource
 
-__all__ = ["LastGood", "last_good_checkpoint"]
+__all__ = ["LastGood", "last_good_checkpoint", "set_aside_if_damaged"]
 
 
 @dataclass
@@ -98,3 +103,21 @@ def last_good_checkpoint(
         found.path, found.iteration, found.score = path, int(state["iteration"]), score
         return found
     return found
+
+
+def set_aside_if_damaged(path: Path) -> str | None:
+    """Move a damaged checkpoint (e.g. ``best.pt``) to ``NAME.damaged``, out of the way of
+    readers, and say what happened; None when it loads (or does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        load_checkpoint(path)
+    except CheckpointError as exc:
+        aside = path.with_name(f"{path.name}.damaged")
+        try:
+            os.replace(path, aside)
+        except OSError as move:
+            return f"{exc}; it could not be moved aside ({move.strerror or move})"
+        return f"{exc}; moved to '{aside.name}'"
+    return None

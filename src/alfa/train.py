@@ -56,7 +56,6 @@ from alfa.checkpoint import (
     prune_top,
     remove_temporaries,
     save_checkpoint,
-    set_aside_if_damaged,
     top_name,
 )
 from alfa.config import Config, config_to_dict
@@ -64,7 +63,7 @@ from alfa.divergence import diagnose, meta_gradients_finite, meta_parameters_fin
 from alfa.durable import is_disk_full
 from alfa.errors import AlfaError, ConfigError, DivergenceError
 from alfa.evaluate import evaluate
-from alfa.last_good import last_good_checkpoint
+from alfa.last_good import last_good_checkpoint, set_aside_if_damaged
 from alfa.memory import check_memory
 from alfa.meta_learner import MetaLearner, MetaOutput
 from alfa.runlog import ConsoleLog, RunLog, read_metrics
