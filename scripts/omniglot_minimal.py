@@ -5,7 +5,9 @@ resumable (an interrupted run continues from its checkpoint; a finished one is o
 then writes results/omniglot_minimal.md and results/omniglot_minimal.json with test accuracy,
 95% CI over 600 fixed test episodes, the commands and the training time.
 
-    python scripts/omniglot_minimal.py [--runs runs/omniglot] [--results results]
+    ALFA_DATA=/path/to/data python scripts/omniglot_minimal.py [--runs DIR] [--results DIR]
+
+from the repository root, with the two zips in ``$ALFA_DATA/omniglot`` (README, Getting the data).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ OMNIGLOT_CONFIGS = REPO / "configs" / "omniglot"
 
 def real_omniglot_overrides() -> list[str]:
     """Overrides that point a ``configs/omniglot`` config at the real minimal sets in place
-    (the shipped configs name them relative to the repository), skipping the test without them."""
+    (the shipped configs read them from ``$ALFA_DATA``) and at its class lists by absolute path,
+    skipping the test without them."""
     import pytest
 
     if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alfa.durable import write_all
 from alfa.errors import AlfaError
 
 __all__ = [
@@ -72,6 +73,7 @@ _ZIP_END_SIZE = 22
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 _TEMPORARY = re.compile(r"^\..+\.tmp-\d+-\d+$")
 _counter = itertools.count()
+_BINARY = getattr(os, "O_BINARY", 0)  # no newline translation (Windows)
 
 
 class CheckpointError(AlfaError):
@@ -101,10 +103,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{next(_counter)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -135,9 +135,10 @@ def _eval_steps(requested: int, trained: int, rule: str) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from alfa.build import resolve_device
+    from alfa.eval_overrides import eval_config
     from alfa.evaluate import evaluate
     from alfa.memory import check_memory
-    from alfa.runs import load_ensemble, load_run, load_run_config
+    from alfa.runs import load_ensemble, load_run
 
     if args.tasks is not None and args.tasks < 1:
         raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
@@ -145,13 +146,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise AlfaError(f"--steps must be 0 (as trained) or more; got {args.steps}")
     if args.ensemble < 0:
         raise AlfaError(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
-    config = load_run_config(Path(args.run_dir))
+    config = eval_config(Path(args.run_dir), args.overrides)  # e.g. data.test_root=DIR
     tasks = args.tasks or config.eval.tasks
     steps = _eval_steps(
         args.steps or config.eval.steps or config.meta.steps, config.meta.steps, config.rule.name
     )
     check_memory(config, resolve_device(config.train.device), tasks=tasks)  # before allocating
-    config, learner, source, state = load_run(Path(args.run_dir), checkpoint=args.checkpoint)
+    config, learner, source, state = load_run(
+        Path(args.run_dir), checkpoint=args.checkpoint, config=config
+    )
     learners = [learner]
     if args.ensemble > 1:
         learners = load_ensemble(Path(args.run_dir), args.ensemble, config, source)
@@ -255,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
     p.add_argument("run_dir")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value overrides of the test data and protocol, e.g. data.test_split_file=F "
+        "(data.test_*, data.shots, eval.*)",
+    )
     p.add_argument("--tasks", type=int, default=None, help="number of test tasks (default 600)")
     p.add_argument(
         "--steps",

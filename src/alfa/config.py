@@ -58,6 +58,7 @@ class DataConfig:
     split_file: str = ""  # optional class-list file of the meta-training classes
     test_split_file: str = ""  # optional class-list file of the meta-test classes
     val_split_file: str = ""  # optional class-list file of the validation classes
+    train_classes: Literal["split", "all"] = "split"  # split: the training split; all: every class
     workers: int = 0  # decoding worker processes for large datasets
     test_query: int = 0  # query images per class of validation/test episodes; 0: as `query`
     test_name: str = ""  # cross-domain: dataset of the test episodes (e.g. cub); "": as `name`
@@ -430,6 +431,11 @@ def validate(config: Config) -> None:
         _require(d.image_size >= 8, "data.image_size", f"must be at least 8; got {d.image_size}")
         _require(bool(d.root), "data.root", "must name the dataset folder for image data")
         _require(config.model.name != "mlp", "model.name", "must be conv4 or resnet12 for images")
+        _require(
+            d.train_classes == "split" or not d.split_file,
+            "data.train_classes",
+            "is all (every class), so data.split_file (a list of training classes) must be empty",
+        )
         _require(d.test_query >= 0, "data.test_query", f"must be 0 or more; got {d.test_query}")
         _require(
             d.test_name in ("", *DATASETS[1:]),

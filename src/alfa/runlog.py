@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from alfa.checkpoint import atomic_write_bytes
-from alfa.errors import DataError
+from alfa.durable import append_record
+from alfa.errors import AlfaError, DataError
 
 __all__ = ["ConsoleLog", "RunLog", "format_duration", "read_metrics"]
 
@@ -58,6 +59,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 class RunLog:
     """Appends metric records; on resume, records after the checkpoint are dropped first.
 
+    Each record is appended whole or not at all (:func:`~alfa.durable.append_record`): when the
+    disk is full the record is cut back out and :class:`~alfa.errors.AlfaError` names the file,
+    so ``metrics.jsonl`` keeps every record written before. TensorBoard is a mirror: when it
+    cannot write, a warning says so and the run goes on with ``metrics.jsonl`` alone.
+
     Args:
         run_dir: the run directory.
         resume_iteration: when resuming, the checkpoint's iteration (records after it are
@@ -73,7 +79,11 @@ class RunLog:
             kept = [r for r in read_metrics(self.path) if r.get("iteration", 0) <= resume_iteration]
             text = "".join(json.dumps(r) + "\n" for r in kept)
             atomic_write_bytes(self.path, text.encode())
-        self._file = open(self.path, "a")  # noqa: SIM115 - kept open for the run
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+        try:
+            self._fd: int | None = os.open(self.path, flags, 0o666)
+        except OSError as exc:
+            raise AlfaError(f"cannot open '{self.path}': {exc.strerror or exc}") from exc
         self.writer = None
         if tensorboard:
             try:
@@ -86,31 +96,57 @@ class RunLog:
             except Exception:  # not installed, or installed but broken: metrics.jsonl suffices
                 self.writer = None
 
+    def _append(self, record: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise AlfaError(f"'{self.path}' is closed")
+        try:
+            append_record(self._fd, (json.dumps(record) + "\n").encode())
+        except OSError as exc:
+            raise AlfaError(
+                f"cannot append to '{self.path}': {exc.strerror or exc} (it keeps every record "
+                f"before iteration {record['iteration']})"
+            ) from exc
+
+    def _mirror(self, action: Any) -> None:
+        """Run a TensorBoard call; if it fails, warn once and stop mirroring."""
+        if self.writer is None:
+            return
+        try:
+            action(self.writer)
+        except Exception as exc:
+            self.writer = None
+            print(
+                f"alfa: warning: TensorBoard events can no longer be written ({exc}); "
+                f"metrics.jsonl still records every value",
+                file=sys.stderr,
+            )
+
     def log(self, split: str, iteration: int, values: dict[str, float]) -> None:
         """Append one record (non-finite values are written as strings, e.g. ``"nan"``)."""
         record = {"split": split, "iteration": iteration}
         record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        if self.writer is not None:
+        self._append(record)
+
+        def scalars(writer: Any) -> None:
             for key, value in values.items():
-                self.writer.add_scalar(f"{split}/{key}", value, iteration)
+                writer.add_scalar(f"{split}/{key}", value, iteration)
+
+        self._mirror(scalars)
 
     def event(self, iteration: int, **fields: Any) -> None:
         """Append a non-metric record, e.g. ``event="diverged"`` with a message."""
-        self._file.write(json.dumps({"split": "event", "iteration": iteration, **fields}) + "\n")
-        self._file.flush()
+        self._append({"split": "event", "iteration": iteration, **fields})
 
     def close(self) -> None:
         """Flush everything to disk and close the files."""
-        if self._file.closed:
+        if self._fd is None:
             return
-        self._file.flush()
+        fd, self._fd = self._fd, None
         with contextlib.suppress(OSError):  # e.g. a filesystem without fsync
-            os.fsync(self._file.fileno())
-        self._file.close()
-        if self.writer is not None:
-            self.writer.close()
+            os.fsync(fd)
+        os.close(fd)
+        self._mirror(lambda writer: writer.close())
+        self.writer = None
 
 
 def format_duration(seconds: float) -> str:

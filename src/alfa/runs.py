@@ -170,12 +170,13 @@ def check_weights_finite(learner: MetaLearner, path: Path) -> None:
 
 
 def load_run(
-    run_dir: Path, *, checkpoint: str = "best"
+    run_dir: Path, *, checkpoint: str = "best", config: Config | None = None
 ) -> tuple[Config, MetaLearner, TaskSource, dict[str, Any]]:
     """Config, meta-learner (weights loaded), task source and checkpoint state of a run.
 
     Args:
         checkpoint: ``"best"`` (by validation; the last one when there is none) or ``"last"``.
+        config: the run's config with evaluation overrides (default: its ``config.yaml``).
 
     Returns:
         The state holds, besides the checkpoint's content, ``"path"``: the file it was read
@@ -189,7 +190,7 @@ def load_run(
     if checkpoint not in ("best", "last"):
         raise AlfaError(f"checkpoint must be 'best' or 'last'; got {checkpoint!r}")
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    config = load_run_config(run_dir) if config is None else config
     folder = run_dir / "checkpoints"
     best = folder / "best.pt"
     if checkpoint == "best" and best.is_file():

@@ -52,7 +52,6 @@ from alfa.checkpoint import (
     atomic_write_bytes,
     checkpoint_name,
     latest_good_checkpoint,
-    list_checkpoints,
     prune_checkpoints,
     prune_top,
     remove_temporaries,
@@ -61,9 +60,11 @@ from alfa.checkpoint import (
 )
 from alfa.config import Config, config_to_dict
 from alfa.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
+from alfa.durable import is_disk_full
 from alfa.errors import AlfaError, ConfigError, DivergenceError
 from alfa.evaluate import evaluate
 from alfa.execution import check_execution, meta_step
+from alfa.last_good import last_good_checkpoint, set_aside_if_damaged
 from alfa.memory import check_memory
 from alfa.meta_learner import MetaLearner, MetaOutput
 from alfa.runlog import ConsoleLog, RunLog, read_metrics
@@ -489,10 +490,25 @@ def _resume_point(
     found = latest_good_checkpoint(paths["checkpoints"])
     if found is None:
         _refuse_lost_checkpoints(config, run_dir, records)
+        _report_damaged_best(paths["best"])
         return None
     path, state = found
     _check_config_unchanged(config, run_dir, path, state)
-    return path, state, _training_state(path, state)
+    point = path, state, _training_state(path, state)
+    _report_damaged_best(paths["best"])
+    return point
+
+
+def _report_damaged_best(best: Path) -> None:
+    """Say that ``best.pt`` is damaged (moved aside) and go on: a validation better than the
+    run's recorded best writes a new one."""
+    damaged = set_aside_if_damaged(best)
+    if damaged:
+        print(
+            f"alfa: warning: {damaged}; the next validation better than the run's best writes "
+            "a new best.pt ('alfa eval' uses the newest periodic checkpoint until then)",
+            file=sys.stderr,
+        )
 
 
 def train(
@@ -568,6 +584,10 @@ def train(
             progress=progress,
             position=position,
         )
+    except AlfaError as exc:
+        if is_disk_full(exc) and paths["config"].is_file():  # what was written before stays
+            raise type(exc)(f"{exc}; free space, then: alfa train --resume {run_dir}") from exc
+        raise
     finally:
         _unlock(lock, run_dir)
 
@@ -709,13 +729,8 @@ def _loop(
                 break
     except DivergenceError as exc:
         log.event(iteration, event="diverged", message=str(exc))
-        kept = list_checkpoints(paths["checkpoints"])
-        where = (
-            f"; the last good checkpoint '{kept[-1]}' is kept"
-            if kept
-            else "; no checkpoint was written yet"
-        )
-        raise DivergenceError(f"training diverged: {exc}{where}") from exc
+        good = last_good_checkpoint(config, paths["checkpoints"], source, device)
+        raise DivergenceError(f"training diverged: {exc}; {good.describe()}") from exc
     finally:
         bar.close()
         log.close()

@@ -60,6 +60,14 @@ def test_pickle_cache_is_checked_without_decoding(writer):
     report = check_dataset(root, min_images=10)
     assert report.image_sizes == {"84x84": 120}
     assert all("standard" in p for p in report.problems)
+    text = format_report(report)
+    assert "pickles" in text and "restricted unpickler" in text  # says what loading one means
+
+
+def test_only_pickle_formats_carry_the_pickle_note(writer):
+    report = check_dataset(writer.mini_csv(classes=2, per_class=20), min_images=10)
+    assert report.format == "mini_imagenet_csv"
+    assert "restricted unpickler" not in format_report(report)
 
 
 def test_unknown_format_and_missing_path(tmp_path, capsys):

@@ -10,9 +10,11 @@ from pathlib import Path
 from alfa.errors import DataError
 
 __all__ = [
+    "DATA_VARIABLE",
     "IMAGE_EXTENSIONS",
     "ProblemSink",
     "as_path",
+    "expand_variables",
     "is_image_name",
     "list_class_dirs",
     "list_images",
@@ -49,9 +51,46 @@ def report(sink: ProblemSink, message: str) -> None:
     sink(message)
 
 
+DATA_VARIABLE = "ALFA_DATA"
+"""The environment variable the shipped configs take their data folder from
+(``root: ${ALFA_DATA}/omniglot/...``)."""
+
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand_variables(text: str) -> str:
+    """``text`` with every ``$NAME`` or ``${NAME}`` replaced by that environment variable.
+
+    Raises:
+        DataError: a variable is not set (or empty), naming it and the path.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        found = os.environ.get(name, "")
+        if not found:
+            hint = "the folder that holds the datasets" if name == DATA_VARIABLE else "a folder"
+            raise DataError(
+                f"the data path '{text}' uses ${name}, which is not set: set the environment "
+                f"variable {name} to {hint} (e.g. export {name}=/path/to/data; see the README, "
+                "'Getting the data')"
+            )
+        return found
+
+    return _VARIABLE.sub(value, text)
+
+
 def as_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` as an absolute-if-possible :class:`Path` with ``~`` expanded."""
-    return Path(os.path.expanduser(os.fspath(path)))
+    """``path`` as a :class:`Path`, with environment variables (``$ALFA_DATA``) and ``~``
+    expanded.
+
+    Raises:
+        DataError: ``path`` uses an environment variable that is not set.
+    """
+    text = os.fspath(path)
+    if isinstance(path, str) and "$" in text:  # a Path names a file as it is
+        text = expand_variables(text)
+    return Path(os.path.expanduser(text))
 
 
 def require_dir(path: Path, what: str) -> Path:

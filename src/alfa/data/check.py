@@ -230,11 +230,28 @@ def _sizes_line(sizes: dict[str, int], shown: int = 5) -> str:
     return text
 
 
+PICKLE_FORMATS = (
+    "mini_imagenet_pickle",
+    "mini_imagenet_l2l",
+    "tiered_imagenet_png",
+    "tiered_imagenet_npz",
+)
+"""Formats stored as Python pickles (the tieredImageNet ``.npz`` one keeps its labels in one)."""
+
+PICKLE_NOTE = (
+    "note: this format is stored as Python pickles, which can run code when loaded by "
+    "pickle itself; alfa reads them with a restricted unpickler that accepts only NumPy arrays, "
+    "dtypes and plain containers and refuses anything else before it runs"
+)
+
+
 def format_report(report: CheckReport) -> str:
     """A multi-line human-readable rendering of a :class:`CheckReport`."""
     lines = [f"dataset: {report.path}"]
     how = "detected" if report.detected else "given"
     lines.append(f"format: {report.format} ({how})" if report.format else "format: unknown")
+    if report.format in PICKLE_FORMATS:
+        lines.append(PICKLE_NOTE)
     for s in report.splits:
         lines.append(
             f"split {s.name}: "

@@ -126,12 +126,17 @@ class PrefetchingLoader:
     def __iter__(self) -> Iterator[TaskBatch]:
         """Batches from :attr:`next_batch` on; the position advances as batches are taken."""
         workers = self.num_workers
+        # The loader's own generator: a new iterator draws its workers' base seed from it, not
+        # from the global one, so resuming (a new iterator) leaves the global torch RNG as an
+        # uninterrupted run has it. Batches are seeded by index, so the draw changes no batch.
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.next_batch))
         loader = DataLoader(
             self.batches,
             batch_size=None,
             sampler=_Indices(self.next_batch, self.num_batches),
             num_workers=workers,
             collate_fn=_passthrough,
+            generator=generator,
             pin_memory=self.pin_memory,
             worker_init_fn=_worker_init if workers else None,
             prefetch_factor=self.prefetch_factor if workers else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from functools import cache
@@ -11,7 +12,13 @@ from pathlib import Path
 from alfa.data._files import as_path, normalise_split
 from alfa.errors import DataError
 
-__all__ = ["check_split_classes", "mini_imagenet_split", "read_class_list"]
+__all__ = [
+    "check_split_classes",
+    "class_identity",
+    "mini_imagenet_split",
+    "overlapping_classes",
+    "read_class_list",
+]
 
 SPLIT_CHECKS = ("warn", "error", "off")
 
@@ -84,3 +91,18 @@ def check_split_classes(found: Sequence[str], split: str, source: str, mode: str
     if mode == "error":
         raise DataError(message)
     warnings.warn(message, stacklevel=3)
+
+
+_ROTATION = re.compile(r"/rot\d{3}$")
+
+
+def class_identity(name: str) -> str:
+    """What a class is across splits: its name, without an Omniglot rotation suffix (a rotated
+    character is the same drawings as the upright one)."""
+    return _ROTATION.sub("", name)
+
+
+def overlapping_classes(trained: Sequence[str], others: Sequence[str]) -> list[str]:
+    """The classes of ``others`` that are (rotations of) classes in ``trained``."""
+    seen = {class_identity(name) for name in trained}
+    return [name for name in others if class_identity(name) in seen]

@@ -7,6 +7,7 @@ needs the position. Validation and test tasks are fixed seeded episodes (600 for
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,9 @@ import torch
 from alfa.config import Config
 from alfa.data import ImageClassDataset, PrefetchingLoader, detect_format, fixed_episodes
 from alfa.data import load_dataset as _load
+from alfa.data.every_class import load_every_class
 from alfa.data.formats import split_paths
+from alfa.data.splits import overlapping_classes
 from alfa.errors import DataError
 from alfa.typing import TaskBatch
 
@@ -58,6 +61,9 @@ def load_split(config: Config, split: str) -> ImageClassDataset | None:
         split_name = "all" if fmt == "omniglot" and d.test_split_file else "test"
         return _load(d.test_root, fmt, split=split_name, image_size=d.image_size, **options)
     fmt = _format(d.name, d.root, d.format, "data.root")
+    if split == "train" and d.train_classes == "all":
+        extra = {"rotations": d.rotations} if fmt == "omniglot" else {}
+        return load_every_class(d.root, fmt, image_size=d.image_size, **extra)
     options: dict[str, Any] = {}
     lists = {"train": d.split_file, "val": d.val_split_file, "test": d.test_split_file}
     if lists[split]:
@@ -68,9 +74,29 @@ def load_split(config: Config, split: str) -> ImageClassDataset | None:
         if split == "val":
             return None
         options["rotations"] = d.rotations
-    elif fmt == "folder" and split != "train" and not lists[split]:
+    elif (
+        fmt == "folder"
+        and split != "train"
+        and not lists[split]
+        and not (split_paths(d.root)[0] / split).is_dir()  # no root/val or root/test folder
+    ):
         return None
     return _load(d.root, fmt, split=split, image_size=d.image_size, **options)
+
+
+def _warn_overlap(train: ImageClassDataset, other: ImageClassDataset | None, split: str) -> None:
+    """Warn when classes of the validation or test split are also meta-training classes."""
+    if other is None:
+        return
+    shared = overlapping_classes(train.class_names, other.class_names)
+    if shared:
+        name = "validation" if split == "val" else "test"
+        print(
+            f"alfa: warning: {len(shared)} of the {other.num_classes} {name} classes are also "
+            f"meta-training classes (e.g. '{shared[0]}'): the {name} accuracy measures classes "
+            "seen in training, not new ones",
+            file=sys.stderr,
+        )
 
 
 class EpisodicSource:
@@ -106,6 +132,7 @@ class EpisodicSource:
     def _split(self, split: str) -> ImageClassDataset:
         if split not in self._splits:
             self._splits[split] = load_split(self._config, split)
+            _warn_overlap(self.train, self._splits[split], split)
         data = self._splits[split]
         if data is None:
             key = "data.val_split_file" if split == "val" else "data.test_split_file"
@@ -123,15 +150,19 @@ class EpisodicSource:
         return next(self._stream)
 
     def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]:
+        """The fixed seeded episodes of ``split`` (its classes are loaded now, so a missing
+        split is an error before any progress bar starts)."""
         offset = {"test": 0, "val": 1}[split]
-        yield from fixed_episodes(
-            self._split(split),
-            self.ways,
-            self.shots,
-            self.test_query,
-            tasks,
-            seed + offset,
-            batch_size=batch,
+        return iter(
+            fixed_episodes(
+                self._split(split),
+                self.ways,
+                self.shots,
+                self.test_query,
+                tasks,
+                seed + offset,
+                batch_size=batch,
+            )
         )
 
     def state_dict(self) -> dict[str, Any]:
