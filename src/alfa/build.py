@@ -63,13 +63,7 @@ def build_model_and_rule(config: Config, *, in_channels: int) -> tuple[nn.Module
     model = build_model(config, in_channels=in_channels)
     functional = FunctionalModel(model)
     shapes = [p.shape for p in functional.initial().values()]
-    rule = build_rule(
-        config.rule,
-        functional.names,
-        shapes,
-        config.meta.steps,
-        random_init=config.meta.init == "random",
-    )
+    rule = build_rule(config.rule, functional.names, shapes, config.meta.steps)
     return model, rule
 
 
@@ -84,6 +78,8 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
         steps=config.meta.steps,
         first_order=config.meta.first_order,
         multi_step_loss=config.meta.multi_step_loss,
+        multi_step_epochs=config.meta.multi_step_epochs,
+        epoch_iterations=config.meta.epoch_iterations,
         learn_init=config.meta.init == "learned",
         engine=config.train.engine,
         group=config.train.task_group or "auto",

@@ -3,8 +3,8 @@
 The meta-parameters are the base learner's initialisation theta (unless it is a fixed random
 initialisation) and the rule's own parameters (ALFA's generator phi and post-multipliers). For a
 meta-batch the initialisation is broadcast to ``[T, ...]`` per-task copies, the inner loop adapts
-them on the support sets, and the outer loss is the mean query loss after the last step (or the
-mean over all steps with ``multi_step_loss``).
+them on the support sets, and the outer loss is the mean query loss after the last step (or a
+weighted sum over the steps with ``multi_step_loss``: :mod:`alfa.multi_step`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from alfa.fast import fast_model
 from alfa.functional import FunctionalModel
 from alfa.inner_loop import inner_loop
 from alfa.losses import cross_entropy, mse
+from alfa.multi_step import MultiStepLoss, step_loss_weights
 from alfa.rules.base import Hyperparameters, UpdateRule
 from alfa.typing import Params, TaskBatch
 
@@ -44,7 +45,9 @@ class MetaLearner(nn.Module):
         task: ``"regression"`` (MSE) or ``"classification"`` (cross-entropy).
         steps: inner steps S.
         first_order: drop second-order terms of the meta-gradient.
-        multi_step_loss: outer loss averaged over the query losses after every step.
+        multi_step_loss: the query losses after every step enter the outer loss, averaged
+            (True) or with the official annealed weights (``"annealed"``, over
+            ``multi_step_epochs`` epochs of ``epoch_iterations``; :mod:`alfa.multi_step`).
         learn_init: MAML init (meta-learned) or a fixed initialisation (ALFA + random init),
             in which case the base learner's parameters are frozen.
         engine: ``"auto"`` (default) uses the closed-form fast path (:mod:`alfa.fast`) when the
@@ -64,7 +67,9 @@ class MetaLearner(nn.Module):
         task: Literal["regression", "classification"] = "regression",
         steps: int = 5,
         first_order: bool = False,
-        multi_step_loss: bool = False,
+        multi_step_loss: MultiStepLoss = False,
+        multi_step_epochs: int = 15,
+        epoch_iterations: int = 500,
         learn_init: bool = True,
         engine: Literal["auto", "fast", "generic"] = "auto",
         group: int | str | None = "auto",
@@ -90,6 +95,8 @@ class MetaLearner(nn.Module):
         self.steps = steps
         self.first_order = first_order
         self.multi_step_loss = multi_step_loss
+        self.multi_step_epochs = multi_step_epochs
+        self.epoch_iterations = epoch_iterations
         self.learn_init = learn_init
         if not learn_init:
             for p in model.parameters():
@@ -143,16 +150,27 @@ class MetaLearner(nn.Module):
         first_order: bool | None = None,
         keep_graph: bool = True,
         check: bool = False,
+        iteration: int = 1,
     ) -> MetaOutput:
-        """Adapt on the support sets and score on the query sets (the outer objective)."""
+        """Adapt on the support sets and score on the query sets (the outer objective).
+
+        ``iteration`` (1-based meta-iteration) sets the annealed multi-step weights.
+        """
         step_losses: list[Tensor] = []
+        weights = step_loss_weights(
+            self.multi_step_loss,
+            self.steps if steps is None else steps,
+            iteration,
+            epochs=self.multi_step_epochs,
+            epoch_iterations=self.epoch_iterations,
+        )
 
         def query_loss(params: Params) -> Tensor:
             out = self.predict(params, batch.query_x, batch.support_x)
             return self.loss_fn(out, batch.query_y)
 
         on_step = None
-        if self.multi_step_loss and keep_graph:
+        if any(w != 0 for w in weights[:-1]) and keep_graph:
 
             def on_step(step: int, params: Params) -> None:
                 step_losses.append(query_loss(params))
@@ -170,5 +188,8 @@ class MetaLearner(nn.Module):
         with grad_ctx:
             out = self.predict(params, batch.query_x, batch.support_x)
             losses = self.loss_fn(out, batch.query_y)
-        loss = torch.stack(step_losses).mean(0).mean() if step_losses else losses.mean()
+        if step_losses:  # sum_j w_j L_j per task, then the mean over tasks
+            loss = sum(w * q for w, q in zip(weights, step_losses, strict=True)).mean()
+        else:
+            loss = losses.mean()
         return MetaOutput(loss, losses.detach(), hyper, out.detach())

@@ -37,8 +37,6 @@ def build_rule(
     names: Sequence[str],
     shapes: Sequence[torch.Size],
     steps: int,
-    *,
-    random_init: bool = False,
 ) -> UpdateRule:
     """The rule a :class:`~alfa.config.RuleConfig` describes, for the given adapted tensors."""
     layout = {
@@ -52,7 +50,13 @@ def build_rule(
         rule = MAML(names, shapes, steps, lr=config.lr, weight_decay=0.0)
     elif config.name == "learned_fixed":
         rule = LearnedFixed(
-            names, shapes, steps, lr=config.lr, weight_decay=config.weight_decay, **layout
+            names,
+            shapes,
+            steps,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            per_element_decay=config.per_element_decay,
+            **layout,
         )
     elif config.name == "alfa":
         clip = (float(config.clip[0]), float(config.clip[1])) if config.clip else None
@@ -67,7 +71,7 @@ def build_rule(
             generator_layers=config.generator_layers,
             generator_init=config.generator_init,
             clip=clip,
-            per_element_decay=random_init,
+            per_element_decay=config.per_element_decay,
             detach_gradient_state=config.detach_gradient_state,
             **layout,
         )
