@@ -302,7 +302,9 @@ def reference_meta_loss(
                 step_losses.append(query_loss(theta))
         final = query_loss(theta)
         if spec.step_weights is not None:
-            objectives.append(sum(w * q for w, q in zip(spec.step_weights, step_losses)))
+            objectives.append(
+                sum(w * q for w, q in zip(spec.step_weights, step_losses, strict=True))
+            )
         elif spec.multi_step_loss:
             objectives.append(torch.stack(step_losses).mean())
         else:

@@ -24,7 +24,7 @@ from test_reference import (
 
 def _close(a: list[float], b: list[float]) -> None:
     assert len(a) == len(b)
-    assert all(math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-15) for x, y in zip(a, b))
+    assert all(math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-15) for x, y in zip(a, b, strict=True))
 
 
 def test_annealed_weights_by_hand():
@@ -108,9 +108,9 @@ def test_config_keys():
     assert config.meta.multi_step_epochs == 15
     assert load_config(None, ["meta.multi_step_loss=true"]).meta.multi_step_loss is True
     assert load_config(None).meta.multi_step_loss is False
-    with pytest.raises(ConfigError, match="'meta.multi_step_loss'"):
+    with pytest.raises(ConfigError, match=r"'meta\.multi_step_loss'"):
         load_config(None, ["meta.multi_step_loss=annealing"])
-    with pytest.raises(ConfigError, match="'meta.multi_step_epochs'"):
+    with pytest.raises(ConfigError, match=r"'meta\.multi_step_epochs'"):
         load_config(None, ["meta.multi_step_epochs=0"])
 
 

@@ -172,8 +172,8 @@ def test_per_step_off_needs_the_inner_loop_from_step_zero():
     with pytest.raises(RuntimeError, match="step 0"):
         rule.hyperparameters(
             1,
-            {n: torch.zeros(2, *s) for n, s in zip(rule.names, rule.shapes)},
-            {n: torch.zeros(2, *s) for n, s in zip(rule.names, rule.shapes)},
+            {n: torch.zeros(2, *s) for n, s in zip(rule.names, rule.shapes, strict=True)},
+            {n: torch.zeros(2, *s) for n, s in zip(rule.names, rule.shapes, strict=True)},
         )
 
 
