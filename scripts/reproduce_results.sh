@@ -31,11 +31,11 @@ if [[ -n "${OMNIGLOT_DATA:-}" ]]; then
 fi
 if (( quick )); then
     "$py" scripts/table8.py --results "$out/results" --runs "$out/runs/table8" \
-        --iterations 3 --tasks 20 --only 40x2-k5-maml-s0 40x2-k5-alfa_maml-s0
+        --iterations 2 --tasks 20 --only 40x2-k5-alfa_maml-s0
     "$py" scripts/omniglot_minimal.py --results "$out/results" --runs "$out/runs/omniglot" \
-        --iterations 2 --tasks 10 --ways 5 --methods alfa_random "${omniglot[@]}"
+        --iterations 2 --tasks 5 --ways 5 --methods alfa_random "${omniglot[@]}"
     "$py" scripts/clip_frequency.py --out "$out/results/clip_frequency.json" \
-        --iterations 5 --methods maml alfa_maml
+        --iterations 3 --methods alfa_maml
 else
     "$py" scripts/table8.py --results "$out/results" --runs "$out/runs/table8"
     "$py" scripts/omniglot_minimal.py --results "$out/results" --runs "$out/runs/omniglot" \
