@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     out = Path(args.results)
-    if args.report_only:
+    if args.report_only:  # a "note" in the .json (why the rows may not reproduce) is printed
         doc = json.loads((out / "omniglot_minimal.json").read_text())
         atomic_write_bytes(out / "omniglot_minimal.md", markdown(doc).encode())
         return
@@ -131,6 +131,7 @@ def markdown(doc: dict) -> str:
         f"`{source['commit']}`"
         + (f" (source files modified from it: {', '.join(modified)})" if modified else "")
         + ".",
+        *(["", doc["note"], ""] if doc.get("note") else []),
         f"Test: {', '.join(sorted({str(r['tasks']) for r in rows}))} fixed episodes (seed "
         "1234), 15 query images per class; mean accuracy, 95% CI",
         "over episodes, and the per-prediction standard deviation the paper's tables print.",
