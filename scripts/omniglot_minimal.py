@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.results)
     if args.report_only:  # a "note" in the .json (why the rows may not reproduce) is printed
         doc = json.loads((out / "omniglot_minimal.json").read_text())
+        doc["written_by"] = {
+            "command": command_line("python scripts/omniglot_minimal.py", argv),
+            **source_commit(),
+        }
+        text = json.dumps(doc, indent=1) + "\n"
+        atomic_write_bytes(out / "omniglot_minimal.json", text.encode())
         atomic_write_bytes(out / "omniglot_minimal.md", markdown(doc).encode())
         return
     torch.set_num_threads(1)
@@ -131,6 +137,14 @@ def markdown(doc: dict) -> str:
         f"`{source['commit']}`"
         + (f" (source files modified from it: {', '.join(modified)})" if modified else "")
         + ".",
+        *(
+            [
+                f"This file rewritten from the .json by `{doc['written_by']['command']}` at "
+                f"commit `{doc['written_by']['commit']}`."
+            ]
+            if doc.get("written_by")
+            else []
+        ),
         *(["", doc["note"], ""] if doc.get("note") else []),
         f"Test: {', '.join(sorted({str(r['tasks']) for r in rows}))} fixed episodes (seed "
         "1234), 15 query images per class; mean accuracy, 95% CI",
