@@ -17,7 +17,7 @@ import json
 import math
 import random
 import statistics
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import torch
 
 from alfa.build import build_learner, build_optimizer, configure_runtime
 from alfa.controlled import controlled_config
+from alfa.provenance import command_line, source_commit
 from alfa.tasks.source import build_source
 
 METHODS = (
@@ -85,15 +86,14 @@ def summary(values: list[float], threshold: float = 1.0) -> dict[str, float]:
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--out", default="results/clip_frequency.json")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    source = source_commit()
     rows = {}
     print(f"{'method':<20} {'clip':>5} {'> 1':>6} {'median':>8} {'p10':>8} {'p90':>8} {'max':>9}")
     for method in args.methods:
@@ -112,9 +112,9 @@ def main() -> int:
     doc = {
         "what": "global norm of the meta-gradient before clipping, first iterations of the "
         "controlled Table 8 runs (40x2 MLP, 5-shot, seed 0)",
-        "command": "python scripts/clip_frequency.py"
-        + ("" if args.iterations == 1000 else f" --iterations {args.iterations}"),
-        "commit": commit,
+        "command": command_line("python scripts/clip_frequency.py", argv),
+        "commit": source["commit"],
+        "modified_src": source["modified_src"],
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -3,17 +3,21 @@
 Runs the six configs in configs/omniglot/ (5-way and 20-way 1-shot) one after another, each
 resumable (an interrupted run continues from its checkpoint; a finished one is only evaluated),
 then writes results/omniglot_minimal.md and results/omniglot_minimal.json with test accuracy,
-95% CI over 600 fixed test episodes, the commands and the training time.
+95% CI over 600 fixed test episodes, the commands, the training time, the commit of the code and
+the command that wrote them.
 
     ALFA_DATA=/path/to/data python scripts/omniglot_minimal.py [--runs DIR] [--results DIR]
 
-from the repository root, with the two zips in ``$ALFA_DATA/omniglot`` (README, Getting the data).
+from the repository root, with the two zips in ``$ALFA_DATA/omniglot`` (README, Getting the data),
+or ``--data`` naming the folder of the two zips. ``--iterations``, ``--tasks``, ``--ways`` and
+``--methods`` shorten it (the tests run it so).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +26,7 @@ import torch
 from alfa.checkpoint import atomic_write_bytes
 from alfa.config import load_config
 from alfa.evaluate import evaluate
+from alfa.provenance import command_line, source_commit
 from alfa.runlog import read_metrics
 from alfa.runs import load_run
 from alfa.train import train
@@ -30,25 +35,48 @@ METHODS = {"maml": "MAML", "alfa_maml": "ALFA+MAML", "alfa_random": "ALFA+random
 WAYS = (5, 20)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/omniglot")
     parser.add_argument("--results", default="results")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the .md from the existing .json"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--iterations", type=int, help="meta-iterations per run (configs: 600-1000)"
+    )
+    parser.add_argument("--tasks", type=int, help="test episodes (configs: 600)")
+    parser.add_argument("--ways", type=int, nargs="+", default=list(WAYS), choices=WAYS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--data", help="folder of images_background_small1/2.zip")
+    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     out = Path(args.results)
-    if args.report_only:
-        rows = json.loads((out / "omniglot_minimal.json").read_text())
-        atomic_write_bytes(out / "omniglot_minimal.md", markdown(rows).encode())
+    if args.report_only:  # a "note" in the .json (why the rows may not reproduce) is printed
+        doc = json.loads((out / "omniglot_minimal.json").read_text())
+        doc["written_by"] = {
+            "command": command_line("python scripts/omniglot_minimal.py", argv),
+            **source_commit(),
+        }
+        text = json.dumps(doc, indent=1) + "\n"
+        atomic_write_bytes(out / "omniglot_minimal.json", text.encode())
+        atomic_write_bytes(out / "omniglot_minimal.md", markdown(doc).encode())
         return
     torch.set_num_threads(1)
+    overrides = []
+    if args.iterations is not None:
+        overrides.append(f"train.iterations={args.iterations}")
+    if args.tasks is not None:
+        overrides.append(f"eval.tasks={args.tasks}")
+    if args.data is not None:
+        zips = [str(Path(args.data) / f"images_background_small{i}.zip") for i in (1, 2)]
+        overrides.append("data.root=" + ",".join(zips))
     rows = []
-    for ways in WAYS:
-        for method, label in METHODS.items():
+    for ways in args.ways:
+        for method in args.methods:
+            label = METHODS[method]
             path = Path("configs/omniglot") / f"{method}_{ways}way_1shot.yaml"
-            config = load_config(path)
+            config = load_config(path, overrides)
             run = Path(args.runs) / config.name
             start = time.time()
             train(config, run, resume=(run / "config.yaml").is_file())
@@ -83,23 +111,43 @@ def main() -> None:
                     "seed": config.seed,
                     "test_seed": config.eval.seed,
                     "config": str(path),
-                    "command": f"alfa train {path} --run-dir {run}; "
-                    f"alfa eval {run} --checkpoint last",
+                    "command": f"alfa train {path} {' '.join(overrides)} --run-dir {run}; "
+                    f"alfa eval {run} --checkpoint last".replace("  ", " "),
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+    doc = {
+        "command": command_line("python scripts/omniglot_minimal.py", argv),
+        "source": source_commit(),
+        "rows": rows,
+    }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "omniglot_minimal.json", (json.dumps(rows, indent=1) + "\n").encode())
-    atomic_write_bytes(out / "omniglot_minimal.md", markdown(rows).encode())
+    atomic_write_bytes(out / "omniglot_minimal.json", (json.dumps(doc, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "omniglot_minimal.md", markdown(doc).encode())
     print(f"wrote {out / 'omniglot_minimal.json'} and {out / 'omniglot_minimal.md'}")
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(doc: dict) -> str:
+    rows, source = doc["rows"], doc["source"]
+    modified = source.get("modified_src")
     lines = [
         "# Omniglot, minimal background sets (real data), 1-shot",
         "",
-        "Produced by `python scripts/omniglot_minimal.py` on 2 CPU cores (one thread per run).",
-        "Test: 600 fixed episodes (seed 1234), 15 query images per class; mean accuracy, 95% CI",
+        f"Produced by `{doc['command']}` on 2 CPU cores (one thread per run), at commit "
+        f"`{source['commit']}`"
+        + (f" (source files modified from it: {', '.join(modified)})" if modified else "")
+        + ".",
+        *(
+            [
+                f"This file rewritten from the .json by `{doc['written_by']['command']}` at "
+                f"commit `{doc['written_by']['commit']}`."
+            ]
+            if doc.get("written_by")
+            else []
+        ),
+        *(["", doc["note"], ""] if doc.get("note") else []),
+        f"Test: {', '.join(sorted({str(r['tasks']) for r in rows}))} fixed episodes (seed "
+        "1234), 15 query images per class; mean accuracy, 95% CI",
         "over episodes, and the per-prediction standard deviation the paper's tables print.",
         "",
         "Data: the two official minimal background sets (`images_background_small1/2`, 8",
@@ -115,7 +163,8 @@ def markdown(rows: list[dict]) -> str:
         "5 query images per class for training, 1000 (5-way) or 600 (20-way) meta-iterations",
         "(the published Omniglot runs use tens of thousands), Adam 1e-3, no validation split;",
         "the last checkpoint is tested. ALFA uses the unit generator initialisation and no",
-        "meta-gradient clipping. Seed 0 for every run.",
+        "meta-gradient clipping; ALFA+random init has the official per-element weight-decay",
+        "tensor (`rule.per_element_decay: true`). Seed 0 for every run.",
         "",
         "| ways | method | accuracy (%) | 95% CI | per-prediction std | iterations | train time |",
         "|---|---|---|---|---|---|---|",

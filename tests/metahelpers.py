@@ -33,7 +33,10 @@ RULE_CASES = {
     "alfa_unit": ({"name": "alfa"}, "learned"),
     "alfa_official": ({"name": "alfa", "generator_init": "official"}, "learned"),
     "alfa_three_layer": ({"name": "alfa", "generator_layers": 3}, "learned"),
-    "alfa_random_init": ({"name": "alfa", "generator_init": "official"}, "random"),
+    "alfa_random_init": (
+        {"name": "alfa", "generator_init": "official", "per_element_decay": True},
+        "random",
+    ),
     "alfa_l2f": ({"name": "alfa", "l2f": True, "generator_init": "official"}, "learned"),
     "maml_l2f": ({"name": "maml", "l2f": True}, "learned"),
 }
@@ -54,7 +57,7 @@ def make_learner(
     functional = FunctionalModel(model)
     shapes = [p.shape for p in functional.initial().values()]
     config = RuleConfig(**(rule or {"name": "alfa"}))
-    built = build_rule(config, functional.names, shapes, steps, random_init=init == "random")
+    built = build_rule(config, functional.names, shapes, steps)
     learner = MetaLearner(
         model, built, steps=steps, first_order=first_order, learn_init=init == "learned"
     )

@@ -15,14 +15,17 @@ For every task and inner step ``j``::
     theta_{j+1} = (1 - beta * decay) * theta_j - alpha * g
 
 and the outer loss is the mean over tasks of the query loss after the last step (or of the mean
-over steps with ``multi_step_loss``). The rules:
+over steps with ``multi_step_loss``, or of ``sum_j w_j L_j`` with ``step_weights``). The rules:
 
 * ``maml``: ``alpha = lr``, ``beta = 0``.
 * ``learned_fixed``: ``alpha = alpha0[j]``, ``beta = beta0[j]`` (per-step, per-layer tables).
 * ``alfa``: ``alpha = alpha0[j] * g_alpha(tau)``, ``beta = beta0[j] * g_beta(tau)``, where
   ``tau = [mean of each weight tensor (with graph), mean of each gradient tensor (constants)]``
-  and ``g`` is an MLP of 2 or 3 linear layers with ReLUs between them; with a random
-  initialisation ``decay`` is a meta-learned per-element tensor.
+  and ``g`` is an MLP of 2 or 3 linear layers with ReLUs between them. Without ``per_layer``
+  ``g`` gives one value per hyperparameter for every layer; without ``per_step`` the values
+  ``g`` gives at step 0 hold for every step.
+* with ``per_element_decay`` (ALFA or learned-fixed) ``decay`` is a meta-learned per-element
+  tensor.
 * ``l2f`` on top of any of them: before the first step, the initial weights are multiplied by
   ``sigmoid(W2 relu(W1 m + b1) + b2)``, ``m`` the layer-wise means of the support gradients there.
 
@@ -65,6 +68,8 @@ class Spec:
         l2f_create_graph: whether the gradient that feeds L2F's attenuator keeps its graph;
             ``None`` means always (the official code's behaviour, and the engine's).
         multi_step_loss: average the query loss after every step instead of the last only.
+        step_weights: weigh the query loss after step ``j`` by ``step_weights[j]`` instead.
+        per_step, per_layer: whether the generated values differ across steps / layers.
     """
 
     rule: str
@@ -81,6 +86,9 @@ class Spec:
     l2f: bool = False
     l2f_create_graph: bool | None = None
     multi_step_loss: bool = False
+    step_weights: tuple[float, ...] | None = None
+    per_step: bool = True
+    per_layer: bool = True
 
 
 @dataclass
@@ -156,6 +164,7 @@ def _hyperparameters(
     step: int,
     theta: list[Tensor],
     grad_means: Tensor | None,
+    held: dict[str, Tensor],
 ) -> tuple[Tensor, Tensor]:
     n = len(theta)
     ref = theta[0]
@@ -173,18 +182,23 @@ def _hyperparameters(
         if spec.generator_input in ("both", "gradients"):
             assert grad_means is not None
             parts.append(grad_means)
-        out = _generator(
-            tensors, f"{prefix}generator.net.", spec.generator_layers, torch.cat(parts)
-        )
-        if spec.clip is not None:
-            out = out.clamp(spec.clip[0], spec.clip[1])
+        if spec.per_step or step == 0:
+            out = _generator(
+                tensors, f"{prefix}generator.net.", spec.generator_layers, torch.cat(parts)
+            )
+            if spec.clip is not None:
+                out = out.clamp(spec.clip[0], spec.clip[1])
+            held["out"] = out
+        out = held["out"]
         order = [h for h in ("alpha", "beta") if h in spec.generate]
-        assert out.shape == (n * len(order),)
+        width = n if spec.per_layer else 1
+        assert out.shape == (width * len(order),)
         for k, which in enumerate(order):
+            part = out[k * width : (k + 1) * width].expand(n)
             if which == "alpha":
-                alpha = alpha * out[k * n : (k + 1) * n]
+                alpha = alpha * part
             else:
-                beta = beta * out[k * n : (k + 1) * n]
+                beta = beta * part
     return alpha, beta
 
 
@@ -259,6 +273,7 @@ def reference_meta_loss(
             spec.rule == "alfa" and bool(spec.generate) and spec.generator_input != "weights"
         )
         task_alphas, task_betas, task_means, step_losses = [], [], [], []
+        held: dict[str, Tensor] = {}
         for step in range(spec.steps):
             loss = support_loss(theta)
             current = [theta[name] for name in names]
@@ -272,7 +287,7 @@ def reference_meta_loss(
                 grad_means = torch.stack([g.mean() for g in source])
                 if fixed_grad_means is not None:
                     grad_means = fixed_grad_means[i][step]
-            alpha, beta = _hyperparameters(spec, tensors, rule, step, current, grad_means)
+            alpha, beta = _hyperparameters(spec, tensors, rule, step, current, grad_means, held)
             new = {}
             for k, name in enumerate(names):
                 decay = beta[k]
@@ -283,10 +298,17 @@ def reference_meta_loss(
             task_alphas.append(alpha.detach())
             task_betas.append(beta.detach())
             task_means.append(None if grad_means is None else grad_means.detach())
-            if spec.multi_step_loss:
+            if spec.multi_step_loss or spec.step_weights is not None:
                 step_losses.append(query_loss(theta))
         final = query_loss(theta)
-        objectives.append(torch.stack(step_losses).mean() if spec.multi_step_loss else final)
+        if spec.step_weights is not None:
+            objectives.append(
+                sum(w * q for w, q in zip(spec.step_weights, step_losses, strict=True))
+            )
+        elif spec.multi_step_loss:
+            objectives.append(torch.stack(step_losses).mean())
+        else:
+            objectives.append(final)
         query_losses.append(final.detach())
         alphas.append(task_alphas)
         betas.append(task_betas)

@@ -58,7 +58,7 @@ def _tiny(root: Path, *extra: str) -> list[str]:
     [
         ("rule.name=maml",),
         ("rule.name=alfa",),
-        ("rule.name=alfa", "meta.init=random"),
+        ("rule.name=alfa", "meta.init=random", "rule.per_element_decay=true"),
         ("rule.name=alfa", "model.norm=support"),
         ("rule.name=maml", "model.name=resnet12", "data.image_size=8"),
     ],

@@ -167,7 +167,29 @@ def test_eval_works_and_reports_json(capsys, finished_run):
     code, out, _ = run_cli(capsys, "eval", str(finished_run), "--tasks", "10", "--json")
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["tasks"] == 10 and result["metric"] == "mse" and result["mean"] > 0
+    assert result["tasks"] == 10 and result["metric"] == "mse"
+    # The same numbers, computed independently: the per-task reference adapts the saved
+    # checkpoint to the same fixed test tasks (first order, as evaluation) and scores them.
+    import dataclasses
+    import math
+
+    import torch
+
+    from alfa.runs import load_run
+    from reference_impl import copy_meta_tensors, reference_meta_loss
+    from test_reference import spec_for
+
+    config, learner, source, _ = load_run(finished_run)
+    chunks = list(source.fixed("test", 10, config.eval.seed, config.eval.batch))
+    batch = [torch.cat([getattr(c, f) for c in chunks]) for f in ("support_x", "support_y")]
+    batch += [torch.cat([getattr(c, f) for c in chunks]) for f in ("query_x", "query_y")]
+    rule = dataclasses.asdict(config.rule)
+    spec = spec_for(rule, steps=config.meta.steps, first_order=True)
+    ref = reference_meta_loss(learner.model, spec, copy_meta_tensors(learner), tuple(batch))
+    values = ref.query_losses.double()
+    assert result["mean"] == pytest.approx(float(values.mean()), rel=1e-5)
+    std = float(values.std(unbiased=False))
+    assert result["ci95"] == pytest.approx(1.96 * std / math.sqrt(10), rel=1e-4)
 
 
 @pytest.mark.parametrize(

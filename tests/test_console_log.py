@@ -217,3 +217,10 @@ def test_real_omniglot_no_progress_shows_accuracy_lines(tmp_path, capsys):
     assert val_lines[0]["acc"]
     trained = [r for r in read_metrics(run / "metrics.jsonl") if r["split"] == "train"]
     assert len(trained) == 2 and all(0 <= r["train_accuracy"] <= 1 for r in trained)
+    # 5-way, 5 queries per class, 2 tasks, a window of 2 iterations: k/100 right
+    assert all(
+        abs(r["train_accuracy"] * 100 - round(r["train_accuracy"] * 100)) < 1e-4 for r in trained
+    )
+    assert [f"{r['train_accuracy']:.4f}" for r in trained] == [
+        m["acc"].split()[-1] for m in train_lines
+    ]

@@ -45,17 +45,26 @@ def test_cuda_conv4_training_step():
     model = Conv4(5, in_channels=3, filters=8, image_size=32)
     f = FunctionalModel(model)
     rule = build_rule(RuleConfig(name="alfa"), f.names, [p.shape for p in f.initial().values()], 2)
-    learner = MetaLearner(model, rule, task="classification", steps=2).cuda()
+    cpu = MetaLearner(model, rule, task="classification", steps=2).double()
+    learner = copy.deepcopy(cpu).cuda()
     g = torch.Generator().manual_seed(0)
     batch = TaskBatch(
-        torch.randn(2, 5, 3, 32, 32, generator=g),
+        torch.randn(2, 5, 3, 32, 32, generator=g, dtype=torch.float64),
         torch.arange(5).repeat(2, 1),
-        torch.randn(2, 10, 3, 32, 32, generator=g),
+        torch.randn(2, 10, 3, 32, 32, generator=g, dtype=torch.float64),
         torch.arange(5).repeat_interleave(2).repeat(2, 1),
-    ).to("cuda")
-    out = learner(batch)
+    )
+    out = learner(batch.to("cuda"))
     out.loss.backward()
-    assert torch.isfinite(out.loss)
+    expected = cpu(batch)
+    expected.loss.backward()
+    # The same training step as on the CPU (float64: no TF32), every meta-gradient included.
+    torch.testing.assert_close(out.loss.cpu(), expected.loss, rtol=1e-9, atol=0)
+    scale = max(float(p.grad.abs().max()) for p in cpu.parameters() if p.grad is not None)
+    for (name, p), q in zip(learner.named_parameters(), cpu.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        if q.grad is not None:
+            torch.testing.assert_close(p.grad.cpu(), q.grad, rtol=1e-7, atol=1e-9 * scale)
     assert all(p.grad is not None for p in learner.rule.parameters() if p.requires_grad)
 
 

@@ -115,7 +115,7 @@ def test_second_order_single_step_by_hand():
 
 
 def test_random_init_keeps_base_weights_fixed():
-    learner = make_learner({"name": "alfa"}, init="random")
+    learner = make_learner({"name": "alfa", "per_element_decay": True}, init="random")
     assert not any(p.requires_grad for p in learner.model.parameters())
     trainable = [n for n, p in learner.named_parameters() if p.requires_grad]
     assert any(n.startswith("rule.decays") for n in trainable)

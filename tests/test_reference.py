@@ -54,7 +54,7 @@ def build_engine(
     names = FunctionalModel(model).names
     params = dict(model.named_parameters())
     shapes = [params[n].shape for n in names]
-    built = build_rule(RuleConfig(**rule), names, shapes, steps, random_init=init == "random")
+    built = build_rule(RuleConfig(**rule), names, shapes, steps)
     kwargs = {} if engine is None else {"engine": engine}
     learner = MetaLearner(
         model,
@@ -90,10 +90,12 @@ def spec_for(
         generate=tuple(cfg.generate),
         generator_layers=cfg.generator_layers,
         clip=(float(cfg.clip[0]), float(cfg.clip[1])) if cfg.clip else None,
-        per_element_decay=cfg.name == "alfa" and init == "random",
+        per_element_decay=cfg.per_element_decay,
         detach_gradient_state=cfg.detach_gradient_state,
         l2f=cfg.l2f,
         multi_step_loss=multi_step_loss,
+        per_step=cfg.per_step,
+        per_layer=cfg.per_layer,
     )
 
 
@@ -224,6 +226,7 @@ def assert_matches_reference(
             torch.testing.assert_close(hyper.beta[task], ref.betas[task][step], rtol=RTOL, atol=0)
 
 
+DECAY = {"per_element_decay": True}
 OFFICIAL = {"generator_init": "official"}
 
 # name: (rule config, meta.init). ALFA cases use the official init unless they test the unit one;
@@ -251,15 +254,28 @@ MLP_CASES: dict[str, tuple[dict, str]] = {
     "alfa_per_layer_only": ({"name": "alfa", "per_step": False, **OFFICIAL}, "learned"),
     "alfa_clip": ({"name": "alfa", "clip": (-0.3, 0.4), **OFFICIAL}, "learned"),
     "alfa_not_detached": ({"name": "alfa", "detach_gradient_state": False, **OFFICIAL}, "learned"),
-    "alfa_random_init": ({"name": "alfa", **OFFICIAL}, "random"),
-    "alfa_random_init_unit": ({"name": "alfa"}, "random"),
+    "alfa_random_init": ({"name": "alfa", **DECAY, **OFFICIAL}, "random"),
+    "alfa_random_init_unit": ({"name": "alfa", **DECAY}, "random"),
+    "alfa_random_init_no_decay": ({"name": "alfa", **OFFICIAL}, "random"),
     "alfa_random_init_generate_alpha": (
-        {"name": "alfa", "generate": ("alpha",), **OFFICIAL},
+        {"name": "alfa", "generate": ("alpha",), **DECAY, **OFFICIAL},
+        "random",
+    ),
+    "learned_fixed_random_init": ({"name": "learned_fixed", **DECAY}, "random"),
+    "learned_fixed_random_init_no_decay": ({"name": "learned_fixed"}, "random"),
+    # Table 6's layouts: generated values shared by the layers, or held from step 0.
+    "alfa_per_step_only": ({"name": "alfa", "per_layer": False, **OFFICIAL}, "learned"),
+    "alfa_beta_per_layer_only": (
+        {"name": "alfa", "per_step": False, "generate": ("beta",), **OFFICIAL},
+        "learned",
+    ),
+    "alfa_alpha_per_step_only_random_init": (
+        {"name": "alfa", "per_layer": False, "generate": ("alpha",), "learn_beta": False},
         "random",
     ),
     "maml_l2f": ({"name": "maml", "lr": 0.05, "l2f": True}, "learned"),
     "alfa_l2f": ({"name": "alfa", "l2f": True, **OFFICIAL}, "learned"),
-    "alfa_random_init_l2f": ({"name": "alfa", "l2f": True, **OFFICIAL}, "random"),
+    "alfa_random_init_l2f": ({"name": "alfa", "l2f": True, **DECAY, **OFFICIAL}, "random"),
 }
 
 # The convolutional backbones: every rule family, both BatchNorm modes, both orders.

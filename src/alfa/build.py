@@ -63,13 +63,7 @@ def build_model_and_rule(config: Config, *, in_channels: int) -> tuple[nn.Module
     model = build_model(config, in_channels=in_channels)
     functional = FunctionalModel(model)
     shapes = [p.shape for p in functional.initial().values()]
-    rule = build_rule(
-        config.rule,
-        functional.names,
-        shapes,
-        config.meta.steps,
-        random_init=config.meta.init == "random",
-    )
+    rule = build_rule(config.rule, functional.names, shapes, config.meta.steps)
     return model, rule
 
 
@@ -81,7 +75,6 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
     """
     torch.manual_seed(config.seed)
     model = build_model(config, in_channels=in_channels)
-    random_init = config.meta.init == "random"
     return MetaLearner(
         model,
         config.rule.name,
@@ -89,11 +82,13 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
         steps=config.meta.steps,
         first_order=config.meta.first_order,
         multi_step_loss=config.meta.multi_step_loss,
-        learn_init=not random_init,
+        multi_step_epochs=config.meta.multi_step_epochs,
+        epoch_iterations=config.meta.epoch_iterations,
+        learn_init=config.meta.init == "learned",
         engine=config.train.engine,
         group=config.train.task_group or "auto",
         recompute=config.train.recompute,
-        **rule_options(config.rule, random_init=random_init),
+        **rule_options(config.rule),
     )
 
 

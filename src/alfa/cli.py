@@ -288,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None, help="meta-iterations per cell")
     p.add_argument("--jobs", type=int, default=2, help="cells trained at the same time")
     p.add_argument("--runs", default="runs/table8", help="folder of the cells' run directories")
-    p.add_argument("--results", default="results", help="folder of table8.md and table8.json")
+    p.add_argument(
+        "--results",
+        default="runs/table8",
+        help="folder of table8.md and table8.json (results/table8.md is the controlled table of "
+        "scripts/table8.py)",
+    )
     p.add_argument(
         "--only", nargs="*", default=None, help="cells to run, e.g. 40x2-k5-maml 80x3-k20-alfa_maml"
     )

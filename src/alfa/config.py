@@ -95,6 +95,7 @@ class RuleConfig:
     per_layer: bool = True  # a different alpha0/beta0 per layer (else one for all layers)
     learn_alpha: bool = True  # meta-learn alpha0 (else it stays at rule.lr)
     learn_beta: bool = True  # meta-learn beta0 (else it stays at rule.lr * rule.weight_decay)
+    per_element_decay: bool = False  # meta-learned per-element decay (official random init)
     l2f: bool = False  # task-conditioned attenuation of the initialisation (L2F)
 
 
@@ -105,7 +106,10 @@ class MetaConfig:
     init: Literal["learned", "random"] = "learned"  # MAML init or a fixed seeded random init
     steps: int = 5  # S inner steps
     first_order: bool = False  # drop the second-order terms of the meta-gradient
-    multi_step_loss: bool = False  # outer loss: mean of the query losses after every step
+    # outer loss over the query losses after each step (src/alfa/multi_step.py)
+    multi_step_loss: Literal[False, True, "annealed"] = False  # false: last; true: mean; annealed
+    multi_step_epochs: int = 15  # annealed: epochs until the last step alone counts
+    epoch_iterations: int = 500  # annealed: meta-iterations per epoch (official 500)
     batch_size: int = 25  # tasks per meta-batch
     lr: float = 0.001  # outer (meta) learning rate of Adam
     grad_clip: float = 0.0  # 0: off; else max global norm of the outer gradient
@@ -455,6 +459,8 @@ def validate(config: Config) -> None:
     _require(m.steps >= 1, "meta.steps", f"must be at least 1; got {m.steps}")
     _require(m.batch_size >= 1, "meta.batch_size", f"must be at least 1; got {m.batch_size}")
     _require(m.lr > 0, "meta.lr", f"must be positive; got {m.lr}")
+    _require(m.multi_step_epochs >= 1, "meta.multi_step_epochs", "must be at least 1")
+    _require(m.epoch_iterations >= 1, "meta.epoch_iterations", "must be at least 1")
     _require(m.grad_clip >= 0, "meta.grad_clip", f"must be 0 (off) or positive; got {m.grad_clip}")
     _require(r.lr > 0, "rule.lr", f"must be positive; got {r.lr}")
     _require(r.weight_decay >= 0, "rule.weight_decay", f"must be 0 or more; got {r.weight_decay}")
@@ -469,6 +475,11 @@ def validate(config: Config) -> None:
             "rule.clip",
             "bounds generated multipliers, so it needs rule.name=alfa with rule.generate set",
         )
+    _require(
+        not r.per_element_decay or r.name != "maml",
+        "rule.per_element_decay",
+        "needs a learned rule (rule.name=alfa or learned_fixed), not maml",
+    )
     if m.init == "random":
         _require(
             r.name != "maml",

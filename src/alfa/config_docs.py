@@ -93,7 +93,7 @@ def _type_name(hint: Any) -> str:
     """A field type as a user writes it in YAML: ``int``, ``list of int``, ``a | b``."""
     origin = typing.get_origin(hint)
     if origin is Literal:
-        return " | ".join(str(choice) for choice in typing.get_args(hint))
+        return " | ".join(_value_text(choice) for choice in typing.get_args(hint))
     if origin is tuple:
         return f"list of {_type_name(typing.get_args(hint)[0])}"
     return getattr(hint, "__name__", str(hint))

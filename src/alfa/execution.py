@@ -33,7 +33,7 @@ from alfa.typing import TaskBatch
 
 __all__ = ["check_execution", "meta_step"]
 
-MetaStep = Callable[[TaskBatch], MetaOutput]
+MetaStep = Callable[[TaskBatch, int], MetaOutput]
 
 
 def check_execution(train: TrainConfig, learner: MetaLearner, device: torch.device) -> None:
@@ -44,6 +44,12 @@ def check_execution(train: TrainConfig, learner: MetaLearner, device: torch.devi
         raise ConfigError(
             f"{key}: the base learner {type(learner.model).__name__} is not on the fast path "
             "(alfa.fast), and the generic path's double backward cannot be compiled"
+        )
+    if (train.compile or train.cuda_graph) and learner.multi_step_loss == "annealed":
+        key = "train.cuda_graph" if train.cuda_graph else "train.compile"
+        raise ConfigError(
+            f"{key}: meta.multi_step_loss 'annealed' changes the outer loss every epoch and "
+            "would recompile the meta-iteration; use true or false, or leave compiling off"
         )
     if train.cuda_graph and device.type != "cuda":
         raise ConfigError(f"train.cuda_graph: needs a CUDA device, the run uses {device.type}")
@@ -60,7 +66,7 @@ def check_execution(train: TrainConfig, learner: MetaLearner, device: torch.devi
 
 
 def meta_step(learner: MetaLearner, train: TrainConfig, device: torch.device) -> MetaStep:
-    """The training forward ``batch -> MetaOutput`` that ``train.*`` asks for.
+    """The training forward ``(batch, iteration) -> MetaOutput`` that ``train.*`` asks for.
 
     Raises:
         ConfigError: an option this learner or device cannot run (see :func:`check_execution`).
@@ -74,21 +80,25 @@ def meta_step(learner: MetaLearner, train: TrainConfig, device: torch.device) ->
         def precision() -> contextlib.AbstractContextManager:
             return torch.autocast(device.type, dtype=torch.bfloat16)
 
-    def forward(batch: TaskBatch) -> MetaOutput:
+    def forward(batch: TaskBatch, iteration: int = 1) -> MetaOutput:
+        # The training loop's own samplers draw valid batches: no per-batch host read of labels.
         with precision():
-            return learner(batch)
+            return learner(batch, iteration=iteration, validate=False)
 
     if not (train.compile or train.cuda_graph):
         return forward
     mode = "reduce-overhead" if train.cuda_graph else "default"
-    # The meta-batch's shapes never change during training: one specialised graph.
-    compiled = torch.compile(forward, mode=mode, dynamic=False)
-    if not train.cuda_graph:
-        return compiled  # type: ignore[return-value]
 
-    def replay(batch: TaskBatch) -> MetaOutput:
-        # A new iteration: the previous replay's outputs (read by then) may be overwritten.
-        torch.compiler.cudagraph_mark_step_begin()
+    def graph(batch: TaskBatch) -> MetaOutput:
+        return forward(batch)  # no iteration: the annealed weights are refused above
+
+    # The meta-batch's shapes never change during training: one specialised graph.
+    compiled = torch.compile(graph, mode=mode, dynamic=False)
+
+    def run(batch: TaskBatch, iteration: int = 1) -> MetaOutput:
+        if train.cuda_graph:
+            # A new iteration: the previous replay's outputs (read by then) may be overwritten.
+            torch.compiler.cudagraph_mark_step_begin()
         return compiled(batch)
 
-    return replay
+    return run

@@ -3,8 +3,8 @@
 The meta-parameters are the base learner's initialisation theta (unless it is a fixed random
 initialisation) and the rule's own parameters (ALFA's generator phi and post-multipliers). For a
 meta-batch the initialisation is broadcast to ``[T, ...]`` per-task copies, the inner loop adapts
-them on the support sets, and the outer loss is the mean query loss after the last step (or the
-mean over all steps with ``multi_step_loss``).
+them on the support sets, and the outer loss is the mean query loss after the last step (or a
+weighted sum over the steps with ``multi_step_loss``: :mod:`alfa.multi_step`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from alfa.fast import fast_model
 from alfa.functional import FunctionalModel
 from alfa.inner_loop import LossFn, inner_loop
 from alfa.losses import cross_entropy, mse
-from alfa.rules import ALFA, make_rule, rule_class
+from alfa.multi_step import MultiStepLoss, step_loss_weights
+from alfa.rules import make_rule
 from alfa.rules.base import Hyperparameters, UpdateRule
 from alfa.typing import Params, TaskBatch
 
@@ -87,10 +88,13 @@ class MetaLearner(nn.Module):
         loss_fn: a per-task loss ``(outputs [T, B, ...], targets [T, B, ...]) -> [T]`` that
             replaces the task's default one, in the inner and the outer loop.
         first_order: drop second-order terms of the meta-gradient.
-        multi_step_loss: outer loss averaged over the query losses after every step.
+        multi_step_loss: the query losses after every step enter the outer loss, averaged
+            (True) or with the official annealed weights (``"annealed"``, over
+            ``multi_step_epochs`` epochs of ``epoch_iterations``; :mod:`alfa.multi_step`).
         learn_init: MAML init (meta-learned) or a fixed initialisation (ALFA + random init),
-            in which case the base learner's parameters are frozen (and a rule built here by
-            the name ``"alfa"`` gets the random-init variant's per-element weight decay).
+            in which case the base learner's parameters are frozen. The official random-init
+            variant also meta-learns a per-element weight decay: pass
+            ``per_element_decay=True`` (a rule option of ``alfa`` and ``learned_fixed``).
         engine: ``"auto"`` (default) uses the closed-form fast path (:mod:`alfa.fast`) when the
             base learner is built from layers it knows and the generic ``vmap`` + autograd path
             otherwise; ``"fast"`` requires the fast path; ``"generic"`` always uses autograd.
@@ -116,7 +120,9 @@ class MetaLearner(nn.Module):
         task: Literal["regression", "classification"] = "regression",
         loss_fn: LossFn | None = None,
         first_order: bool = False,
-        multi_step_loss: bool = False,
+        multi_step_loss: MultiStepLoss = False,
+        multi_step_epochs: int = 15,
+        epoch_iterations: int = 500,
         learn_init: bool = True,
         engine: Literal["auto", "fast", "generic"] = "auto",
         group: int | str | None = "auto",
@@ -141,8 +147,6 @@ class MetaLearner(nn.Module):
         self.engine = "fast" if fast is not None else "generic"
         self.recompute = recompute
         if not isinstance(rule, UpdateRule):
-            if not learn_init and rule_class(rule) is ALFA:
-                rule_options.setdefault("per_element_decay", True)
             shapes = [p.shape for p in self.functional.initial().values()]
             rule = make_rule(rule, self.functional.names, shapes, steps, **rule_options)
         if self.functional.names != rule.names:
@@ -157,6 +161,8 @@ class MetaLearner(nn.Module):
         self.steps = steps
         self.first_order = first_order
         self.multi_step_loss = multi_step_loss
+        self.multi_step_epochs = multi_step_epochs
+        self.epoch_iterations = epoch_iterations
         self.learn_init = learn_init
         self._output_shape: torch.Size | None = None
         if not learn_init:
@@ -275,8 +281,14 @@ class MetaLearner(nn.Module):
         first_order: bool | None = None,
         keep_graph: bool = True,
         check: bool = False,
+        iteration: int = 1,
+        validate: bool = True,
     ) -> MetaOutput:
         """Adapt on the support sets and score on the query sets (the outer objective).
+
+        ``iteration`` (1-based meta-iteration) sets the annealed multi-step weights.
+        ``validate=False`` skips the batch checks (the label-range check reads the labels on the
+        host); the training loop passes it for the batches its own samplers draw.
 
         Raises:
             BatchError: the batch is not what the task and the model expect (see
@@ -288,17 +300,25 @@ class MetaLearner(nn.Module):
                 f"a meta-batch must be an alfa.TaskBatch(support_x, support_y, query_x, "
                 f"query_y), got {type(batch).__name__}"
             )
-        check_batch(batch, self.task)
-        self.check_inputs(batch.support_x, batch.support_y, "support")
-        self.check_inputs(batch.query_x, batch.query_y, "query")
+        if validate:
+            check_batch(batch, self.task)
+            self.check_inputs(batch.support_x, batch.support_y, "support")
+            self.check_inputs(batch.query_x, batch.query_y, "query")
         step_losses: list[Tensor] = []
+        weights = step_loss_weights(
+            self.multi_step_loss,
+            self.steps if steps is None else steps,
+            iteration,
+            epochs=self.multi_step_epochs,
+            epoch_iterations=self.epoch_iterations,
+        )
 
         def query_loss(params: Params) -> Tensor:
             out = self.predict(params, batch.query_x, batch.support_x)
             return self.loss_fn(out, batch.query_y)
 
         on_step = None
-        if self.multi_step_loss and keep_graph:
+        if any(w != 0 for w in weights[:-1]) and keep_graph:
 
             def on_step(step: int, params: Params) -> None:
                 step_losses.append(query_loss(params))
@@ -321,5 +341,8 @@ class MetaLearner(nn.Module):
             raise ArgumentError(
                 f"loss_fn must return one loss per task, shape ({batch.num_tasks},); got {got}"
             )
-        loss = torch.stack(step_losses).mean(0).mean() if step_losses else losses.mean()
+        if step_losses:  # sum_j w_j L_j per task, then the mean over tasks
+            loss = sum(w * q for w, q in zip(weights, step_losses, strict=True)).mean()
+        else:
+            loss = losses.mean()
         return MetaOutput(loss, losses.detach(), hyper, out.detach())

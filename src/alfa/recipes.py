@@ -11,6 +11,17 @@ Tables 5-7 are ablations of ALFA on 4-CONV, 5-way 5-shot miniImageNet: the gener
 (Table 5), alpha or beta alone, task-independent ("fixed", the ``learned_fixed`` rule) or
 generated ("adaptive"), per step or per layer (Table 6), and the number of inner steps (Table 7).
 
+Each Table 6 row differs from its neighbour in the one switch its name changes (a test builds
+every pair and checks it): ``fixed`` -> ``adaptive`` adds the generator g_phi (``rule.name``);
+``step`` -> ``layer`` moves both the meta-learned table and the generated values from one value
+per step (shared by the layers) to one value per layer (held for every step)
+(``rule.per_step``, ``rule.per_layer``); ``alpha`` -> ``beta`` swaps which hyperparameter is
+learned (the other stays at its initial value: alpha 0.01, beta ``lr * weight_decay``);
+``maml`` -> ``random`` swaps the initialisation (``meta.init``). No Table 6 row has the
+per-element weight-decay tensor of the official random-init variant (``rule.per_element_decay``,
+reference A.2): it is a learned regulariser, which would make every random-init row partly a
+learned-beta row. The ALFA+random init recipe of Tables 1 and 2 has it, as the official code.
+
 ``configs/paper/*.yaml`` hold exactly these configs (a test checks it); write them again, with
 the Table 8 configs of ``configs/sinusoid/``, by ``python -m alfa.recipes configs``.
 """
@@ -29,7 +40,10 @@ __all__ = ["PAPER_CELLS", "paper_config", "write_paper_configs"]
 METHODS: dict[str, dict[str, Any]] = {
     "maml": {"rule": {"name": "maml"}, "meta": {"init": "learned"}},
     "alfa_maml": {"rule": {"name": "alfa"}, "meta": {"init": "learned"}},
-    "alfa_random": {"rule": {"name": "alfa"}, "meta": {"init": "random"}},
+    "alfa_random": {
+        "rule": {"name": "alfa", "per_element_decay": True},
+        "meta": {"init": "random"},
+    },
     "maml_l2f": {"rule": {"name": "maml", "l2f": True}, "meta": {"init": "learned"}},
     "alfa_maml_l2f": {"rule": {"name": "alfa", "l2f": True}, "meta": {"init": "learned"}},
 }
@@ -82,11 +96,10 @@ def _ablation(method: str) -> dict[str, Any]:
         "per_layer": layout == "layer",
         "learn_alpha": which == "alpha",
         "learn_beta": which == "beta",
+        "per_element_decay": False,
+        "generate": [which],  # read by alfa only; the same in both columns
+        "name": "learned_fixed" if kind == "fixed" else "alfa",
     }
-    if kind == "fixed":
-        rule["name"] = "learned_fixed"
-    else:
-        rule.update(name="alfa", generate=[which])
     return {"rule": rule, "meta": {"init": "learned" if init == "maml" else "random"}}
 
 

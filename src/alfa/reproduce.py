@@ -2,9 +2,14 @@
 
 ``alfa reproduce table8`` trains the 12 cells (2 networks x 3 shot counts x MAML and ALFA+MAML)
 plus one ablation cell that shows the official generator initialisation, evaluates each on 600
-fixed test tasks x 100 query points, and writes ``results/table8.md`` and ``results/table8.json``.
-It is resumable cell by cell: a cell already in ``table8.json`` with the same iteration budget is
-skipped, and an interrupted cell continues from its last checkpoint.
+fixed test tasks x 100 query points, and writes ``table8.md`` and ``table8.json`` into
+``--results`` (default ``runs/table8``). It is resumable cell by cell: a cell already in
+``table8.json`` with the same iteration budget is skipped, and an interrupted cell continues
+from its last checkpoint.
+
+It trains one seed and clips the meta-gradient of the ALFA+MAML rows only, so its MAML vs ALFA
+comparison is confounded by the outer optimiser; the shipped ``results/table8.md`` is the
+controlled table of :mod:`alfa.controlled` (``python scripts/table8.py``), every row alike.
 """
 
 from __future__ import annotations

@@ -655,7 +655,7 @@ def _loop(
     try:
         for iteration in range(start + 1, t.iterations + 1):
             batch = source.sample(config.meta.batch_size).to(device)
-            out = forward(batch)
+            out = forward(batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             # The iteration's one host synchronisation: loss, step means, the largest

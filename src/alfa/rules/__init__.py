@@ -97,9 +97,9 @@ def make_rule(
     return L2F(built) if l2f else built
 
 
-def rule_options(config: RuleConfig, *, random_init: bool = False) -> dict[str, Any]:
+def rule_options(config: RuleConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`make_rule` that a :class:`~alfa.config.RuleConfig`
-    describes (``random_init``: ALFA's per-element weight decay of the random-init variant)."""
+    describes."""
     layout = {
         "per_step": config.per_step,
         "per_layer": config.per_layer,
@@ -110,7 +110,12 @@ def rule_options(config: RuleConfig, *, random_init: bool = False) -> dict[str, 
     if config.name == "maml":
         options = {"lr": config.lr, "weight_decay": 0.0}
     elif config.name == "learned_fixed":
-        options = {"lr": config.lr, "weight_decay": config.weight_decay, **layout}
+        options = {
+            "lr": config.lr,
+            "weight_decay": config.weight_decay,
+            "per_element_decay": config.per_element_decay,
+            **layout,
+        }
     elif config.name == "alfa":
         clip = (float(config.clip[0]), float(config.clip[1])) if config.clip else None
         options = {
@@ -121,7 +126,7 @@ def rule_options(config: RuleConfig, *, random_init: bool = False) -> dict[str, 
             "generator_layers": config.generator_layers,
             "generator_init": config.generator_init,
             "clip": clip,
-            "per_element_decay": random_init,
+            "per_element_decay": config.per_element_decay,
             "detach_gradient_state": config.detach_gradient_state,
             **layout,
         }
@@ -135,9 +140,6 @@ def build_rule(
     names: Sequence[str],
     shapes: Sequence[torch.Size],
     steps: int,
-    *,
-    random_init: bool = False,
 ) -> UpdateRule:
     """The rule a :class:`~alfa.config.RuleConfig` describes, for the given adapted tensors."""
-    options = rule_options(config, random_init=random_init)
-    return make_rule(config.name, names, shapes, steps, **options)
+    return make_rule(config.name, names, shapes, steps, **rule_options(config))

@@ -14,6 +14,12 @@ gradient call without a graph).
 With ``per_element_decay`` (the official random-init variant) a meta-learned tensor ``w`` of the
 shape of each parameter, initialised to ``lr * weight_decay``, multiplies beta, and beta0 starts
 at 1: ``theta <- (1 - w * g_beta * beta0[j]) * theta - g_alpha * alpha0[j] * grad``.
+
+``per_step`` and ``per_layer`` (Table 6) set where the hyperparameters may differ, for the
+post-multipliers and the generated values alike. Without ``per_layer`` g_phi outputs one value
+per generated hyperparameter, shared by every layer; without ``per_step`` it reads the learning
+state of step 0 only and its output holds for every step of that inner loop. Both on (the
+default) is the method of the paper.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from alfa.rules.base import Hyperparameters, UpdateRule, layer_means
+from alfa.rules.base import Hyperparameters, UpdateRule, layer_means, per_element_decays
 from alfa.rules.generator import HyperparameterGenerator
 from alfa.rules.post_multipliers import StepLayerTable
 from alfa.typing import Params
@@ -45,9 +51,11 @@ class ALFA(UpdateRule):
         generator_layers: 2 (official code) or 3 (paper text).
         generator_init: ``"unit"`` (stable start, default) or ``"official"``.
         clip: optional bounds on the generated multipliers.
-        per_step, per_layer: layout of the post-multipliers alpha0/beta0.
+        per_step, per_layer: whether alpha and beta differ across steps / layers (the
+            post-multipliers' layout and the generator's, see above).
         learn_alpha, learn_beta: whether alpha0/beta0 are meta-learned.
-        per_element_decay: the random-init variant's per-element weight-decay tensor.
+        per_element_decay: the random-init variant's meta-learned per-element weight-decay
+            tensor (``rule.per_element_decay``).
         detach_gradient_state: cut the meta-gradient through the gradient means fed to g_phi
             (the official code's behaviour); False differentiates through them too.
     """
@@ -91,18 +99,20 @@ class ALFA(UpdateRule):
             in_features = 2 * n if generator_input == "both" else n
             self.generator = HyperparameterGenerator(
                 in_features,
-                n * len(self.generate),
+                (n if per_layer else 1) * len(self.generate),
                 2 * n,
                 layers=generator_layers,
                 init=generator_init,
                 clip=clip,
             )
+        self.per_step = per_step
+        self.per_layer = per_layer
+        self.held = _StepZeroOutput()
         self.per_element_decay = per_element_decay
         self.detach_gradient_state = detach_gradient_state
-        self.decays = nn.ParameterDict()
-        if per_element_decay:
-            for i, shape in enumerate(self.shapes):
-                self.decays[str(i)] = nn.Parameter(torch.full(shape, lr * weight_decay))
+        self.decays = per_element_decays(
+            self.shapes if per_element_decay else (), lr * weight_decay
+        )
 
     def learning_state(self, params: Params, grads: Params) -> Tensor:
         """``tau_bar``: ``[T, 2N]`` = [weight means (with graph), gradient means (detached)]."""
@@ -120,9 +130,14 @@ class ALFA(UpdateRule):
         alpha = self.alpha0(step).unsqueeze(0).expand(tasks, -1)
         beta = self.beta0(step).unsqueeze(0).expand(tasks, -1)
         if self.generator is not None:
-            generated = self.generator(self.learning_state(params, grads))
+            if self.per_step or step == 0:
+                generated = self.generator(self.learning_state(params, grads))
+                self.held.value = None if self.per_step else generated
+            else:
+                generated = self.held.read(tasks)
+            width = n if self.per_layer else 1
             for k, which in enumerate(self.generate):
-                part = generated[:, k * n : (k + 1) * n]
+                part = generated[:, k * width : (k + 1) * width].expand(tasks, n)
                 if which == "alpha":
                     alpha = alpha * part
                 else:
@@ -133,3 +148,23 @@ class ALFA(UpdateRule):
         if not self.per_element_decay:
             return None
         return self.decays[str(self.names.index(name))]
+
+
+class _StepZeroOutput:
+    """The generator's output at step 0 of the current inner loop, read by the later steps when
+    the generated values do not change per step (``per_step`` off). Not part of the state:
+    a copy of the rule starts empty."""
+
+    def __init__(self) -> None:
+        self.value: Tensor | None = None
+
+    def read(self, tasks: int) -> Tensor:
+        if self.value is None or self.value.shape[0] != tasks:
+            raise RuntimeError(
+                "ALFA without per_step generates at step 0 and holds the values; run the inner "
+                "loop from step 0"
+            )
+        return self.value
+
+    def __deepcopy__(self, memo: dict) -> _StepZeroOutput:
+        return _StepZeroOutput()

@@ -6,9 +6,9 @@ always the paper's Eq. (3)/(4) in the form the official code uses::
 
     theta_{j+1} = (1 - beta_j * decay) * theta_j - alpha_j * grad_j
 
-so Eq. (4)'s multiplier is ``1 - beta_j * decay``. ``decay`` is 1 except for ALFA with a random
-initialisation, where it is a meta-learned per-element tensor (reference A.2). MAML is
-``alpha = lr, beta = 0`` (Eq. 1).
+so Eq. (4)'s multiplier is ``1 - beta_j * decay``. ``decay`` is 1 unless ``rule.per_element_decay``
+is on (ALFA or learned-fixed), where it is a meta-learned per-element tensor (reference A.2: the
+official random-init variant). MAML is ``alpha = lr, beta = 0`` (Eq. 1).
 
 Rules work on a whole meta-batch at once: every parameter and gradient tensor carries a leading
 task axis ``T``; ``alpha`` and ``beta`` are ``[T, N]`` for the ``N`` adapted tensors. A rule is an
@@ -28,7 +28,14 @@ from torch import Tensor, nn
 
 from alfa.typing import Params
 
-__all__ = ["FlatParams", "Hyperparameters", "UpdateRule", "flatten", "layer_means"]
+__all__ = [
+    "FlatParams",
+    "Hyperparameters",
+    "UpdateRule",
+    "flatten",
+    "layer_means",
+    "per_element_decays",
+]
 
 
 class Hyperparameters(NamedTuple):
@@ -102,6 +109,15 @@ def layer_means(tensors: Params, names: Sequence[str]) -> Tensor:
         if flat.shape[1] * len(sizes) <= _MEAN_MATRIX_LIMIT:
             return flat @ _membership(sizes, flat.device, flat.dtype, True)
     return torch.stack([tensors[n].flatten(1).mean(1) for n in names], dim=1)
+
+
+def per_element_decays(shapes: Sequence[torch.Size], init: float) -> nn.ParameterDict:
+    """The per-element weight-decay tensors ``w`` of ``rule.per_element_decay`` (reference A.2,
+    the official random-init variant): one meta-learned tensor of each adapted tensor's shape,
+    every entry ``init``, keyed by the tensor's index; :meth:`UpdateRule.decay` returns them."""
+    return nn.ParameterDict(
+        {str(i): nn.Parameter(torch.full(shape, float(init))) for i, shape in enumerate(shapes)}
+    )
 
 
 class UpdateRule(nn.Module):

@@ -2,6 +2,9 @@
 
 A learning rate and a weight-decay term per step and/or per layer, learned in the outer loop but
 the same for every task (a per-layer, per-step Meta-SGD; MAML++'s LSLR when beta is off).
+With ``per_element_decay`` a meta-learned per-element tensor ``w`` multiplies beta, as in ALFA's
+random-init variant (beta0 then starts at 1 and ``w`` at ``lr * weight_decay``), so the
+"fixed" and "adaptive" rows of Table 6 can differ in the generator alone.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 
-from alfa.rules.base import Hyperparameters, UpdateRule
+from alfa.rules.base import Hyperparameters, UpdateRule, per_element_decays
 from alfa.rules.post_multipliers import StepLayerTable
 from alfa.typing import Params
 
@@ -25,6 +29,7 @@ class LearnedFixed(UpdateRule):
         weight_decay: beta0 starts at ``lr * weight_decay`` (reference A.2: 5e-6).
         per_step, per_layer: table layout (Table 6 rows).
         learn_alpha, learn_beta: which table is meta-learned; the other stays at its initial value.
+        per_element_decay: a meta-learned per-element weight-decay tensor (see above).
     """
 
     name = "learned_fixed"
@@ -41,12 +46,16 @@ class LearnedFixed(UpdateRule):
         per_layer: bool = True,
         learn_alpha: bool = True,
         learn_beta: bool = True,
+        per_element_decay: bool = False,
     ) -> None:
         super().__init__(names, shapes, steps)
         layout = {"per_step": per_step, "per_layer": per_layer}
         self.alpha0 = StepLayerTable(steps, len(names), lr, learn=learn_alpha, **layout)
-        self.beta0 = StepLayerTable(
-            steps, len(names), lr * weight_decay, learn=learn_beta, **layout
+        beta_init = 1.0 if per_element_decay else lr * weight_decay
+        self.beta0 = StepLayerTable(steps, len(names), beta_init, learn=learn_beta, **layout)
+        self.per_element_decay = per_element_decay
+        self.decays = per_element_decays(
+            self.shapes if per_element_decay else (), lr * weight_decay
         )
 
     def hyperparameters(self, step: int, params: Params, grads: Params) -> Hyperparameters:
@@ -54,3 +63,8 @@ class LearnedFixed(UpdateRule):
         alpha = self.alpha0(step).unsqueeze(0).expand(tasks, -1)
         beta = self.beta0(step).unsqueeze(0).expand(tasks, -1)
         return Hyperparameters(alpha, beta)
+
+    def decay(self, name: str) -> Tensor | None:
+        if not self.per_element_decay:
+            return None
+        return self.decays[str(self.names.index(name))]

@@ -1,0 +1,142 @@
+"""The results files: every one is written by a script that scripts/reproduce_results.sh runs,
+records its commit and command, and comes out the same twice; shipped checkpoints re-evaluate
+to the shipped numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alfa.cli import main
+from shared_paths import REAL_OMNIGLOT
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+SCRIPT = REPO / "scripts" / "reproduce_results.sh"
+
+# Every entry of results/ and the script that writes it.
+WRITERS = {
+    "table8.md": "scripts/table8.py",
+    "table8.json": "scripts/table8.py",
+    "table8": "scripts/table8.py",
+    "omniglot_minimal.md": "scripts/omniglot_minimal.py",
+    "omniglot_minimal.json": "scripts/omniglot_minimal.py",
+    "clip_frequency.json": "scripts/clip_frequency.py",
+}
+TIMING = {"train_seconds", "seconds"}
+
+
+def test_every_results_file_has_a_writer_that_the_one_command_runs():
+    assert {p.name for p in RESULTS.iterdir()} == set(WRITERS)
+    text = SCRIPT.read_text()
+    for writer in set(WRITERS.values()):
+        runs = re.findall(rf'"\$py" {re.escape(writer)} ', text)
+        assert len(runs) == 2, writer  # the full run and the --quick one
+
+
+def test_every_results_file_records_its_commit_and_command():
+    table8 = json.loads((RESULTS / "table8.json").read_text())
+    omniglot = json.loads((RESULTS / "omniglot_minimal.json").read_text())
+    clip = json.loads((RESULTS / "clip_frequency.json").read_text())
+    for doc, script in ((table8, "table8.py"), (omniglot, "omniglot_minimal.py")):
+        assert doc["command"].startswith(f"python scripts/{script}")
+        assert re.fullmatch(r"[0-9a-f]{40}", doc["source"]["commit"])
+    assert all(re.fullmatch(r"[0-9a-f]{40}", r["commit"]) for r in table8["rows"])
+    assert clip["command"].startswith("python scripts/clip_frequency.py")
+    assert re.fullmatch(r"[0-9a-f]{40}", clip["commit"])
+    for name, doc in (("table8.md", table8), ("omniglot_minimal.md", omniglot)):
+        md = (RESULTS / name).read_text()
+        assert f"`{doc['command']}`" in md and doc["source"]["commit"] in md
+
+
+def _without_timing(value, root: str):
+    if isinstance(value, dict):
+        return {k: _without_timing(v, root) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_without_timing(v, root) for v in value]
+    if isinstance(value, str):
+        return value.replace(root, "<out>")
+    return value
+
+
+def _snapshot(out: Path) -> dict[str, object]:
+    """Every file the quick run wrote, timing fields dropped and its own folder masked."""
+    files: dict[str, object] = {}
+    for path in sorted((out / "results").rglob("*")):
+        if not path.is_file():
+            continue
+        rel = str(path.relative_to(out / "results"))
+        if path.suffix == ".json":
+            files[rel] = _without_timing(json.loads(path.read_text()), str(out))
+        elif path.suffix == ".md":
+            text = re.sub(r"\| [0-9.]+ min \|", "| - min |", path.read_text())
+            files[rel] = text.replace(str(out), "<out>")
+        elif path.suffix in (".yaml", ".jsonl"):
+            lines = path.read_text().splitlines()
+            files[rel] = (
+                [_without_timing(json.loads(x), str(out)) for x in lines]
+                if (path.suffix == ".jsonl")
+                else lines
+            )
+        else:
+            files[rel] = path.stat().st_size > 0
+    return files
+
+
+@pytest.mark.slow
+def test_the_quick_run_of_every_results_script_is_deterministic(tmp_path):
+    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.skip("real Omniglot zips not available")
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(REPO / "src"),
+        "OMNIGLOT_DATA": str(REAL_OMNIGLOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    shots = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        done = subprocess.run(
+            ["bash", str(SCRIPT), "--quick", str(out)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        shots.append(_snapshot(out))
+        shutil.rmtree(out / "runs")
+    first, second = shots
+    assert set(first) == set(second)
+    assert {"table8.md", "table8.json", "omniglot_minimal.md", "clip_frequency.json"} <= set(first)
+    for key in first:
+        assert first[key] == second[key], key
+    # ... and the quick run is a real one: every script left numbers behind.
+    assert all(r["mse"] > 0 for r in first["table8.json"]["rows"])
+    assert 0.2 < first["omniglot_minimal.json"]["rows"][0]["accuracy"] < 1
+    assert first["clip_frequency.json"]["rows"]["alfa_maml"]["iterations"] == 3
+
+
+def test_alfa_eval_of_a_shipped_checkpoint_prints_the_shipped_number(capsys):
+    """`alfa eval` on one shipped Table 8 cell gives the JSON's MSE and CI as the table prints
+    them (three decimals), at the recorded checkpoint iteration."""
+    doc = json.loads((RESULTS / "table8.json").read_text())
+    row = next(
+        r for r in doc["rows"] if (r["net"], r["method"], r["seed"]) == ("40x2", "alfa_maml", 1)
+    )
+    cell = RESULTS / "table8" / f"{row['net']}-k{row['shots']}-{row['method']}-s{row['seed']}"
+    capsys.readouterr()
+    assert main(["eval", str(cell), "--tasks", str(row["test_tasks"]), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["iteration"] == row["checkpoint_iteration"]
+    assert printed["tasks"] == row["test_tasks"] == 600
+    assert f"{printed['mean']:.3f} +- {printed['ci95']:.3f}" == (
+        f"{row['mse']:.3f} +- {row['ci95']:.3f}"
+    )
+    assert f"| 40x2 | 5 | alfa_maml | 1 | {row['mse']:.3f} +- {row['ci95']:.3f} |" in (
+        (RESULTS / "table8.md").read_text()
+    )
