@@ -15,6 +15,8 @@ run() {  # name, arguments
 }
 run sinusoid-1t --workload sinusoid --threads 1
 run sinusoid-2t --workload sinusoid --threads 2
+run sinusoid-1t-compile --workload sinusoid --threads 1 --compile --seconds 20
+run sinusoid-2t-compile --workload sinusoid --threads 2 --compile --seconds 20
 run omniglot-1t --workload omniglot --threads 1 --min-iters 3
 run omniglot-2t --workload omniglot --threads 2 --min-iters 3
 run omniglot-1t-grouped --workload omniglot --threads 1 --min-iters 3 --group 0
