@@ -41,22 +41,33 @@ def test_one_line_builds_the_rule_for_the_model_with_the_steps_given_once():
     assert MetaLearner(MLP((4,))).steps == 5  # the paper's S when nothing says otherwise
 
 
-def test_a_fixed_random_init_gets_the_official_per_element_decay():
-    learner = MetaLearner(MLP((4,)), rule="alfa", steps=2, learn_init=False)
-    assert learner.rule.per_element_decay
-    assert not any(p.requires_grad for p in learner.model.parameters())
+def test_a_fixed_random_init_takes_the_per_element_decay_only_when_asked():
+    plain = MetaLearner(MLP((4,)), rule="alfa", steps=2, learn_init=False)
+    assert not plain.rule.per_element_decay
+    assert not any(p.requires_grad for p in plain.model.parameters())
+    official = MetaLearner(
+        MLP((4,)), rule="alfa", steps=2, learn_init=False, per_element_decay=True
+    )
+    assert official.rule.per_element_decay and len(official.rule.decays) > 0
 
 
 def test_the_config_route_builds_the_same_learner_as_the_rule_built_by_hand():
     config = load_config(
-        None, ["rule.name=alfa", "meta.init=random", "meta.steps=3", "model.hidden=[6,6]"]
+        None,
+        [
+            "rule.name=alfa",
+            "rule.per_element_decay=true",
+            "meta.init=random",
+            "meta.steps=3",
+            "model.hidden=[6,6]",
+        ],
     )
     learner = build_learner(config, task="regression", in_channels=1)
     torch.manual_seed(config.seed)  # the previous construction, spelled out
     model = MLP((6, 6))
     names = FunctionalModel(model).names
     shapes = [p.shape for n, p in model.named_parameters() if n in names]
-    rule = build_rule(config.rule, names, shapes, 3, random_init=True)
+    rule = build_rule(config.rule, names, shapes, 3)
     manual = MetaLearner(model, rule, learn_init=False)
     assert manual.steps == 3  # taken from the built rule
     expected, got = _state(manual), _state(learner)
