@@ -1,4 +1,4 @@
-"""``alfa export``: a run's meta-learned weights as a safetensors file that eval and adapt accept."""
+"""``alfa export``: meta-learned weights as a safetensors file that eval and adapt accept."""
 
 from __future__ import annotations
 
