@@ -15,7 +15,13 @@ from alfa.errors import AlfaError
 from alfa.export import read_export
 from alfa.meta_learner import MetaLearner
 from alfa.preprocessing import Preprocessing, preprocessing_for
-from alfa.runs import check_weights_finite, load_learner_state, load_run_config, read_run_checkpoint
+from alfa.runs import (
+    check_path_names,
+    check_weights_finite,
+    load_learner_state,
+    load_run_config,
+    read_run_checkpoint,
+)
 
 __all__ = ["Trained", "is_export", "open_trained", "trained_config"]
 
@@ -33,7 +39,12 @@ class Trained:
 
 
 def is_export(path: Path) -> bool:
-    """Whether ``path`` names a file (an export) rather than a run directory."""
+    """Whether ``path`` names a file (an export) rather than a run directory.
+
+    Raises:
+        AlfaError: a path component is longer than file names may be.
+    """
+    check_path_names(Path(path))
     return Path(path).is_file()
 
 
