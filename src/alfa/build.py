@@ -15,6 +15,7 @@ from alfa.rules import UpdateRule, build_rule, rule_options
 
 __all__ = [
     "build_learner",
+    "build_learner_for",
     "build_model_and_rule",
     "build_optimizer",
     "configure_runtime",
@@ -90,6 +91,14 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
         recompute=config.train.recompute,
         **rule_options(config.rule),
     )
+
+
+def build_learner_for(config: Config) -> MetaLearner:
+    """:func:`build_learner` with the task and input channels the config implies (sinusoid:
+    regression on one input; Omniglot: grey images; other datasets: RGB), without reading data."""
+    from alfa.preprocessing import input_channels, task_of
+
+    return build_learner(config, task=task_of(config), in_channels=input_channels(config))
 
 
 def build_optimizer(config: Config, learner: MetaLearner) -> torch.optim.Optimizer:

@@ -1,4 +1,5 @@
-"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | data check | config``.
+"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | export | data check |
+config``.
 
 Only parsing and dispatch live here. A user error prints one line ``alfa: error: ...`` on
 stderr and exits with code 2 (``--debug`` shows the traceback instead).
@@ -134,11 +135,13 @@ def _eval_steps(requested: int, trained: int, rule: str) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from alfa.build import resolve_device
+    from alfa.build import configure_runtime, resolve_device
     from alfa.eval_overrides import eval_config
     from alfa.evaluate import evaluate
     from alfa.memory import check_memory
-    from alfa.runs import load_ensemble, load_run
+    from alfa.runs import load_ensemble
+    from alfa.tasks.source import build_source
+    from alfa.trained import open_trained, trained_config
 
     if args.tasks is not None and args.tasks < 1:
         raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
@@ -146,18 +149,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise AlfaError(f"--steps must be 0 (as trained) or more; got {args.steps}")
     if args.ensemble < 0:
         raise AlfaError(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
-    config = eval_config(Path(args.run_dir), args.overrides)  # e.g. data.test_root=DIR
+    target = Path(args.run_dir)  # a run directory or an `alfa export` file
+    config = eval_config(trained_config(target), args.overrides)  # e.g. data.test_root=DIR
     tasks = args.tasks or config.eval.tasks
     steps = _eval_steps(
         args.steps or config.eval.steps or config.meta.steps, config.meta.steps, config.rule.name
     )
     check_memory(config, resolve_device(config.train.device), tasks=tasks)  # before allocating
-    config, learner, source, state = load_run(
-        Path(args.run_dir), checkpoint=args.checkpoint, config=config
-    )
+    trained = open_trained(target, checkpoint=args.checkpoint)
+    learner = trained.learner.to(configure_runtime(config))  # train.device/threads overrides
+    source = build_source(config)
     learners = [learner]
     if args.ensemble > 1:
-        learners = load_ensemble(Path(args.run_dir), args.ensemble, config, source)
+        if trained.is_export:
+            raise AlfaError("--ensemble needs a run directory; an export holds one model")
+        learners = load_ensemble(target, args.ensemble, config, source)
     result = evaluate(
         learners,
         source,
@@ -170,12 +176,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=next(learner.parameters()).device,
         progress=not args.json,
     )
-    result["iteration"] = state["iteration"]
-    used = Path(state["path"]).name  # best.pt, or the newest periodic one when there is none
+    result["iteration"] = trained.iteration
+    used = trained.origin.name  # best.pt, the newest periodic one when there is none, or export
     result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else used
     result["train_seed"] = config.seed
     line = f"{result['metric']}: {result['mean']:.4f} +- {result['ci95']:.4f} (95% CI"
-    line += f", {result['tasks']} tasks, {result['steps']} steps, iteration {state['iteration']})"
+    line += f", {result['tasks']} tasks, {result['steps']} steps, iteration {trained.iteration})"
     print(line)
     if args.json:
         print(json.dumps(result))
@@ -203,17 +209,46 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from alfa.adapt_images import adapt_to_images
+    from alfa.adapt_command import adapt_to_images
+    from alfa.pretrained import describe_pretrained, pretrained_names, pretrained_path
+    from alfa.trained import open_trained
 
-    if args.steps is not None and args.steps < 1:
-        raise AlfaError(f"--steps must be at least 1; got {args.steps}")
-    predictions = adapt_to_images(
-        Path(args.run_dir), Path(args.support), args.query, steps=args.steps
-    )
+    if args.pretrained == "list":
+        for name in pretrained_names():
+            print(describe_pretrained(name))
+        return 0
+    paths = list(args.paths)
+    need = 2 if args.pretrained else 3
+    if len(paths) < need:
+        model = "--pretrained NAME" if args.pretrained else "RUN (a run directory or export)"
+        raise AlfaError(f"alfa adapt needs {model}, a SUPPORT folder and at least one QUERY image")
+    if args.pretrained and args.checkpoint is not None:
+        raise AlfaError("--checkpoint selects a checkpoint of a run directory, not --pretrained")
+    if args.steps is not None and args.steps < 0:
+        raise AlfaError(f"--steps must be 0 (no adaptation) or more; got {args.steps}")
+    source = pretrained_path(args.pretrained) if args.pretrained else Path(paths.pop(0))
+    norm = "transductive" if args.transductive else "support"
+    trained = open_trained(source, checkpoint=args.checkpoint, norm=norm)
+    trained_steps = trained.config.meta.steps
+    if args.steps is not None:
+        _eval_steps(args.steps, trained_steps, trained.config.rule.name)  # bound and warn
+    predictions = adapt_to_images(trained, Path(paths[0]), paths[1:], steps=args.steps)
     for p in predictions:
         print(f"{p.path}\t{p.label}\t{p.probabilities[p.label]:.3f}")
     if args.json:
         print(json.dumps([p.__dict__ for p in predictions]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from alfa.export import export_run
+
+    exported = export_run(Path(args.run_dir), Path(args.to), checkpoint=args.checkpoint)
+    size = exported.path.stat().st_size
+    print(
+        f"exported {args.run_dir} (iteration {exported.iteration}, "
+        f"{exported.metadata['checkpoint']}) to {exported.path} ({size:,} bytes)"
+    )
     return 0
 
 
@@ -257,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", metavar="RUN", help="a run directory or an 'alfa export' file")
     p.add_argument(
         "overrides",
         nargs="*",
@@ -271,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="inner steps (default: as trained; at most 10x the trained steps or 100)",
     )
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="best|last|FILE",
+        help="checkpoint of a run directory (default best; the newest one when there is none)",
+    )
     p.add_argument(
         "--ensemble",
         type=int,
@@ -315,14 +355,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser(
-        "adapt", help="adapt a trained classifier to your own labelled images and classify more"
+        "adapt",
+        help="adapt a trained classifier to your own labelled images and classify more",
+        usage="alfa adapt [-h] (RUN | --pretrained NAME) SUPPORT QUERY... [options]",
+        description="Adapt a run, an export file or a shipped pretrained model to the labelled "
+        "images in SUPPORT (one sub-folder per class) and classify each QUERY image (or every "
+        "image in a QUERY folder). No training data is needed.",
     )
-    p.add_argument("run_dir", help="a classification run directory")
-    p.add_argument("support", help="folder with one sub-folder of labelled images per class")
-    p.add_argument("query", nargs="+", help="images (or folders of images) to classify")
-    p.add_argument("--steps", type=int, default=None, help="inner steps (default: as trained)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="RUN SUPPORT QUERY",
+        help="a run directory or 'alfa export' file (not with --pretrained), the support folder, "
+        "then query images or folders",
+    )
+    p.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        help="use a model shipped with alfa (e.g. omniglot-20way); 'list' names them",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="best|last|FILE",
+        help="checkpoint of a run directory (default best; the newest one when there is none)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="inner steps (default: as trained; 0: none)"
+    )
+    p.add_argument(
+        "--transductive",
+        action="store_true",
+        help="normalise the query images with their own batch statistics (as in training) "
+        "instead of the support set's; a prediction then depends on the other query images",
+    )
     p.add_argument("--json", action="store_true", help="also print the predictions as JSON")
     p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser(
+        "export", help="write a run's meta-learned weights and config to a .safetensors file"
+    )
+    p.add_argument("run_dir", metavar="RUN", help="a run directory")
+    p.add_argument(
+        "--checkpoint",
+        default="best",
+        metavar="best|last|FILE",
+        help="which checkpoint (default best; the newest one when there is none)",
+    )
+    p.add_argument("--to", required=True, metavar="FILE.safetensors", help="the file to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="plot a run's learning curves and generated hyperparameters")
     p.add_argument("run_dir")

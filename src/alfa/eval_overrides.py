@@ -9,11 +9,8 @@ trained classifier's output layer, and every other key describes training.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alfa.config import Config, config_from_dict, config_to_dict, parse_overrides
 from alfa.errors import ConfigError
-from alfa.runs import load_run_config
 
 __all__ = ["EVAL_KEYS", "eval_config"]
 
@@ -48,15 +45,14 @@ def _leaves(data: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def eval_config(run_dir: Path, overrides: list[str]) -> Config:
-    """The run's config with ``key=value`` overrides of :data:`EVAL_KEYS`, validated as
-    ``alfa train`` validates a config.
+def eval_config(config: Config, overrides: list[str]) -> Config:
+    """A trained run's (or export's) config with ``key=value`` overrides of :data:`EVAL_KEYS`,
+    validated as ``alfa train`` validates a config.
 
     Raises:
         ConfigError: an override is malformed, unknown, invalid, or of a key that describes
             training (naming it).
     """
-    config = load_run_config(run_dir)
     if not overrides:
         return config
     given = _leaves(parse_overrides(overrides))

@@ -24,6 +24,7 @@ __all__ = [
     "load_learner_state",
     "load_run",
     "load_run_config",
+    "read_run_checkpoint",
     "resumable",
     "resume_config",
 ]
@@ -169,13 +170,63 @@ def check_weights_finite(learner: MetaLearner, path: Path) -> None:
             )
 
 
+def read_run_checkpoint(
+    run_dir: Path, checkpoint: str = "best"
+) -> tuple[Config, dict[str, Any], Path]:
+    """The config of a run and one of its checkpoints, read and verified (no data is loaded).
+
+    Args:
+        checkpoint: ``"best"`` (by validation; the newest periodic one when there is none),
+            ``"last"`` (the newest periodic one that is intact), or the path of a checkpoint
+            file (as given, or a name inside the run's ``checkpoints/`` folder).
+
+    Returns:
+        The config, the checkpoint's content and the file it was read from.
+
+    Raises:
+        AlfaError: the folder is not a run directory, holds no checkpoint yet, or the named
+            checkpoint file does not exist.
+        CheckpointError: the chosen checkpoint (or every periodic one) is damaged.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    folder = run_dir / "checkpoints"
+    best = folder / "best.pt"
+    if checkpoint not in ("best", "last"):
+        path = Path(checkpoint)
+        if not path.is_file() and (folder / checkpoint).is_file():
+            path = folder / checkpoint
+        if not path.is_file():
+            raise AlfaError(
+                f"checkpoint '{checkpoint}' is not a file; use best, last or the path of a "
+                f"checkpoint (e.g. {folder / 'step-0000100.pt'})"
+            )
+        return config, load_checkpoint(path), path
+    if checkpoint == "best" and best.is_file():
+        try:
+            return config, load_checkpoint(best), best
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc}; '--checkpoint last' uses the newest periodic one"
+            ) from exc
+    found = latest_good_checkpoint(folder)
+    if found is None:
+        raise AlfaError(
+            f"run directory '{run_dir}' has no checkpoint yet; "
+            f"train it further with 'alfa train --resume {run_dir}'"
+        )
+    path, state = found
+    return config, state, path
+
+
 def load_run(
     run_dir: Path, *, checkpoint: str = "best", config: Config | None = None
 ) -> tuple[Config, MetaLearner, TaskSource, dict[str, Any]]:
     """Config, meta-learner (weights loaded), task source and checkpoint state of a run.
 
     Args:
-        checkpoint: ``"best"`` (by validation; the last one when there is none) or ``"last"``.
+        checkpoint: ``"best"`` (by validation; the last one when there is none), ``"last"``,
+            or a checkpoint file (see :func:`read_run_checkpoint`).
         config: the run's config with evaluation overrides (default: its ``config.yaml``).
 
     Returns:
@@ -187,27 +238,8 @@ def load_run(
         CheckpointError: the chosen checkpoint (or every periodic one) is damaged, or its weights
             are not finite; the message names the file.
     """
-    if checkpoint not in ("best", "last"):
-        raise AlfaError(f"checkpoint must be 'best' or 'last'; got {checkpoint!r}")
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir) if config is None else config
-    folder = run_dir / "checkpoints"
-    best = folder / "best.pt"
-    if checkpoint == "best" and best.is_file():
-        try:
-            path, state = best, load_checkpoint(best)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"{exc}; '--checkpoint last' uses the newest periodic one"
-            ) from exc
-    else:
-        found = latest_good_checkpoint(folder)
-        if found is None:
-            raise AlfaError(
-                f"run directory '{run_dir}' has no checkpoint yet; "
-                f"train it further with 'alfa train --resume {run_dir}'"
-            )
-        path, state = found
+    saved, state, path = read_run_checkpoint(Path(run_dir), checkpoint)
+    config = saved if config is None else config
     source = build_source(config)
     learner = build_learner(config, task=source.task, in_channels=source.in_channels)
     load_learner_state(learner, state, path)

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Meta-train the pretrained Omniglot models that ship in src/alfa/resources/pretrained/.
+#
+# For each of 20-way and 5-way 1-shot, ALFA+MAML with the recipe of
+# configs/omniglot/alfa_maml_{20,5}way_1shot.yaml (4-CONV, 32 filters, 28x28, 2 inner steps,
+# 600 and 1000 meta-iterations, seed 0; see results/omniglot_minimal.md):
+#   1. a run on the 6/2 alphabet split (6 meta-train alphabets), tested with `alfa eval` on the
+#      600 fixed episodes of the 2 held-out alphabets (Early_Aramaic, Tagalog): the accuracy the
+#      README reports (written to $RUNS/omniglot-<N>way-6of8/eval.json);
+#   2. a run on all 8 alphabets (configs/omniglot/splits/minimal_all.txt), same recipe and seed,
+#      exported with `alfa export` as the shipped model src/alfa/resources/pretrained/
+#      omniglot-<N>way.safetensors.
+# Runs go to $RUNS (default runs/pretrained); a finished run (marked TRAINED) is not trained
+# again. The commit, each command and its CPU time are appended to $RUNS/PROVENANCE.txt.
+#
+#   OMNIGLOT_DIR=/path/to/omniglot bash scripts/train_pretrained.sh
+#
+# OMNIGLOT_DIR holds images_background_small1.zip and images_background_small2.zip (default
+# ../shared/data/omniglot beside the repository). WAYS="20 5" by default. ALFA is the command
+# that runs the CLI (default: `alfa`). One thread per run (OMP_NUM_THREADS=1, train.threads=1)
+# on the CPU: a rerun gives the same weights bit for bit on the same machine and software.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+OMNIGLOT_DIR=${OMNIGLOT_DIR:-../shared/data/omniglot}
+RUNS=${RUNS:-runs/pretrained}
+WAYS=${WAYS:-20 5}
+read -r -a ALFA <<< "${ALFA:-alfa}"
+OUT=src/alfa/resources/pretrained
+SPLITS=configs/omniglot/splits
+ROOT="$OMNIGLOT_DIR/images_background_small1.zip,$OMNIGLOT_DIR/images_background_small2.zip"
+for zip in "$OMNIGLOT_DIR"/images_background_small{1,2}.zip; do
+  [[ -f $zip ]] || { echo "missing $zip (set OMNIGLOT_DIR)" >&2; exit 2; }
+done
+mkdir -p "$RUNS" "$OUT"
+log="$RUNS/PROVENANCE.txt"
+{
+  echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  git status --porcelain --untracked-files=no 2>/dev/null | sed 's/^/# modified: /' || true
+} >> "$log"
+TIMEFORMAT="# cpu: user %U s, sys %S s, wall %R s"
+
+iterations() { if [[ $1 == 20 ]]; then echo 600; else echo 1000; fi; }
+
+run() {  # log a command, run it, log its CPU time
+  echo "$*" >> "$log"
+  { time "$@" 2>&3 ; } 3>&2 2>> "$log"
+}
+
+train() {  # train RUN_DIR CONFIG OVERRIDES...: a fresh run unless it is marked TRAINED
+  local dir=$1
+  shift
+  [[ -f $dir/TRAINED ]] && return 0
+  rm -rf "$dir"
+  run "${ALFA[@]}" train "$1" --run-dir "$dir" --no-progress "${@:2}"
+  touch "$dir/TRAINED"
+}
+
+for ways in $WAYS; do
+  config=configs/omniglot/alfa_maml_${ways}way_1shot.yaml
+  common=("data.root=$ROOT" "train.iterations=$(iterations "$ways")" train.threads=1 seed=0
+    "data.test_split_file=$SPLITS/minimal_test.txt")
+  split_run=$RUNS/omniglot-${ways}way-6of8
+  all_run=$RUNS/omniglot-${ways}way-all8
+  train "$split_run" "$config" "${common[@]}" "data.split_file=$SPLITS/minimal_train.txt"
+  train "$all_run" "$config" "${common[@]}" "data.split_file=$SPLITS/minimal_all.txt"
+  run "${ALFA[@]}" eval "$split_run" --checkpoint last --json > "$split_run/eval.txt"
+  tail -n 1 "$split_run/eval.txt" > "$split_run/eval.json"
+  head -n 1 "$split_run/eval.txt" | tee -a "$log"
+  run "${ALFA[@]}" export "$all_run" --checkpoint last --to "$OUT/omniglot-${ways}way.safetensors" \
+    | tee -a "$log"
+done
