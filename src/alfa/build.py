@@ -77,7 +77,7 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
     """Model and rule, initialised from ``config.seed`` (the same seed gives the same learner)."""
     torch.manual_seed(config.seed)
     model, rule = build_model_and_rule(config, in_channels=in_channels)
-    return MetaLearner(
+    learner = MetaLearner(
         model,
         rule,
         task=task,  # type: ignore[arg-type]
@@ -89,6 +89,11 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
         group=config.train.task_group or "auto",
         recompute=config.train.recompute,
     )
+    if config.meta.head_init != "learned" or config.data.name == "metadataset":  # Proto-MAML
+        from alfa.proto_head import HeadInit
+
+        learner.head_init = HeadInit(model, config.meta.head_init)
+    return learner
 
 
 def build_optimizer(config: Config, learner: MetaLearner) -> torch.optim.Optimizer:

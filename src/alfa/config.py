@@ -43,7 +43,7 @@ __all__ = [
 class DataConfig:
     """Where tasks come from: ``sinusoid`` regression or an image dataset (episodes)."""
 
-    name: str = "sinusoid"  # sinusoid | omniglot | mini_imagenet | tiered_imagenet | cub | folder
+    name: str = "sinusoid"  # sinusoid|omniglot|mini_imagenet|tiered_imagenet|cub|folder|metadataset
     shots: int = 5  # K support examples per class (per task for regression)
     query: int = 0  # query examples per class (regression: 0 means "same as shots")
     # Regression (Table 8)
@@ -108,6 +108,7 @@ class MetaConfig:
     batch_size: int = 25  # tasks per meta-batch
     lr: float = 0.001  # outer (meta) learning rate of Adam
     grad_clip: float = 0.0  # 0: off; else max global norm of the outer gradient
+    head_init: Literal["learned", "zero", "proto"] = "learned"  # task head: proto = Proto-MAML
 
 
 @dataclass(frozen=True)
@@ -446,6 +447,11 @@ def validate(config: Config) -> None:
     _require(m.batch_size >= 1, "meta.batch_size", f"must be at least 1; got {m.batch_size}")
     _require(m.lr > 0, "meta.lr", f"must be positive; got {m.lr}")
     _require(m.grad_clip >= 0, "meta.grad_clip", f"must be 0 (off) or positive; got {m.grad_clip}")
+    _require(
+        m.head_init == "learned" or config.model.name != "mlp",
+        "meta.head_init",
+        f"{m.head_init} needs a feature extractor and a linear head (conv4 or resnet12)",
+    )
     _require(r.lr > 0, "rule.lr", f"must be positive; got {r.lr}")
     _require(r.weight_decay >= 0, "rule.weight_decay", f"must be 0 or more; got {r.weight_decay}")
     bad = [g for g in r.generate if g not in ("alpha", "beta")]
@@ -481,5 +487,13 @@ def validate(config: Config) -> None:
     _require(e.batch >= 1, "eval.batch", f"must be at least 1; got {e.batch}")
 
 
-DATASETS = ("sinusoid", "omniglot", "mini_imagenet", "tiered_imagenet", "cub", "folder")
+DATASETS = (
+    "sinusoid",
+    "omniglot",
+    "mini_imagenet",
+    "tiered_imagenet",
+    "cub",
+    "folder",
+    "metadataset",
+)
 MODELS = ("mlp", "conv4", "resnet12")

@@ -222,7 +222,11 @@ def _check_metadataset(path: Any, report: CheckReport) -> None:
         for label, counts in splits:
             report.splits.append(
                 SplitSummary(
-                    label, len(counts), sum(counts), min(counts), sum(counts) / len(counts),
+                    label,
+                    len(counts),
+                    sum(counts),
+                    min(counts),
+                    sum(counts) / len(counts),
                     max(counts),
                 )
             )

@@ -3,7 +3,8 @@
 The messages (``tensorflow/core/example/{example,feature}.proto``)::
 
     Example   { Features features = 1; }
-    Features  { map<string, Feature> feature = 1; }   # map entry: {string key = 1; Feature value = 2;}
+    Features  { map<string, Feature> feature = 1; }
+              # a map entry is {string key = 1; Feature value = 2;}
     Feature   { oneof kind { BytesList bytes_list = 1; FloatList float_list = 2;
                              Int64List int64_list = 3; } }
     BytesList { repeated bytes value = 1; }
@@ -109,7 +110,9 @@ def _encode_feature(value: Sequence[bytes] | Sequence[int] | Sequence[float]) ->
     raise TypeError("a feature holds bytes, ints or floats, all of one kind")
 
 
-def encode_example(features: Mapping[str, Sequence[bytes] | Sequence[int] | Sequence[float]]) -> bytes:
+def encode_example(
+    features: Mapping[str, Sequence[bytes] | Sequence[int] | Sequence[float]],
+) -> bytes:
     """Serialise ``{name: [values]}`` as a ``tf.train.Example`` (int lists packed, as TF does)."""
     entries = b"".join(
         _field(1, _field(1, name.encode()) + _field(2, _encode_feature(value)))

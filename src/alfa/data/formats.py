@@ -208,6 +208,11 @@ def load_dataset(
                 f"({', '.join(sorted(found))}); load them separately"
             )
         format = found.pop()
+    if format == "metadataset":
+        raise DataError(
+            f"{paths[0]} holds Meta-Dataset records: use data.name=metadataset "
+            "(python -m alfa.metadataset_run)"
+        )
     loader = LOADERS.get(format)
     if loader is None:
         raise DataError(f"unknown dataset format {format!r}; use one of {', '.join(LOADERS)}")

@@ -83,9 +83,7 @@ class MetaDatasetSource:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image = image.convert("RGB" if self.channels == 3 else "L")
-                image = image.resize(
-                    (self.image_size, self.image_size), Image.Resampling.BILINEAR
-                )
+                image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
             raise DataError(f"{file}: the image of record {index} does not decode ({exc})") from exc
@@ -107,7 +105,9 @@ class MetaDatasetSource:
             try:
                 example = decode_example(record)
             except ExampleError as exc:
-                raise DataError(f"{file}: record {index} is not a tf.train.Example ({exc})") from exc
+                raise DataError(
+                    f"{file}: record {index} is not a tf.train.Example ({exc})"
+                ) from exc
             image, label = example.get("image"), example.get("label")
             if not image or not isinstance(image[0], bytes):
                 raise DataError(f"{file}: record {index} has no 'image' bytes feature")
