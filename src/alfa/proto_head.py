@@ -82,17 +82,31 @@ class HeadInit:
                 "`classifier` head; Proto-MAML and variable ways need both"
             )
         self.mode = mode
+        self.model = model
         self.weight, self.bias = "classifier.weight", "classifier.bias"
         self.has_bias = head.bias is not None
         self.max_ways = head.out_features
         self._embedder = FunctionalModel(_Embedder(model)) if mode == "proto" else None
 
-    def embed(self, params: Params, x: Tensor) -> Tensor:
-        """Support embeddings ``[T, S, D]`` at ``params`` (per task)."""
+    def embed(self, x: Tensor) -> Tensor:
+        """Support embeddings ``[T, S, D]`` at the initial weights.
+
+        Computed from the module's own parameters (broadcast over the tasks), not from the
+        per-task copies that the inner loop differentiates: the inner-loop gradient of the
+        feature extractor must not run back through the head's initial value, while the outer
+        gradient still reaches the weights through the prototypes.
+        """
         assert self._embedder is not None
-        return self._embedder.apply({"net." + n: t for n, t in params.items()}, x)
+        tasks = x.shape[0]
+        params = {
+            "net." + n: p.unsqueeze(0).expand(tasks, *p.shape)
+            for n, p in self.model.named_parameters()
+            if "net." + n in self._embedder.names
+        }
+        return self._embedder.apply(params, x)
 
     def __call__(self, params: Params, support_x: Tensor, support_y: Tensor) -> Params:
+        """The initial parameters ``params`` (``[T, ...]``) with each task's head set."""
         ways = int(support_y.max()) + 1
         out = dict(params)
         weight = params[self.weight]
@@ -101,16 +115,17 @@ class HeadInit:
                 raise ValueError(
                     f"an episode has {ways} ways, the head has {self.max_ways} outputs"
                 )
-            out[self.weight] = weight[:, :ways]
+            # clone: a view taken without grad mode would claim requires_grad with no graph
+            out[self.weight] = weight[:, :ways].clone()
             if self.has_bias:
-                out[self.bias] = params[self.bias][:, :ways]
+                out[self.bias] = params[self.bias][:, :ways].clone()
         elif self.mode == "zero":
             tasks, _, dim = weight.shape
             out[self.weight] = weight.new_zeros(tasks, ways, dim)
             if self.has_bias:
                 out[self.bias] = weight.new_zeros(tasks, ways)
         else:
-            protos = class_prototypes(self.embed(params, support_x), support_y, ways)
+            protos = class_prototypes(self.embed(support_x), support_y, ways)
             w, b = prototype_head(protos)
             out[self.weight] = w
             if self.has_bias:
