@@ -84,3 +84,15 @@ def test_run_with_a_missing_class_file_is_one_line_exit_2(tmp_path, capsys) -> N
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "12.tfrecords: record file of class 12 is missing" in err
+
+
+def test_alfa_train_points_to_the_metadataset_runner(tmp_path) -> None:
+    import pytest
+
+    from alfa.config import load_config
+    from alfa.errors import ConfigError
+    from alfa.tasks.source import build_source
+
+    config = load_config(_config(tmp_path, tmp_path))
+    with pytest.raises(ConfigError, match=r"alfa.metadataset_run"):
+        build_source(config)

@@ -429,9 +429,9 @@ def validate(config: Config) -> None:
         _require(config.model.name != "mlp", "model.name", "must be conv4 or resnet12 for images")
         _require(d.test_query >= 0, "data.test_query", f"must be 0 or more; got {d.test_query}")
         _require(
-            d.test_name in ("", *DATASETS[1:]),
+            d.test_name in ("", *DATASETS[1:-1]),  # not metadataset
             "data.test_name",
-            f"must be empty or one of {', '.join(DATASETS[1:])}; got {d.test_name!r}",
+            f"must be empty or one of {', '.join(DATASETS[1:-1])}; got {d.test_name!r}",
         )
         _require(
             not d.test_name or bool(d.test_root),
