@@ -6,11 +6,11 @@ import json
 
 import torch
 import yaml
-from metadataset_writer import write_source
 
 from alfa.data.metadataset import MetaDatasetSource
 from alfa.metadataset_run import main
 from alfa.tasks.metadataset import build_episode, fixed_episodes
+from metadataset_writer import write_source
 
 
 def omniglot_like(root):

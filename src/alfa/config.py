@@ -43,7 +43,7 @@ __all__ = [
 class DataConfig:
     """Where tasks come from: ``sinusoid`` regression or an image dataset (episodes)."""
 
-    name: str = "sinusoid"  # sinusoid|omniglot|mini_imagenet|tiered_imagenet|cub|folder|metadataset
+    name: str = "sinusoid"  # sinusoid | omniglot | mini_imagenet | tiered_imagenet | cub | folder
     shots: int = 5  # K support examples per class (per task for regression)
     query: int = 0  # query examples per class (regression: 0 means "same as shots")
     # Regression (Table 8)
