@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tb_masked
 
-from alfa.data.check import check_dataset
+from alfa.data.check import check_dataset, run_check
 from alfa.data.example_proto import ExampleError, decode_example, encode_example
 from alfa.data.formats import detect_format
 from alfa.data.metadataset import MetaDatasetSource
@@ -180,14 +180,14 @@ def test_bad_sources_are_reported_by_data_check(tmp_path, case) -> None:
     assert re.search(message, report.problems[0])
 
 
-def test_data_check_cli_on_records(tmp_path) -> None:
+def test_data_check_cli_on_records(tmp_path, capsys) -> None:
     root = tmp_path / "records" / "omniglot"
     write_source(root, [2] * 10, alphabets={"TRAIN": [5], "VALID": [], "TEST": [5]})
+    assert run_check(str(tmp_path / "records")) == 0
+    out = capsys.readouterr().out
+    assert "format: metadataset (detected)" in out
+    assert "split synthetic/TRAIN: 5 classes, 10 images" in out
     cmd = [sys.executable, "-m", "alfa.cli", "data", "check", str(tmp_path / "records")]
-    ok = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert ok.returncode == 0, ok.stderr
-    assert "format: metadataset (detected)" in ok.stdout
-    assert "split synthetic/TRAIN: 5 classes, 10 images" in ok.stdout
     (root / "7.tfrecords").write_bytes(b"\x00" * 40)
     bad = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert bad.returncode == 2
