@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The runs of results/metadataset_omniglot_minimal.md, one after the other on one thread:
-# fo-Proto-MAML, fo-Proto-MAML + ALFA and fo-MAML (variable ways, meta-learned head of 50 outputs)
-# on the minimal Omniglot sets in Meta-Dataset's record format. Run from the repository root.
+# fo-Proto-MAML, fo-Proto-MAML + ALFA, fo-MAML and fo-MAML + ALFA (variable ways: a meta-learned
+# head of 50 outputs) on the minimal Omniglot sets in Meta-Dataset's record format, then every
+# model evaluated again to record each test episode's accuracy. Run from the repository root.
 set -euo pipefail
 export OMP_NUM_THREADS=1 PYTHONPATH="$PWD/src"
 PY=${PYTHON:-python}
@@ -13,3 +14,5 @@ CFG=configs/metadataset/omniglot_minimal_protomaml.yaml
 $PY -m alfa.metadataset_run --config $CFG --out runs/metadataset/protomaml
 $PY -m alfa.metadataset_run --config $CFG --out runs/metadataset/protomaml_alfa rule.name=alfa
 $PY -m alfa.metadataset_run --config $CFG --out runs/metadataset/fomaml meta.head_init=learned
+$PY -m alfa.metadataset_run --config $CFG --out runs/metadataset/fomaml_alfa \
+    meta.head_init=learned rule.name=alfa

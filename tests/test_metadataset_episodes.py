@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -75,6 +76,14 @@ def test_run_trains_and_evaluates(tmp_path, capsys) -> None:
     assert 0 <= result["accuracy"] <= 100
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2]
+    assert len(result["episode_accuracies"]) == 4
+    assert result["accuracy"] == pytest.approx(sum(result["episode_accuracies"]) / 4, abs=1e-3)
+    # evaluating the saved model again gives the same numbers on the same fixed episodes
+    args = ["--config", _config(tmp_path, root), "--out", str(tmp_path / "run"), "--eval-only"]
+    assert main(args) == 0
+    again = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert again["episode_accuracies"] == result["episode_accuracies"]
+    assert again["train_seconds"] == result["train_seconds"]
 
 
 def test_run_with_a_missing_class_file_is_one_line_exit_2(tmp_path, capsys) -> None:
@@ -87,8 +96,6 @@ def test_run_with_a_missing_class_file_is_one_line_exit_2(tmp_path, capsys) -> N
 
 
 def test_alfa_train_points_to_the_metadataset_runner(tmp_path) -> None:
-    import pytest
-
     from alfa.config import load_config
     from alfa.errors import ConfigError
     from alfa.tasks.source import build_source

@@ -15,7 +15,8 @@ on ``eval.tasks`` fixed episodes of the test split (seed ``eval.seed``) with ``e
 order steps and reports the mean episode accuracy with its 95% confidence interval.
 
 Writes ``<out>/config.yaml``, ``<out>/metrics.jsonl`` (training), ``<out>/model.pt`` and
-``<out>/result.json``.
+``<out>/result.json`` (with every episode's accuracy); ``--eval-only`` evaluates the
+``model.pt`` of ``--out`` again.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def evaluate_source(
     ways = [e.description.ways for e in episodes]
     shots = [sum(e.description.shots) for e in episodes]
     return {
+        "episode_accuracies": [round(100 * a, 4) for a in accs],
         "split": split,
         "episodes": len(accs),
         "accuracy": 100 * mean,
@@ -123,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alfa.metadataset_run", description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate the model.pt of --out again instead of training (writes result.json)",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args(argv)
     try:
@@ -132,24 +139,39 @@ def main(argv: list[str] | None = None) -> int:
         learner = make_learner(config)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        start = time.perf_counter()
-        log = train_source(config, learner, source, out)
-        train_seconds = time.perf_counter() - start
-        torch.save(learner.state_dict(), out / "model.pt")
+        extra: dict = {}
+        if args.eval_only:
+            if not (out / "model.pt").is_file():
+                raise ConfigError(f"--eval-only: {out / 'model.pt'} not found")
+            learner.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+            previous = out / "result.json"
+            if previous.is_file():
+                keep = ("iterations", "train_seconds", "final_train_loss")
+                old = json.loads(previous.read_text())
+                extra = {k: old[k] for k in keep if k in old}
+        else:
+            (out / "config.yaml").write_text(
+                yaml.safe_dump(config_to_dict(config), sort_keys=False)
+            )
+            start = time.perf_counter()
+            log = train_source(config, learner, source, out)
+            extra = {
+                "iterations": config.train.iterations,
+                "train_seconds": round(time.perf_counter() - start, 1),
+                "final_train_loss": log[-1]["loss"] if log else None,
+            }
+            torch.save(learner.state_dict(), out / "model.pt")
         result = evaluate_source(config, learner, source)
         result.update(
             {
                 "name": config.name,
                 "rule": config.rule.name,
                 "head_init": config.meta.head_init,
-                "iterations": config.train.iterations,
-                "train_seconds": round(train_seconds, 1),
-                "final_train_loss": log[-1]["loss"] if log else None,
+                **extra,
             }
         )
         (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(json.dumps(result))
+        print(json.dumps({k: v for k, v in result.items() if k != "episode_accuracies"}))
     except AlfaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
