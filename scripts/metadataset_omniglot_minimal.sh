@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The runs of results/metadataset_omniglot_minimal.md, one after the other on one thread:
 # fo-Proto-MAML, fo-Proto-MAML + ALFA, fo-MAML and fo-MAML + ALFA (variable ways: a meta-learned
-# head of 50 outputs) on the minimal Omniglot sets in Meta-Dataset's record format, then every
-# model evaluated again to record each test episode's accuracy. Run from the repository root.
+# head of 50 outputs) on the minimal Omniglot sets in Meta-Dataset's record format. Run from the
+# repository root.
 set -euo pipefail
 export OMP_NUM_THREADS=1 PYTHONPATH="$PWD/src"
 PY=${PYTHON:-python}
