@@ -103,3 +103,12 @@ def test_alfa_train_points_to_the_metadataset_runner(tmp_path) -> None:
     config = load_config(_config(tmp_path, tmp_path))
     with pytest.raises(ConfigError, match=r"alfa.metadataset_run"):
         build_source(config)
+
+
+def test_run_on_a_split_of_four_classes_names_the_spec_file(tmp_path, capsys) -> None:
+    root = tmp_path / "omni"
+    write_source(root, [6] * 14, alphabets={"TRAIN": [5, 5], "VALID": [], "TEST": [4]}, size=8)
+    code = main(["--config", _config(tmp_path, root), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "dataset_spec.json: split TEST has 4 classes; an episode needs at least 5" in err

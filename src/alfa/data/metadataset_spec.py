@@ -47,6 +47,7 @@ class DatasetSpec:
         superclass_names: Bi-level only: names of the superclasses (when the spec has them).
         graph: Hierarchical only: per split, node id -> children ids.
         file_pattern: Record file name of a class (``{}`` is the class id).
+        path: The ``dataset_spec.json`` the spec was read from ("" when built in code).
     """
 
     name: str
@@ -58,6 +59,7 @@ class DatasetSpec:
     superclass_names: list[str] = field(default_factory=list)
     graph: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     file_pattern: str = "{}.tfrecords"
+    path: str = ""  # the dataset_spec.json it was read from (for messages)
 
     @property
     def num_classes(self) -> int:
@@ -154,6 +156,7 @@ def load_spec(source: str | os.PathLike[str]) -> DatasetSpec:
         images_per_class=[counts_by_id[i] for i in range(n)],
         splits={},
         file_pattern=str(raw.get("file_pattern", "{}.tfrecords")),
+        path=str(where),
     )
     if "split_subgraphs" in raw:
         spec.kind = "hierarchical"

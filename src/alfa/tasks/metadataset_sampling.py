@@ -132,7 +132,7 @@ class EpisodeDescriptionSampler:
         self.config = config or EpisodeConfig()
         self.rng = np.random.default_rng(seed)
         self.classes = spec.splits[self.split]
-        where = f"source {spec.name}, split {self.split}"
+        where = f"{spec.path or 'source ' + spec.name}: split {self.split}"
         if len(self.classes) < self.config.min_ways:
             raise DataError(
                 f"{where} has {len(self.classes)} classes; an episode needs at least "
@@ -172,7 +172,11 @@ class EpisodeDescriptionSampler:
             if self.config.min_ways <= len(covered) <= MAX_SPANNING_LEAVES:
                 groups.append(covered)
         if not groups:
-            raise DataError(f"source {self.spec.name}, split {self.split}: no eligible node")
+            where = self.spec.path or f"source {self.spec.name}"
+            raise DataError(
+                f"{where}: split {self.split} has no node spanning {self.config.min_ways} to "
+                f"{MAX_SPANNING_LEAVES} classes"
+            )
         return groups
 
     def _ways(self, available: int) -> int:
