@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from alfa.config import RuleConfig
-from alfa.losses import cross_entropy
 from alfa.meta_learner import MetaLearner
 from alfa.models.conv4 import Conv4
 from alfa.proto_head import HeadInit, class_prototypes, prototype_head
@@ -154,9 +153,27 @@ def test_grouped_meta_batch_of_different_sizes_is_the_mean() -> None:
     loss = meta_batch_loss(learner, [a, b])
     each = [float(learner(x, keep_graph=False).loss) for x in (a, b)]
     assert float(loss) == pytest.approx(sum(each) / 2, rel=1e-5)
-    assert cross_entropy  # the per-task loss the learner uses
 
 
 def test_head_init_needs_embed_and_classifier() -> None:
     with pytest.raises(ValueError, match="no feature extractor"):
         HeadInit(torch.nn.Linear(3, 2), "proto")
+
+
+def test_head_init_is_a_config_switch() -> None:
+    from alfa.build import build_learner
+    from alfa.config import load_config
+    from alfa.errors import ConfigError
+
+    base = ["data.name=omniglot", "data.root=x", "data.query=1", "model.name=conv4"]
+    base += ["data.image_size=16", "model.filters=4"]
+    for rule in ("maml", "learned_fixed", "alfa"):
+        config = load_config(None, [*base, "meta.head_init=proto", f"rule.name={rule}"])
+        learner = build_learner(config, task="classification", in_channels=1)
+        assert isinstance(learner.head_init, HeadInit) and learner.head_init.mode == "proto"
+    assert (
+        build_learner(load_config(None, base), task="classification", in_channels=1).head_init
+        is None
+    )
+    with pytest.raises(ConfigError, match=r"meta\.head_init"):
+        load_config(None, ["meta.head_init=proto"])  # the sinusoid MLP has no feature extractor

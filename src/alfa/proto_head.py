@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -131,8 +130,3 @@ class HeadInit:
             if self.has_bias:
                 out[self.bias] = b
         return out
-
-
-def proto_logits(embeddings: Tensor, prototypes: Tensor) -> Tensor:
-    """The Prototypical Network's logits ``-||e - c_k||^2`` (``[T, B, D]``, ``[T, N, D]``)."""
-    return -torch.cdist(embeddings, prototypes).pow(2)
