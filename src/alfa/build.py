@@ -76,7 +76,7 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
     """
     torch.manual_seed(config.seed)
     model = build_model(config, in_channels=in_channels)
-    return MetaLearner(
+    learner = MetaLearner(
         model,
         config.rule.name,
         task=task,  # type: ignore[arg-type]
@@ -91,6 +91,11 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
         recompute=config.train.recompute,
         **rule_options(config.rule),
     )
+    if config.meta.head_init != "learned" or config.data.name == "metadataset":  # Proto-MAML
+        from alfa.proto_head import HeadInit
+
+        learner.head_init = HeadInit(model, config.meta.head_init)
+    return learner
 
 
 def build_learner_for(config: Config) -> MetaLearner:

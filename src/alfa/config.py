@@ -113,6 +113,7 @@ class MetaConfig:
     batch_size: int = 25  # tasks per meta-batch
     lr: float = 0.001  # outer (meta) learning rate of Adam
     grad_clip: float = 0.0  # 0: off; else max global norm of the outer gradient
+    head_init: Literal["learned", "zero", "proto"] = "learned"  # task head: proto = Proto-MAML
 
 
 @dataclass(frozen=True)
@@ -442,9 +443,9 @@ def validate(config: Config) -> None:
         )
         _require(d.test_query >= 0, "data.test_query", f"must be 0 or more; got {d.test_query}")
         _require(
-            d.test_name in ("", *DATASETS[1:]),
+            d.test_name in ("", *DATASETS[1:-1]),  # not metadataset
             "data.test_name",
-            f"must be empty or one of {', '.join(DATASETS[1:])}; got {d.test_name!r}",
+            f"must be empty or one of {', '.join(DATASETS[1:-1])}; got {d.test_name!r}",
         )
         _require(
             not d.test_name or bool(d.test_root),
@@ -462,6 +463,11 @@ def validate(config: Config) -> None:
     _require(m.multi_step_epochs >= 1, "meta.multi_step_epochs", "must be at least 1")
     _require(m.epoch_iterations >= 1, "meta.epoch_iterations", "must be at least 1")
     _require(m.grad_clip >= 0, "meta.grad_clip", f"must be 0 (off) or positive; got {m.grad_clip}")
+    _require(
+        m.head_init == "learned" or config.model.name != "mlp",
+        "meta.head_init",
+        f"{m.head_init} needs a feature extractor and a linear head (conv4 or resnet12)",
+    )
     _require(r.lr > 0, "rule.lr", f"must be positive; got {r.lr}")
     _require(r.weight_decay >= 0, "rule.weight_decay", f"must be 0 or more; got {r.weight_decay}")
     bad = [g for g in r.generate if g not in ("alpha", "beta")]
@@ -502,5 +508,13 @@ def validate(config: Config) -> None:
     _require(e.batch >= 1, "eval.batch", f"must be at least 1; got {e.batch}")
 
 
-DATASETS = ("sinusoid", "omniglot", "mini_imagenet", "tiered_imagenet", "cub", "folder")
+DATASETS = (
+    "sinusoid",
+    "omniglot",
+    "mini_imagenet",
+    "tiered_imagenet",
+    "cub",
+    "folder",
+    "metadataset",
+)
 MODELS = ("mlp", "conv4", "resnet12")

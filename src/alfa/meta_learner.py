@@ -9,6 +9,7 @@ weighted sum over the steps with ``multi_step_loss``: :mod:`alfa.multi_step`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -165,6 +166,9 @@ class MetaLearner(nn.Module):
         self.epoch_iterations = epoch_iterations
         self.learn_init = learn_init
         self._output_shape: torch.Size | None = None
+        # Optional per-task head before the inner loop, (params, support_x, support_y) ->
+        # params: Proto-MAML and variable ways (alfa.proto_head.HeadInit).
+        self.head_init: Callable[[Params, Tensor, Tensor], Params] | None = None
         if not learn_init:
             for p in model.parameters():
                 p.requires_grad_(False)
@@ -254,10 +258,14 @@ class MetaLearner(nn.Module):
         if steps is not None and bad:
             raise ArgumentError(f"steps must be a non-negative integer, got {steps!r}")
         first_order = self.first_order if first_order is None else first_order
+        params = self.initial_params(support_x.shape[0])
+        if self.head_init is not None:
+            with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
+                params = self.head_init(params, support_x, support_y)
         return inner_loop(
             self.functional,
             self.rule,
-            self.initial_params(support_x.shape[0]),
+            params,
             support_x,
             support_y,
             self.loss_fn,

@@ -156,7 +156,7 @@ def check_dataset(
     if missing or not paths:
         report.problems += [f"dataset path not found: {p}" for p in missing] or ["no path given"]
         return report
-    if format is not None and format not in LOADERS:
+    if format is not None and format not in LOADERS and format != "metadataset":
         report.problems.append(
             f"unknown dataset format {format!r}; use one of {', '.join(LOADERS)}"
         )
@@ -167,6 +167,9 @@ def check_dataset(
         report.problems.append(str(exc))
         return report
     report.detected = format is None
+    if report.format == "metadataset":
+        _check_metadataset(paths[0], report)
+        return report
     sizes: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     for split in _splits_of(report.format, paths):
@@ -208,6 +211,27 @@ def check_dataset(
     report.image_sizes = dict(sizes.most_common())
     report.image_modes = dict(modes.most_common())
     return report
+
+
+def _check_metadataset(path: Any, report: CheckReport) -> None:
+    """Every source under a Meta-Dataset root: splits, and the problems of every record."""
+    from alfa.data.metadataset import check_source, find_sources
+
+    for source in find_sources(path):
+        splits, problems, opened = check_source(source)
+        for label, counts in splits:
+            report.splits.append(
+                SplitSummary(
+                    label,
+                    len(counts),
+                    sum(counts),
+                    min(counts),
+                    sum(counts) / len(counts),
+                    max(counts),
+                )
+            )
+        report.problems += problems
+        report.checked_images += opened
 
 
 def _counts_line(num_classes: int, num_images: int, lo: int, mean: float, hi: int) -> str:

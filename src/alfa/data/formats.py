@@ -13,6 +13,7 @@ from alfa.data._files import as_path, is_image_name, list_class_dirs, list_image
 from alfa.data.cub import load_cub_json, load_cub_raw
 from alfa.data.dataset import ImageClassDataset
 from alfa.data.folder import load_folder
+from alfa.data.metadataset import is_metadataset_root
 from alfa.data.mini_imagenet import (
     load_mini_imagenet_csv,
     load_mini_imagenet_folders,
@@ -91,6 +92,8 @@ def _is_wnid_split(folder: Path) -> bool:
 
 def _detect_dir(path: Path) -> str:
     names = _names(path)
+    if is_metadataset_root(path):
+        return "metadataset"  # read by alfa.data.metadataset, not by a loader of LOADERS
     if "mini-imagenet-cache-validation.pkl" in names:
         return "mini_imagenet_l2l"
     if any(_MINI_PICKLE.match(n) for n in names):
@@ -205,6 +208,11 @@ def load_dataset(
                 f"({', '.join(sorted(found))}); load them separately"
             )
         format = found.pop()
+    if format == "metadataset":
+        raise DataError(
+            f"{paths[0]} holds Meta-Dataset records: use data.name=metadataset "
+            "(python -m alfa.metadataset_run)"
+        )
     loader = LOADERS.get(format)
     if loader is None:
         raise DataError(f"unknown dataset format {format!r}; use one of {', '.join(LOADERS)}")

@@ -164,12 +164,15 @@ class UpdateRule(nn.Module):
         """
         theta = flatten(params, self.names)
         grad = flatten(grads, self.names)
+        # The tensors' own shapes: a per-episode head may have fewer rows than at build time
+        # (variable ways, alfa.proto_head); the rules' hyperparameters are per layer.
+        shapes = tuple(params[n].shape[1:] for n in self.names)
         hyper = self.hyperparameters(
             step,
-            FlatParams(theta, self.names, self.shapes),
-            FlatParams(grad, self.names, self.shapes),
+            FlatParams(theta, self.names, shapes),
+            FlatParams(grad, self.names, shapes),
         )
-        sizes = tuple(math.prod(s) for s in self.shapes)
+        sizes = tuple(math.prod(s) for s in shapes)
         decays = [self.decay(n) for n in self.names]
         if any(d is not None for d in decays):
             ones = [torch.ones_like(theta[0, :1]).expand(n) for n in sizes]
@@ -183,4 +186,4 @@ class UpdateRule(nn.Module):
             tasks = theta.shape[0]
             both = _spread(torch.cat([hyper.alpha, 1.0 - hyper.beta]), sizes)
             new = theta * both[tasks:] - both[:tasks] * grad
-        return FlatParams(new, self.names, self.shapes), hyper
+        return FlatParams(new, self.names, shapes), hyper

@@ -62,6 +62,13 @@ def build_source(config: Config) -> TaskSource:
     """The task source of a config (image datasets are loaded here, so errors surface early)."""
     if config.data.name == "sinusoid":
         return SinusoidSource(config)
+    if config.data.name == "metadataset":
+        from alfa.errors import ConfigError
+
+        raise ConfigError(
+            "config key 'data.name' is metadataset: Meta-Dataset runs use "
+            "`python -m alfa.metadataset_run` (docs/metadataset.md)"
+        )
     from alfa.tasks.episodic import EpisodicSource
 
     return EpisodicSource(config)

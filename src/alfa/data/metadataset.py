@@ -1,0 +1,173 @@
+"""A Meta-Dataset source on disk: one TFRecord file per class plus ``dataset_spec.json``.
+
+Layout (Meta-Dataset's converted records, ``$RECORDS/<source>/``)::
+
+    dataset_spec.json        classes, splits, images per class (alfa.data.metadataset_spec)
+    0.tfrecords              every image of class 0: tf.train.Example{image: bytes, label: int64}
+    1.tfrecords
+    ...
+
+Images are decoded as Meta-Dataset's decoder does: to 3 channels (RGB), a bilinear resize to
+``image_size`` x ``image_size``; the episode sampler scales them to ``[-1, 1]``. A source is read
+lazily, one class file at a time, and each decoded class is cached as ``uint8 [n, C, H, W]``.
+
+Every problem names the file: a missing class file, a record file that is truncated or not a
+TFRecord, an Example without ``image``/``label``, a label that is not the file's class, a record
+count that disagrees with ``images_per_class``, an image that does not decode.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from alfa.data.example_proto import ExampleError, decode_example
+from alfa.data.metadataset_spec import SPEC_FILE, SPLITS, DatasetSpec, load_spec
+from alfa.data.tfrecord import iter_records
+from alfa.errors import DataError
+
+__all__ = ["MetaDatasetSource", "check_source", "find_sources", "is_metadataset_root"]
+
+
+def is_metadataset_root(path: str | os.PathLike[str]) -> bool:
+    """True for a source folder (with ``dataset_spec.json``) or a folder of sources."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    return (p / SPEC_FILE).is_file() or any((c / SPEC_FILE).is_file() for c in _subdirs(p))
+
+
+def _subdirs(p: Path) -> list[Path]:
+    try:
+        return sorted(c for c in p.iterdir() if c.is_dir())
+    except OSError:
+        return []
+
+
+def find_sources(path: str | os.PathLike[str]) -> list[Path]:
+    """The source folders under a Meta-Dataset root (the root itself when it is one)."""
+    p = Path(path)
+    if (p / SPEC_FILE).is_file():
+        return [p]
+    return [c for c in _subdirs(p) if (c / SPEC_FILE).is_file()]
+
+
+class MetaDatasetSource:
+    """Read the classes of one Meta-Dataset source.
+
+    Args:
+        root: The source folder (holding ``dataset_spec.json`` and the class files).
+        image_size: Side of the decoded images.
+        channels: 3 (Meta-Dataset's decoder) or 1 (grey).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], image_size: int = 84, channels: int = 3):
+        if channels not in (1, 3):
+            raise DataError(f"channels must be 1 or 3, got {channels}")
+        self.root = Path(root)
+        self.spec: DatasetSpec = load_spec(self.root)
+        self.image_size = image_size
+        self.channels = channels
+        self._cache: dict[int, Tensor] = {}
+
+    def record_file(self, class_id: int) -> Path:
+        return self.spec.record_file(self.root, class_id)
+
+    def _decode(self, data: bytes, file: Path, index: int) -> np.ndarray:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image = image.convert("RGB" if self.channels == 3 else "L")
+                image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise DataError(f"{file}: the image of record {index} does not decode ({exc})") from exc
+        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+    def read_class(self, class_id: int, *, decode: bool = True) -> list[bytes] | Tensor:
+        """The images of one class: ``uint8 [n, C, H, W]`` (or the encoded bytes).
+
+        Raises:
+            DataError: Any problem of the class file, naming it.
+        """
+        if decode and class_id in self._cache:
+            return self._cache[class_id]
+        file = self.record_file(class_id)
+        if not file.is_file():
+            raise DataError(f"{file}: record file of class {class_id} is missing")
+        encoded: list[bytes] = []
+        for index, record in enumerate(iter_records(file)):
+            try:
+                example = decode_example(record)
+            except ExampleError as exc:
+                raise DataError(
+                    f"{file}: record {index} is not a tf.train.Example ({exc})"
+                ) from exc
+            image, label = example.get("image"), example.get("label")
+            if not image or not isinstance(image[0], bytes):
+                raise DataError(f"{file}: record {index} has no 'image' bytes feature")
+            if not label or not isinstance(label[0], int):
+                raise DataError(f"{file}: record {index} has no int64 'label' feature")
+            if label[0] != class_id:
+                raise DataError(
+                    f"{file}: record {index} has label {label[0]}, the file is class {class_id}"
+                )
+            encoded.append(image[0])
+        expected = self.spec.images_per_class[class_id]
+        if len(encoded) != expected:
+            raise DataError(
+                f"{file}: holds {len(encoded)} records, {SPEC_FILE} says {expected} images"
+            )
+        if not decode:
+            return encoded
+        images = torch.from_numpy(
+            np.stack([self._decode(b, file, i) for i, b in enumerate(encoded)])
+        )
+        self._cache[class_id] = images
+        return images
+
+    def images(self, class_id: int) -> Tensor:
+        """Decoded ``uint8 [n, C, H, W]`` images of a class (cached)."""
+        out = self.read_class(class_id)
+        assert isinstance(out, Tensor)
+        return out
+
+
+def check_source(
+    path: str | os.PathLike[str], min_ways: int = 5
+) -> tuple[list[tuple[str, list[int]]], list[str], int]:
+    """Scan a source (every record, every image).
+
+    Returns:
+        ``(splits, problems, images)``: per split ``("<source>/<SPLIT>", images per class)``,
+        one line per problem, and the number of images decoded.
+    """
+    splits: list[tuple[str, list[int]]] = []
+    problems: list[str] = []
+    try:
+        source = MetaDatasetSource(path, image_size=8)
+    except DataError as exc:
+        return splits, [str(exc)], 0
+    spec = source.spec
+    for split in SPLITS:
+        ids = spec.splits[split]
+        if ids:
+            splits.append((f"{spec.name}/{split}", [spec.images_per_class[c] for c in ids]))
+        if 0 < len(ids) < min_ways:
+            problems.append(
+                f"{source.root / SPEC_FILE}: split {split} has {len(ids)} classes, an episode "
+                f"needs at least {min_ways}"
+            )
+    opened = 0
+    for class_id in range(spec.num_classes):
+        try:
+            opened += len(source.images(class_id))
+        except DataError as exc:
+            problems.append(str(exc))
+        source._cache.clear()
+    return splits, problems, opened
