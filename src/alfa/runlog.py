@@ -15,7 +15,7 @@ from typing import Any
 from alfa.checkpoint import atomic_write_bytes
 from alfa.errors import DataError
 
-__all__ = ["ConsoleLog", "RunLog", "format_duration", "read_metrics"]
+__all__ = ["ConsoleLog", "NoLog", "RunLog", "format_duration", "read_metrics"]
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -111,6 +111,20 @@ class RunLog:
         self._file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+class NoLog:
+    """Stands in for a :class:`RunLog` in a process that writes nothing (the ranks other than 0
+    of a distributed run)."""
+
+    def log(self, split: str, iteration: int, values: dict[str, float]) -> None:
+        pass
+
+    def event(self, iteration: int, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def format_duration(seconds: float) -> str:

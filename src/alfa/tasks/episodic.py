@@ -13,7 +13,13 @@ from typing import Any
 import torch
 
 from alfa.config import Config
-from alfa.data import ImageClassDataset, PrefetchingLoader, detect_format, fixed_episodes
+from alfa.data import (
+    FixedEpisodes,
+    ImageClassDataset,
+    PrefetchingLoader,
+    detect_format,
+    fixed_episodes,
+)
 from alfa.data import load_dataset as _load
 from alfa.data.formats import split_paths
 from alfa.errors import DataError
@@ -122,9 +128,17 @@ class EpisodicSource:
             self._stream = iter(self.loader)
         return next(self._stream)
 
+    def share(self, start: int, stop: int) -> None:
+        self.loader.share(start, stop)
+        self._stream = None  # the next batch is read with the share
+
     def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]:
+        yield from self.fixed_chunks(split, tasks, seed, batch)
+
+    def fixed_chunks(self, split: str, tasks: int, seed: int, batch: int) -> FixedEpisodes:
+        """The fixed tasks in chunks of ``batch``, each generated when it is read."""
         offset = {"test": 0, "val": 1}[split]
-        yield from fixed_episodes(
+        return fixed_episodes(
             self._split(split),
             self.ways,
             self.shots,
