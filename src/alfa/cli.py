@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from alfa.version import package_version
 
 if TYPE_CHECKING:
     from alfa.config import Config
+    from alfa.distributed import World
 
 __all__ = ["main"]
 
@@ -36,10 +38,27 @@ def _default_run_dir(config_path: str | None, name: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from alfa.distributed import process_group
+
+    with process_group(args.timeout) as here:  # a torchrun job: join its process group
+        return _train(args, here)
+
+
+def _train(args: argparse.Namespace, here: World) -> int:
     from alfa.config import load_config
+    from alfa.distributed import broadcast, launched, on_main, restart_count, share
     from alfa.runs import resume_config
     from alfa.train import check_new_run_dir, train
 
+    if launched() and not args.resume and not args.run_dir and not args.dry_run:
+        raise AlfaError(
+            "a run launched by torchrun needs --run-dir (every process, and every restart of "
+            "the job, must find the same folder)"
+        )
+    restarted = restart_count() and args.run_dir and (Path(args.run_dir) / "config.yaml").is_file()
+    if restarted and not args.resume:
+        args.resume, args.config, args.overrides = args.run_dir, None, []  # torchrun restarted
+        print(f"restart {restart_count()} of the job: resuming {args.run_dir}", file=sys.stderr)
     if args.resume:
         overrides = [args.config, *args.overrides] if args.config else list(args.overrides)
         if any("=" not in item for item in overrides):
@@ -48,9 +67,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "change (e.g. train.iterations=N), not a CONFIG file; drop it"
             )
         run_dir = Path(args.resume)
-        config = resume_config(run_dir, overrides)
+        config = broadcast(on_main(lambda: resume_config(run_dir, overrides), here), here)
         if args.dry_run:
-            return _dry_run(config, None)
+            return _dry_run(config, None) if here.main else 0
         result = train(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.config:
@@ -61,16 +80,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             config_path = None
         else:
             config_path = args.config
-        config = load_config(config_path, overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config_path, config.name)
-        check_new_run_dir(run_dir)
+
+        def resolve() -> tuple[Config, Path]:
+            config = load_config(config_path, overrides)
+            run_dir = (
+                Path(args.run_dir) if args.run_dir else _default_run_dir(config_path, config.name)
+            )
+            check_new_run_dir(run_dir)
+            share(config.meta.batch_size, here)  # each process adapts its share of a meta-batch
+            return config, run_dir
+
+        config, run_dir = broadcast(on_main(resolve, here), here)
         if args.dry_run:
-            return _dry_run(config, run_dir)
-        print(f"run directory: {run_dir}", file=sys.stderr)
+            return _dry_run(config, run_dir) if here.main else 0
+        if here.main:
+            print(f"run directory: {run_dir}", file=sys.stderr)
         result = train(config, run_dir, progress=not args.no_progress)
     if result.status == "stopped":
         return 128 + int(result.signal or 2)
-    print(f"finished {result.iteration} iterations; evaluate with: alfa eval {run_dir}")
+    if here.main:
+        print(f"finished {result.iteration} iterations; evaluate with: alfa eval {run_dir}")
     return 0
 
 
@@ -134,6 +163,13 @@ def _eval_steps(requested: int, trained: int, rule: str) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from alfa.distributed import process_group
+
+    with process_group(args.timeout) as here:  # a torchrun job: the test tasks are shared
+        return _eval(args, here)
+
+
+def _eval(args: argparse.Namespace, here: World) -> int:
     from alfa.build import resolve_device
     from alfa.evaluate import evaluate
     from alfa.memory import check_memory
@@ -166,7 +202,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         first_order=config.eval.first_order,
         device=next(learner.parameters()).device,
         progress=not args.json,
+        world=here,
     )
+    if not here.main:
+        return 0
     result["iteration"] = state["iteration"]
     used = Path(state["path"]).name  # best.pt, or the newest periodic one when there is none
     result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else used
@@ -224,6 +263,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeout_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others before the job stops "
+        "with an error (default 600)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alfa", description="ALFA: meta-learning with adaptive hyperparameters"
@@ -251,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the resolved config, the meta-parameter count and the estimated peak memory, "
         "then stop (exit 2 if it cannot fit); creates nothing",
     )
+    _timeout_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
@@ -272,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train.keep_best >= K; off by default)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    _timeout_option(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("reproduce", help="run a table of the paper (resumable cell by cell)")
@@ -349,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     except AlfaError as exc:
         if args.debug:
             raise
+        if getattr(exc, "every_rank", False) and os.environ.get("RANK", "0") != "0":
+            return exc.exit_code  # rank 0 prints the error that every process of the job saw
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"alfa: error: {message}", file=sys.stderr)
         return exc.exit_code
