@@ -21,6 +21,7 @@ import torch
 from alfa.checkpoint import load_checkpoint
 from alfa.distributed import World, share
 from alfa.errors import ConfigError
+from alfa.rundir import lock_run_dir, unlock_run_dir
 from alfa.runlog import read_metrics
 from distributed_helpers import launch, run_job
 from shared_paths import OMNIGLOT_CONFIGS, REAL_OMNIGLOT, real_omniglot_overrides
@@ -69,6 +70,7 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         single = {"one": run_job(_train(root / "one", SINUSOID, dtype="float64"))}
+        last_loss = _losses(root / "one")[-1]
         half = [*SINUSOID, "train.iterations=10"]
         run_job(_train(root / "half", half, dtype="float64"))
         shutil.copytree(root / "half", root / "half-2")
@@ -82,6 +84,7 @@ def runs(tmp_path_factory):
         _train(root / "half-2", ["train.iterations=20"], resume=True, dtype="float64"),
         {"kind": "eval", "run_dir": str(root / "two"), "tasks": 30, "batch": 7},
         _train(root / "nan", SINUSOID, fault=("nan", 1, 3)),
+        _train(root / "one", ["train.iterations=30"], resume=True),  # while this process holds it
         *(
             [_train(root / "omni-two", omniglot, config=config, dtype="float64")]
             if omniglot
@@ -90,10 +93,15 @@ def runs(tmp_path_factory):
         _train(root / "dead", SINUSOID, fault=("exit", 1, 5)),
     ]
     started = time.monotonic()
-    ranks = launch(2, jobs, root / "out", timeout=20.0)
+    held = lock_run_dir(root / "one")
+    try:
+        ranks = launch(2, jobs, root / "out", timeout=20.0)
+    finally:
+        unlock_run_dir(held, root / "one")
     return {
         "root": root,
         "single": single,
+        "single_last_loss": last_loss,
         "ranks": ranks,
         "seconds": time.monotonic() - started,
         "omniglot": omniglot is not None,
@@ -178,7 +186,7 @@ def test_sharded_eval_gives_the_single_process_result_exactly(runs):
 def test_two_processes_train_omniglot_conv4_as_one(runs):
     if not runs["omniglot"]:
         pytest.skip("real Omniglot zips not available")
-    assert runs["ranks"][0][4]["iteration"] == 20
+    assert runs["ranks"][0][5]["iteration"] == 20
     _assert_same_run(runs["root"] / "omni-one", runs["root"] / "omni-two")
 
 
@@ -216,3 +224,13 @@ def test_share_splits_the_meta_batch_in_contiguous_equal_parts(tasks, size, expe
 def test_a_meta_batch_the_processes_cannot_share_is_refused():
     with pytest.raises(ConfigError, match=r"'meta\.batch_size' is 5, which the 2 processes"):
         share(5, World(1, 2))
+
+
+def test_resuming_a_run_another_process_holds_is_refused_on_every_rank(runs):
+    seen = [runs["ranks"][0][4], runs["ranks"][1][4]]
+    for found in seen:
+        assert found["error"] == "AlfaError" and found["every_rank"]
+        assert found["message"] == (
+            f"run directory '{runs['root'] / 'one'}' is in use by another 'alfa train' process"
+        )
+    assert _losses(runs["root"] / "one")[-1] == runs["single_last_loss"]  # untouched
