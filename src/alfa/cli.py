@@ -55,10 +55,12 @@ def _train(args: argparse.Namespace, here: World) -> int:
             "a run launched by torchrun needs --run-dir (every process, and every restart of "
             "the job, must find the same folder)"
         )
-    restarted = restart_count() and args.run_dir and (Path(args.run_dir) / "config.yaml").is_file()
-    if restarted and not args.resume:
-        args.resume, args.config, args.overrides = args.run_dir, None, []  # torchrun restarted
-        print(f"restart {restart_count()} of the job: resuming {args.run_dir}", file=sys.stderr)
+    run_exists = lambda: (Path(args.run_dir) / "config.yaml").is_file()  # noqa: E731
+    restarted = restart_count() and args.run_dir and not args.resume
+    if restarted and broadcast(on_main(run_exists, here), here):  # torchrun restarted the job
+        args.resume, args.config, args.overrides = args.run_dir, None, []
+        if here.main:
+            print(f"restart {restart_count()} of the job: resuming {args.run_dir}", file=sys.stderr)
     if args.resume:
         overrides = [args.config, *args.overrides] if args.config else list(args.overrides)
         if any("=" not in item for item in overrides):
