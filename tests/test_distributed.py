@@ -234,3 +234,42 @@ def test_resuming_a_run_another_process_holds_is_refused_on_every_rank(runs):
             f"run directory '{runs['root'] / 'one'}' is in use by another 'alfa train' process"
         )
     assert _losses(runs["root"] / "one")[-1] == runs["single_last_loss"]  # untouched
+
+
+def _images(classes: int = 12, per_class: int = 6):
+    from alfa.data import TensorImageDataset
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (classes * per_class, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    return TensorImageDataset([f"c{i}" for i in range(classes)], images, labels)
+
+
+def test_a_share_of_an_image_meta_batch_is_the_slice_of_the_whole_one():
+    from alfa.data import PrefetchingLoader
+
+    dataset = _images()
+    whole = PrefetchingLoader(dataset, 3, 1, 2, 6, seed=4)
+    parts = [PrefetchingLoader(dataset, 3, 1, 2, 6, seed=4) for _ in range(3)]
+    for rank, loader in enumerate(parts):
+        loader.share(2 * rank, 2 * rank + 2)
+    streams = [iter(loader) for loader in parts]
+    for full in (next(iter(whole)), next(iter(whole))):  # meta-batches 0 and 1
+        shares = [next(stream) for stream in streams]
+        for field, value in enumerate(full):
+            assert torch.equal(torch.cat([s[field] for s in shares]), value)
+    assert all(loader.next_batch == whole.next_batch == 2 for loader in parts)
+
+
+def test_a_share_of_a_sinusoid_meta_batch_is_the_slice_of_the_whole_one():
+    from alfa.config import load_config
+    from alfa.tasks.source import SinusoidSource
+
+    config = load_config(None, ["meta.batch_size=4", "seed=2"])
+    whole, half = SinusoidSource(config), SinusoidSource(config)
+    half.share(2, 4)
+    for _ in range(2):
+        full, part = whole.sample(4), half.sample(4)
+        for a, b in zip(full, part, strict=True):
+            assert torch.equal(a[2:4], b)
+    assert torch.equal(whole.state_dict()["generator"], half.state_dict()["generator"])
