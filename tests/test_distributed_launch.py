@@ -39,7 +39,8 @@ def _torchrun(*args: str, processes: int = 2, restarts: int = 0) -> subprocess.C
         "PYTHONWARNINGS": "ignore",
     }
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
-    command += ["--master-port", str(free_port()), "--max-restarts", str(restarts)]
+    # --standalone: the c10d rendezvous on a free port, a fresh store for every restart
+    command += ["--standalone", "--max-restarts", str(restarts)]
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
