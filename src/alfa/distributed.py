@@ -187,7 +187,13 @@ def process_group(timeout: float = DEFAULT_TIMEOUT) -> Iterator[World]:
         torch.cuda.set_device(local)  # "cuda" is then this process's own device
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        store, _, _ = next(dist.rendezvous("env://", timeout=timedelta(seconds=timeout)))
+        # torchrun keeps its store across the restarts of a job: a prefix per attempt keeps a
+        # restarted process from reading the addresses of the previous attempt's processes
+        store = dist.PrefixStore(f"alfa/attempt-{restart_count()}/", store)
+        dist.init_process_group(
+            backend, store=store, rank=rank, world_size=size, timeout=timedelta(seconds=timeout)
+        )
     except (RuntimeError, ValueError, OSError) as exc:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AlfaError(
