@@ -30,7 +30,8 @@ def free_port() -> int:
 
 def _inject(fault: tuple[str, int, int] | None) -> None:
     """Make this rank's sinusoid stream fail at an iteration: ``("nan", rank, i)`` gives its
-    share of meta-batch ``i`` NaN targets, ``("exit", rank, i)`` ends the process there."""
+    share of meta-batch ``i`` NaN targets, ``("exit", rank, i)`` ends the process there and
+    ``("hang", rank, i)`` makes it stop answering for 8 seconds."""
     from alfa.distributed import world
     from alfa.tasks.source import SinusoidSource
 
@@ -46,6 +47,8 @@ def _inject(fault: tuple[str, int, int] | None) -> None:
         if drawn[0] == at:
             if kind == "exit":
                 os._exit(9)
+            if kind == "hang":
+                time.sleep(8)
             batch.query_y[-1] = float("nan")
         return batch
 

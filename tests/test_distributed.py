@@ -273,3 +273,15 @@ def test_a_share_of_a_sinusoid_meta_batch_is_the_slice_of_the_whole_one():
         for a, b in zip(full, part, strict=True):
             assert torch.equal(a[2:4], b)
     assert torch.equal(whole.state_dict()["generator"], half.state_dict()["generator"])
+
+
+@pytest.mark.slow
+def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path):
+    """Rank 1 stops answering for 8 s in iteration 3; with a 2 s timeout rank 0 stops first."""
+    job = _train(tmp_path / "hung", SINUSOID, fault=("hang", 1, 3))
+    ranks = launch(2, [job], tmp_path / "out", timeout=2.0)
+    error = ranks[0][0]
+    assert error["error"] == "PeerError", error
+    assert "did not answer within 2 s" in error["message"]
+    assert error["seconds"] < 8  # it did not wait for rank 1 to wake up
+    assert ranks[1][0]["error"] == "PeerError"  # rank 1 finds rank 0 gone when it wakes

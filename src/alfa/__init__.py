@@ -6,6 +6,7 @@ The main pieces:
 - :class:`alfa.MetaLearner`: a base learner + a rule + the outer objective, vectorised over tasks.
 - :mod:`alfa.tasks`, :mod:`alfa.data`: sinusoid regression and few-shot image episodes.
 - :func:`alfa.train.train`, :func:`alfa.evaluate.evaluate`: the outer loop and the protocol.
+- :mod:`alfa.distributed`: both over the processes of a ``torchrun`` job (data parallel).
 """
 
 from alfa.functional import FunctionalModel
