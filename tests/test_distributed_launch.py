@@ -150,3 +150,17 @@ def test_a_torchrun_job_needs_a_run_dir(monkeypatch, capsys):
         "alfa: error: a run launched by torchrun needs --run-dir (every process, and every "
         "restart of the job, must find the same folder)"
     ]
+
+
+def test_an_error_of_one_rank_names_it_and_a_shared_one_is_printed_by_rank_0(
+    monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "1")  # as rank 1 of a job sees it
+    assert main(["train", "train.iterations=1"]) == 2  # the same on every rank: rank 0 prints it
+    assert capsys.readouterr().err == ""
+    missing = tmp_path / "absent"
+    assert main(["eval", str(missing)]) == 2  # this process's own view of its filesystem
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alfa: error: rank 1: ") and str(missing) in err[0]

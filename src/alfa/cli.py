@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+def _everywhere(message: str) -> AlfaError:
+    """An error about the command line, which every process of a torchrun job raises alike
+    (rank 0 alone prints it)."""
+    exc = AlfaError(message)
+    exc.every_rank = True  # type: ignore[attr-defined]
+    return exc
+
+
 def _default_run_dir(config_path: str | None, name: str) -> Path:
     from alfa.runs import check_path_names
 
@@ -51,7 +59,7 @@ def _train(args: argparse.Namespace, here: World) -> int:
     from alfa.train import check_new_run_dir, train
 
     if launched() and not args.resume and not args.run_dir and not args.dry_run:
-        raise AlfaError(
+        raise _everywhere(
             "a run launched by torchrun needs --run-dir (every process, and every restart of "
             "the job, must find the same folder)"
         )
@@ -64,7 +72,7 @@ def _train(args: argparse.Namespace, here: World) -> int:
     if args.resume:
         overrides = [args.config, *args.overrides] if args.config else list(args.overrides)
         if any("=" not in item for item in overrides):
-            raise AlfaError(
+            raise _everywhere(
                 "--resume takes the run directory and key=value overrides of keys that may "
                 "change (e.g. train.iterations=N), not a CONFIG file; drop it"
             )
@@ -75,7 +83,7 @@ def _train(args: argparse.Namespace, here: World) -> int:
         result = train(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.config:
-            raise AlfaError("alfa train needs a CONFIG.yaml (or --resume RUN_DIR)")
+            raise _everywhere("alfa train needs a CONFIG.yaml (or --resume RUN_DIR)")
         overrides = list(args.overrides)
         if "=" in args.config:  # `alfa train key=value` with no file: defaults + overrides
             overrides.insert(0, args.config)
@@ -145,7 +153,7 @@ def _eval_steps(requested: int, trained: int, rule: str) -> int:
     """Inner steps for ``alfa eval``: bounded, with a warning beyond the trained ones."""
     limit = max(100, 10 * trained)
     if requested > limit:
-        raise AlfaError(
+        raise _everywhere(
             f"--steps {requested} is too many: the run was trained with {trained} inner steps; "
             f"at most {limit} are allowed"
         )
@@ -178,11 +186,11 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     from alfa.runs import load_ensemble, load_run, load_run_config
 
     if args.tasks is not None and args.tasks < 1:
-        raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
+        raise _everywhere(f"--tasks must be at least 1; got {args.tasks}")
     if args.steps is not None and args.steps < 0:
-        raise AlfaError(f"--steps must be 0 (as trained) or more; got {args.steps}")
+        raise _everywhere(f"--steps must be 0 (as trained) or more; got {args.steps}")
     if args.ensemble < 0:
-        raise AlfaError(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
+        raise _everywhere(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
     config = load_run_config(Path(args.run_dir))
     tasks = args.tasks or config.eval.tasks
     steps = _eval_steps(
@@ -403,9 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     except AlfaError as exc:
         if args.debug:
             raise
-        if getattr(exc, "every_rank", False) and os.environ.get("RANK", "0") != "0":
+        rank = os.environ.get("RANK", "0")
+        if getattr(exc, "every_rank", False) and rank != "0":
             return exc.exit_code  # rank 0 prints the error that every process of the job saw
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if rank != "0" and not message.startswith("rank "):
+            message = f"rank {rank}: {message}"  # an error of this process alone
         print(f"alfa: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
