@@ -95,7 +95,7 @@ def runs(tmp_path_factory):
     started = time.monotonic()
     held = lock_run_dir(root / "one")
     try:
-        ranks = launch(2, jobs, root / "out", timeout=20.0)
+        ranks = launch(2, jobs, root / "out", timeout=60.0)  # slow dataset loads under load
     finally:
         unlock_run_dir(held, root / "one")
     return {
@@ -210,8 +210,8 @@ def test_a_dead_rank_stops_the_others_with_a_clear_message(runs):
     error = ranks[0][-1]
     assert error["error"] == "PeerError"
     assert error["message"].startswith("rank 0: averaging the meta-gradients failed")
-    assert "another process of the job stopped or did not answer within 20 s" in error["message"]
-    assert error["seconds"] < 20 + 10  # bounded by the timeout, not a hang
+    assert "another process of the job stopped or did not answer within 60 s" in error["message"]
+    assert error["seconds"] < 60  # a dead peer is noticed at once, a hung one after the timeout
 
 
 @pytest.mark.parametrize(
