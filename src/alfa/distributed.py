@@ -201,11 +201,18 @@ def process_group(timeout: float = DEFAULT_TIMEOUT) -> Iterator[World]:
             f"{backend}): {line}"
         ) from exc
     _timeout = timeout
+    together = False
     try:
         yield World(rank, size)
+        together = True
+    except BaseException as exc:
+        together = bool(getattr(exc, "every_rank", False))  # every rank stops here alike
+        raise
     finally:
         _timeout = DEFAULT_TIMEOUT
         with suppress(Exception):  # a broken group cannot always be torn down cleanly
+            if together:  # leave together: a process whose peers are gone may abort at exit
+                dist.barrier()
             dist.destroy_process_group()
 
 
