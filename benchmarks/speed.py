@@ -9,6 +9,9 @@ are not trivial), and the benchmark exits with status 1 when their meta-losses d
 runs in its own process, so ``peak_mem_mb`` is that side's own peak (CUDA:
 ``torch.cuda.max_memory_allocated``; CPU: peak resident memory, interpreter included).
 
+``--processes N``: data-parallel scaling instead, 1 against N processes launched with
+``torchrun`` (``scaling.py``).
+
 ``--workload episodes``: episodes per second of the image episode sampler on synthetic
 in-memory Omniglot-sized data, against a plain gather of the same images.
 
@@ -34,6 +37,7 @@ from alfa.execution import meta_step
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference import ReferenceALFA
+from scaling import add_arguments, bench_scaling
 from workloads import WORKLOADS, build
 
 ENGINE_WORKLOADS = tuple(WORKLOADS)
@@ -245,6 +249,10 @@ def main() -> None:
     parser.add_argument(
         "--max-memory-gb", type=float, default=0, help="address-space limit of each side"
     )
+    parser.add_argument(
+        "--processes", type=int, default=0, help="scaling of 1 vs N torchrun processes (0: off)"
+    )
+    add_arguments(parser)
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
@@ -252,7 +260,12 @@ def main() -> None:
     if args.side:
         print(json.dumps(measure_side(args)))
         return
-    result = bench_episodes(args.seconds) if args.workload == "episodes" else bench_engine(args)
+    if args.processes:
+        result = bench_scaling(args)
+    elif args.workload == "episodes":
+        result = bench_episodes(args.seconds)
+    else:
+        result = bench_engine(args)
     if not args.json:
         for key, value in result.items():
             print(f"{key:>22}: {value}")

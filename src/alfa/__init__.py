@@ -9,6 +9,7 @@ The main pieces:
   as a stream of training meta-batches and the fixed seeded test episodes of ``alfa eval``.
 - :mod:`alfa.tasks`, :mod:`alfa.data`: sinusoid regression and few-shot image episodes.
 - :func:`alfa.train.train`, :func:`alfa.evaluate.evaluate`: the outer loop and the protocol.
+- :mod:`alfa.distributed`: both over the processes of a ``torchrun`` job (data parallel).
 
 Importing the package is cheap: the names below are loaded on first use, so the command line
 (``alfa --help``) answers without importing torch.

@@ -1,4 +1,4 @@
-"""``python -m alfa``: the command line (:mod:`alfa.cli`)."""
+"""``python -m alfa`` (and ``torchrun -m alfa``): the command line of :mod:`alfa.cli`."""
 
 import sys
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,8 +20,17 @@ from alfa.version import package_version
 
 if TYPE_CHECKING:
     from alfa.config import Config
+    from alfa.distributed import World
 
 __all__ = ["main"]
+
+
+def _everywhere(message: str) -> AlfaError:
+    """An error about the command line, which every process of a torchrun job raises alike
+    (rank 0 alone prints it)."""
+    exc = AlfaError(message)
+    exc.every_rank = True  # type: ignore[attr-defined]
+    return exc
 
 
 def _default_run_dir(config_path: str | None, name: str) -> Path:
@@ -37,41 +47,70 @@ def _default_run_dir(config_path: str | None, name: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from alfa.distributed import process_group
+
+    with process_group(args.timeout) as here:  # a torchrun job: join its process group
+        return _train(args, here)
+
+
+def _train(args: argparse.Namespace, here: World) -> int:
     from alfa.config import load_config
+    from alfa.distributed import broadcast, launched, on_main, restart_count, share
     from alfa.runs import resume_config
     from alfa.train import check_new_run_dir, train
 
+    if launched() and not args.resume and not args.run_dir and not args.dry_run:
+        raise _everywhere(
+            "a run launched by torchrun needs --run-dir (every process, and every restart of "
+            "the job, must find the same folder)"
+        )
+    run_exists = lambda: (Path(args.run_dir) / "config.yaml").is_file()  # noqa: E731
+    restarted = restart_count() and args.run_dir and not args.resume
+    if restarted and broadcast(on_main(run_exists, here), here):  # torchrun restarted the job
+        args.resume, args.config, args.overrides = args.run_dir, None, []
+        if here.main:
+            print(f"restart {restart_count()} of the job: resuming {args.run_dir}", file=sys.stderr)
     if args.resume:
         overrides = [args.config, *args.overrides] if args.config else list(args.overrides)
         if any("=" not in item for item in overrides):
-            raise AlfaError(
+            raise _everywhere(
                 "--resume takes the run directory and key=value overrides of keys that may "
                 "change (e.g. train.iterations=N), not a CONFIG file; drop it"
             )
         run_dir = Path(args.resume)
-        config = resume_config(run_dir, overrides)
+        config = broadcast(on_main(lambda: resume_config(run_dir, overrides), here), here)
         if args.dry_run:
-            return _dry_run(config, None)
+            return _dry_run(config, None) if here.main else 0
         result = train(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.config:
-            raise AlfaError("alfa train needs a CONFIG.yaml (or --resume RUN_DIR)")
+            raise _everywhere("alfa train needs a CONFIG.yaml (or --resume RUN_DIR)")
         overrides = list(args.overrides)
         if "=" in args.config:  # `alfa train key=value` with no file: defaults + overrides
             overrides.insert(0, args.config)
             config_path = None
         else:
             config_path = args.config
-        config = load_config(config_path, overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config_path, config.name)
-        check_new_run_dir(run_dir)
+
+        def resolve() -> tuple[Config, Path]:
+            config = load_config(config_path, overrides)
+            run_dir = (
+                Path(args.run_dir) if args.run_dir else _default_run_dir(config_path, config.name)
+            )
+            check_new_run_dir(run_dir)
+            share(config.meta.batch_size, here)  # each process adapts its share of a meta-batch
+            return config, run_dir
+
+        config, run_dir = broadcast(on_main(resolve, here), here)
         if args.dry_run:
-            return _dry_run(config, run_dir)
-        print(f"run directory: {run_dir}", file=sys.stderr)
+            return _dry_run(config, run_dir) if here.main else 0
+        if here.main:
+            print(f"run directory: {run_dir}", file=sys.stderr)
         result = train(config, run_dir, progress=not args.no_progress)
     if result.status == "stopped":
         return 128 + int(result.signal or 2)
-    print(f"finished {result.iteration} iterations; evaluate with: alfa eval {run_dir}")
+    if here.main:
+        print(f"finished {result.iteration} iterations; evaluate with: alfa eval {run_dir}")
     return 0
 
 
@@ -115,7 +154,7 @@ def _eval_steps(requested: int, trained: int, rule: str) -> int:
     """Inner steps for ``alfa eval``: bounded, with a warning beyond the trained ones."""
     limit = max(100, 10 * trained)
     if requested > limit:
-        raise AlfaError(
+        raise _everywhere(
             f"--steps {requested} is too many: the run was trained with {trained} inner steps; "
             f"at most {limit} are allowed"
         )
@@ -135,6 +174,13 @@ def _eval_steps(requested: int, trained: int, rule: str) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from alfa.distributed import process_group
+
+    with process_group(args.timeout) as here:  # a torchrun job: the test tasks are shared
+        return _eval(args, here)
+
+
+def _eval(args: argparse.Namespace, here: World) -> int:
     from alfa.build import configure_runtime, resolve_device
     from alfa.eval_overrides import eval_config
     from alfa.evaluate import evaluate
@@ -144,11 +190,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from alfa.trained import open_trained, trained_config
 
     if args.tasks is not None and args.tasks < 1:
-        raise AlfaError(f"--tasks must be at least 1; got {args.tasks}")
+        raise _everywhere(f"--tasks must be at least 1; got {args.tasks}")
     if args.steps is not None and args.steps < 0:
-        raise AlfaError(f"--steps must be 0 (as trained) or more; got {args.steps}")
+        raise _everywhere(f"--steps must be 0 (as trained) or more; got {args.steps}")
     if args.ensemble < 0:
-        raise AlfaError(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
+        raise _everywhere(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
     target = Path(args.run_dir)  # a run directory or an `alfa export` file
     config = eval_config(trained_config(target), args.overrides)  # e.g. data.test_root=DIR
     tasks = args.tasks or config.eval.tasks
@@ -162,7 +208,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     learners = [learner]
     if args.ensemble > 1:
         if trained.is_export:
-            raise AlfaError("--ensemble needs a run directory; an export holds one model")
+            raise _everywhere("--ensemble needs a run directory; an export holds one model")
         learners = load_ensemble(target, args.ensemble, config, source)
     result = evaluate(
         learners,
@@ -175,7 +221,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         first_order=config.eval.first_order,
         device=next(learner.parameters()).device,
         progress=not args.json,
+        world=here,
     )
+    if not here.main:
+        return 0
     result["iteration"] = trained.iteration
     used = trained.origin.name  # best.pt, the newest periodic one when there is none, or export
     result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else used
@@ -262,6 +311,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeout_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others before the job stops "
+        "with an error (default 600)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alfa", description="ALFA: meta-learning with adaptive hyperparameters"
@@ -289,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the resolved config, the meta-parameter count and the estimated peak memory, "
         "then stop (exit 2 if it cannot fit); creates nothing",
     )
+    _timeout_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
@@ -321,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train.keep_best >= K; off by default)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    _timeout_option(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("reproduce", help="run a table of the paper (resumable cell by cell)")
@@ -444,7 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     except AlfaError as exc:
         if args.debug:
             raise
+        rank = os.environ.get("RANK", "0")
+        if getattr(exc, "every_rank", False) and rank != "0":
+            return exc.exit_code  # rank 0 prints the error that every process of the job saw
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if rank != "0" and not message.startswith("rank "):
+            message = f"rank {rank}: {message}"  # an error of this process alone
         print(f"alfa: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:

@@ -60,11 +60,15 @@ def _where(layer: str | None) -> str:
     return f"layer '{layer}' (first non-finite output)"
 
 
-def diagnose(learner: MetaLearner, batch: TaskBatch, iteration: int) -> DivergenceError:
+def diagnose(
+    learner: MetaLearner, batch: TaskBatch, iteration: int, *, task_offset: int = 0
+) -> DivergenceError:
     """Re-run a diverged meta-batch with per-step checks to name the step, layer and task.
 
     Gradients, generated hyperparameters and weights are checked per adapted tensor by the
     inner loop; for a non-finite loss, the layer is the first module whose output overflows.
+    ``batch`` may be a share of the meta-batch starting at task ``task_offset`` (a distributed
+    run): the task named is the meta-batch's.
     """
     try:
         out = learner(batch, check=True)
@@ -73,6 +77,8 @@ def diagnose(learner: MetaLearner, batch: TaskBatch, iteration: int) -> Divergen
         if exc.what == "support loss" and exc.step is not None and exc.task is not None:
             layer = _where(_first_bad_module(learner, batch, exc.step, exc.task))
             message = f"non-finite support loss at inner step {exc.step}, {layer}, task {exc.task}"
+        if exc.task is not None and task_offset and message.endswith(f"task {exc.task}"):
+            message = f"{message.rsplit(' ', 1)[0]} {exc.task + task_offset}"
         return DivergenceError(f"iteration {iteration}: {message}")
     bad = (~torch.isfinite(out.query_losses)).nonzero()
     if bad.numel():
@@ -80,7 +86,7 @@ def diagnose(learner: MetaLearner, batch: TaskBatch, iteration: int) -> Divergen
         layer = _where(_first_bad_module(learner, batch, learner.steps, task, query=True))
         return DivergenceError(
             f"iteration {iteration}: non-finite query loss after inner step {last}, {layer}, "
-            f"task {task}"
+            f"task {task + task_offset}"
         )
     return DivergenceError(f"iteration {iteration}: non-finite outer loss or hyperparameter mean")
 

@@ -3,6 +3,11 @@
 For regression the metric is the query MSE per task (Table 8: 100 query points); for
 classification the query accuracy per task, plus the per-prediction standard deviation that the
 paper's tables print (reference A.4). ``ci95 = 1.96 * std / sqrt(tasks)`` over tasks.
+
+In a distributed job (:mod:`alfa.distributed`) rank ``r`` of ``N`` evaluates the chunks
+``r, r + N, ...`` of ``batch`` fixed tasks and the per-task results are gathered in chunk order,
+so every rank gets exactly the single-process values, mean and CI (a chunk is computed alike
+whichever rank computes it). ``batch`` at most ``tasks / N`` keeps every rank busy.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from alfa.distributed import World, gather
 from alfa.losses import accuracy, mse
 from alfa.meta_learner import MetaLearner
 from alfa.tasks.source import TaskSource
@@ -42,6 +48,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = False,
     per_task: bool = False,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Adapt to each fixed task's support set and score its query set.
 
@@ -51,14 +58,20 @@ def evaluate(
 
     With ``per_task`` the result also holds ``"per_task"``: each task's value (MSE or accuracy)
     in the order of the fixed tasks, for paired comparisons of runs tested on the same tasks.
+
+    With ``world`` (a distributed job) the chunks are shared among its ranks and every rank
+    returns the whole result.
     """
     learners = [learner] if isinstance(learner, MetaLearner) else list(learner)
     steps = learners[0].steps if steps is None else steps
-    values_per_chunk, correct = [], []
-    chunks = source.fixed(split, tasks, seed, batch)
-    bar = tqdm(total=tasks, desc=f"eval {split}", unit="task", disable=not progress, leave=False)
-    for chunk in chunks:
-        chunk = chunk.to(device)
+    here = world if world is not None else World()
+    chunks = source.fixed_chunks(split, tasks, seed, batch)
+    mine = range(here.rank, len(chunks), here.size)
+    shown = progress and here.main
+    bar = tqdm(total=len(mine), desc=f"eval {split}", unit="chunk", disable=not shown, leave=False)
+    done: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for index in mine:
+        chunk = chunks[index].to(device)
         outputs = [
             m(chunk, steps=steps, first_order=first_order, keep_graph=False).outputs
             for m in learners
@@ -66,13 +79,16 @@ def evaluate(
         mean_out = torch.stack(outputs).mean(0)
         if source.task == "classification":
             hits = accuracy(mean_out, chunk.query_y).cpu()
-            correct.append(hits)
-            values_per_chunk.append(hits.mean(1))
+            done[index] = (hits.mean(1), hits)
         else:
-            values_per_chunk.append(mse(mean_out, chunk.query_y).cpu())
-        bar.update(chunk.num_tasks)
+            done[index] = (mse(mean_out, chunk.query_y).cpu(), None)
+        bar.update(1)
     bar.close()
-    values = torch.cat(values_per_chunk)
+    if here.distributed:
+        done = {i: result for part in gather(done, here) for i, result in part.items()}
+    ordered = [done[i] for i in range(len(chunks))]
+    values = torch.cat([v for v, _ in ordered])
+    correct = [c for _, c in ordered if c is not None]
     mean, ci95, std = summarise(values)
     result: dict[str, Any] = {
         "metric": source.metric,

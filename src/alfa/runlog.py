@@ -16,7 +16,7 @@ from alfa.checkpoint import atomic_write_bytes
 from alfa.durable import append_record
 from alfa.errors import AlfaError, DataError
 
-__all__ = ["ConsoleLog", "RunLog", "format_duration", "read_metrics"]
+__all__ = ["ConsoleLog", "NoLog", "RunLog", "format_duration", "read_metrics"]
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -147,6 +147,20 @@ class RunLog:
         os.close(fd)
         self._mirror(lambda writer: writer.close())
         self.writer = None
+
+
+class NoLog:
+    """Stands in for a :class:`RunLog` in a process that writes nothing (the ranks other than 0
+    of a distributed run)."""
+
+    def log(self, split: str, iteration: int, values: dict[str, float]) -> None:
+        pass
+
+    def event(self, iteration: int, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def format_duration(seconds: float) -> str:

@@ -133,17 +133,31 @@ class EpisodeSpec:
 
 
 def sample_tasks(
-    dataset: ImageClassDataset, spec: EpisodeSpec, generator: torch.Generator, num_tasks: int
+    dataset: ImageClassDataset,
+    spec: EpisodeSpec,
+    generator: torch.Generator,
+    num_tasks: int,
+    *,
+    part: tuple[int, int] | None = None,
 ) -> TaskBatch:
-    """Draw ``num_tasks`` tasks with ``generator`` and stack them along a leading axis."""
+    """Draw ``num_tasks`` tasks with ``generator`` and stack them along a leading axis.
+
+    With ``part = (start, stop)`` only those tasks are returned: every task is still drawn (so
+    the generator advances alike), but only the kept ones read their images. The result equals
+    the slice ``[start:stop]`` of the whole batch (one process's share of a meta-batch).
+    """
     counts = dataset.images_per_class()
     per_class = spec.shots + spec.query
+    start, stop = part if part is not None else (0, num_tasks)
     tasks = []
-    for _ in range(num_tasks):
+    for index in range(num_tasks):
         classes = torch.randperm(len(counts), generator=generator)[: spec.ways].tolist()
         picks = [torch.randperm(counts[c], generator=generator)[:per_class] for c in classes]
+        if not start <= index < stop:
+            continue
         images = dataset.gather(classes, picks)
         tasks.append(images.reshape(spec.ways, per_class, *images.shape[1:]))
+    num_tasks = len(tasks)
     grouped = to_float(torch.stack(tasks), spec.normalise)  # [T, N, K+Q, C, H, W]
     shape = grouped.shape[3:]
     labels = torch.arange(spec.ways, dtype=torch.long)

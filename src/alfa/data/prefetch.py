@@ -30,10 +30,11 @@ class _MetaBatches(Dataset[TaskBatch]):
         self.spec = spec
         self.meta_batch = meta_batch
         self.seed = seed
+        self.part: tuple[int, int] | None = None
 
     def __getitem__(self, index: int) -> TaskBatch:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
-        return sample_tasks(self.dataset, self.spec, generator, self.meta_batch)
+        return sample_tasks(self.dataset, self.spec, generator, self.meta_batch, part=self.part)
 
 
 class _Indices(Sampler[int]):
@@ -108,6 +109,15 @@ class PrefetchingLoader:
         self.pin_memory = pin_memory
         self.multiprocessing_context = multiprocessing_context
         self.next_batch = 0
+
+    def share(self, start: int, stop: int) -> None:
+        """Yield only tasks ``[start, stop)`` of every meta-batch (one process's share; the
+        stream and its positions are those of the whole meta-batches)."""
+        if not 0 <= start < stop <= self.batches.meta_batch:
+            raise DataError(
+                f"share [{start}, {stop}) is not within a meta-batch of {self.batches.meta_batch}"
+            )
+        self.batches.part = (start, stop)
 
     @property
     def seed(self) -> int:

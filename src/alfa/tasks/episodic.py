@@ -14,7 +14,13 @@ from typing import Any
 import torch
 
 from alfa.config import Config
-from alfa.data import ImageClassDataset, PrefetchingLoader, detect_format, fixed_episodes
+from alfa.data import (
+    FixedEpisodes,
+    ImageClassDataset,
+    PrefetchingLoader,
+    detect_format,
+    fixed_episodes,
+)
 from alfa.data import load_dataset as _load
 from alfa.data.every_class import load_every_class
 from alfa.data.formats import split_paths
@@ -149,20 +155,26 @@ class EpisodicSource:
             self._stream = iter(self.loader)
         return next(self._stream)
 
+    def share(self, start: int, stop: int) -> None:
+        self.loader.share(start, stop)
+        self._stream = None  # the next batch is read with the share
+
     def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]:
         """The fixed seeded episodes of ``split`` (its classes are loaded now, so a missing
         split is an error before any progress bar starts)."""
+        return iter(self.fixed_chunks(split, tasks, seed, batch))
+
+    def fixed_chunks(self, split: str, tasks: int, seed: int, batch: int) -> FixedEpisodes:
+        """The fixed tasks in chunks of ``batch``, each generated when it is read."""
         offset = {"test": 0, "val": 1}[split]
-        return iter(
-            fixed_episodes(
-                self._split(split),
-                self.ways,
-                self.shots,
-                self.test_query,
-                tasks,
-                seed + offset,
-                batch_size=batch,
-            )
+        return fixed_episodes(
+            self._split(split),
+            self.ways,
+            self.shots,
+            self.test_query,
+            tasks,
+            seed + offset,
+            batch_size=batch,
         )
 
     def state_dict(self) -> dict[str, Any]:

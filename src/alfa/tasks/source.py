@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from alfa.config import Config
@@ -13,7 +13,13 @@ __all__ = ["SinusoidSource", "TaskSource", "build_source"]
 
 
 class TaskSource(Protocol):
-    """The tasks of a run. ``fixed`` yields the same tasks for the same seed every time."""
+    """The tasks of a run. ``fixed`` yields the same tasks for the same seed every time, in
+    chunks of ``batch`` tasks that ``fixed_chunks`` also gives by index.
+
+    ``sample`` draws the next meta-batch of the training stream; after ``share(start, stop)``
+    it returns only tasks ``[start, stop)`` of it (one process's share in a distributed run),
+    while the stream advances by whole meta-batches, as in a single process.
+    """
 
     task: str  # "regression" | "classification"
     metric: str  # "mse" | "accuracy"
@@ -21,7 +27,13 @@ class TaskSource(Protocol):
 
     def sample(self, tasks: int) -> TaskBatch: ...
 
+    def share(self, start: int, stop: int) -> None: ...
+
     def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]: ...
+
+    def fixed_chunks(
+        self, split: str, tasks: int, seed: int, batch: int
+    ) -> Sequence[TaskBatch]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -41,15 +53,27 @@ class SinusoidSource:
         self.shots = d.shots
         self.eval_query = d.eval_query
         self.train = SinusoidTasks(d.family, d.shots, d.query or d.shots, seed=config.seed)
+        self.part: tuple[int, int] | None = None
 
     def sample(self, tasks: int) -> TaskBatch:
-        return self.train.sample(tasks)
+        batch = self.train.sample(tasks)  # the whole meta-batch: the generator advances alike
+        if self.part is None:
+            return batch
+        return TaskBatch(*(t[self.part[0] : self.part[1]] for t in batch))
+
+    def share(self, start: int, stop: int) -> None:
+        self.part = (start, stop)
 
     def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]:
+        yield from self.fixed_chunks(split, tasks, seed, batch)
+
+    def fixed_chunks(self, split: str, tasks: int, seed: int, batch: int) -> list[TaskBatch]:
         offset = {"test": 0, "val": 1}[split]
         every = fixed_sinusoid_tasks(self.family, self.shots, self.eval_query, tasks, seed + offset)
-        for start in range(0, tasks, batch):
-            yield TaskBatch(*(t[start : start + batch] for t in every))
+        return [
+            TaskBatch(*(t[start : start + batch] for t in every))
+            for start in range(0, tasks, batch)
+        ]
 
     def state_dict(self) -> dict[str, Any]:
         return self.train.state_dict()
