@@ -22,12 +22,13 @@ See docs/metadataset.md for what each part does.
 - Episodes (Meta-Dataset's sampler, alphabet-aware): ways uniform in [5, min(50, alphabet
   size)], 10 query images per class (half the smallest class, at most 10), support budget and
   imbalanced shots as in the Meta-Dataset paper.
-- Learner (`{config}`): 4-CONV with 32 filters, head of 50 outputs
-  (Meta-Dataset's `logit_dim`), 3 inner steps, first order, inner lr 0.05 (ALFA's alpha0 starts
-  there), Adam 1e-3, meta-batch 1, seed 0; the test inner loop has 3 steps too. fo-Proto-MAML
-  sets each episode's head from the support prototypes (`meta.head_init=proto`); fo-MAML uses
-  the first N rows of the meta-learned head (`meta.head_init=learned`). ALFA: the default
-  generator (two layers, unit initialisation), no meta-gradient clipping.
+- Learner (`{config}`):
+  4-CONV with 32 filters, head of 50 outputs (Meta-Dataset's `logit_dim`), 3 inner steps, first
+  order, inner lr 0.05 (ALFA's alpha0 starts there), Adam 1e-3, meta-batch 1, seed 0; the test
+  inner loop has 3 steps too. fo-Proto-MAML sets each episode's head from the support
+  prototypes (`meta.head_init=proto`); fo-MAML uses the first N rows of the meta-learned head
+  (`meta.head_init=learned`). ALFA: the default generator (two layers, unit initialisation), no
+  meta-gradient clipping.
 - This is a small CPU budget (the Meta-Dataset runs train for tens of thousands of episodes on
   larger images and networks), so the numbers say how the pieces behave here, not what Table 3
   would give. (In the paper's Table 3, ALFA helps fo-Proto-MAML on 8 of 10 sources but not on
@@ -44,8 +45,9 @@ def _provenance(doc: dict) -> list[str]:
     ]
     if runs.get("collected"):
         lines += [
-            f"It collects runs that the code at commit `{runs['commit']}` trained and tested",
-            "(the commands below, one thread each); it trained nothing itself.",
+            "It collects runs that the code at commit",
+            f"`{runs['commit']}` trained and tested (the commands below, one thread",
+            "each); it trained nothing itself.",
             *([runs["note"]] if runs.get("note") else []),
         ]
     else:
