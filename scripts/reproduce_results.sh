@@ -9,8 +9,11 @@
 #   scripts/table8.py            results/table8.md, results/table8.json, results/table8/<cell>/
 #   scripts/omniglot_minimal.py  results/omniglot_minimal.md, results/omniglot_minimal.json
 #   scripts/clip_frequency.py    results/clip_frequency.json
+#   scripts/metadataset_omniglot_minimal.py
+#                                results/metadataset_omniglot_minimal.md, .json
 # The full run trains every cell of each recipe (days of CPU time for Table 8's 36 runs of
-# 20,000 iterations; about 20 minutes for Omniglot). --quick shortens each script to a few
+# 20,000 iterations; about 20 minutes for Omniglot; about 15 minutes for Omniglot in
+# Meta-Dataset's format). --quick shortens each script to a few
 # iterations and cells (seconds; the tests run it twice and compare the outputs).
 # PYTHON (default: python) runs the scripts. The Omniglot configs read the minimal zips from
 # $ALFA_DATA/omniglot (README, Getting the data); OMNIGLOT_DATA names their folder instead.
@@ -36,10 +39,14 @@ if (( quick )); then
         --iterations 2 --tasks 5 --ways 5 --methods alfa_random "${omniglot[@]}"
     "$py" scripts/clip_frequency.py --out "$out/results/clip_frequency.json" \
         --iterations 3 --methods alfa_maml
+    "$py" scripts/metadataset_omniglot_minimal.py --results "$out/results" \
+        --runs "$out/runs/metadataset" --iterations 2 --tasks 5 "${omniglot[@]}"
 else
     "$py" scripts/table8.py --results "$out/results" --runs "$out/runs/table8"
     "$py" scripts/omniglot_minimal.py --results "$out/results" --runs "$out/runs/omniglot" \
         "${omniglot[@]}"
     "$py" scripts/clip_frequency.py --out "$out/results/clip_frequency.json"
+    "$py" scripts/metadataset_omniglot_minimal.py --results "$out/results" \
+        --runs "$out/runs/metadataset" "${omniglot[@]}"
 fi
 echo "re-derived results in $out/results"

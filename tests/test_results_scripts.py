@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ WRITERS = {
     "omniglot_minimal.md": "scripts/omniglot_minimal.py",
     "omniglot_minimal.json": "scripts/omniglot_minimal.py",
     "clip_frequency.json": "scripts/clip_frequency.py",
+    "metadataset_omniglot_minimal.md": "scripts/metadataset_omniglot_minimal.py",
+    "metadataset_omniglot_minimal.json": "scripts/metadataset_omniglot_minimal.py",
 }
 TIMING = {"train_seconds", "seconds"}
 
@@ -45,15 +48,52 @@ def test_every_results_file_records_its_commit_and_command():
     table8 = json.loads((RESULTS / "table8.json").read_text())
     omniglot = json.loads((RESULTS / "omniglot_minimal.json").read_text())
     clip = json.loads((RESULTS / "clip_frequency.json").read_text())
-    for doc, script in ((table8, "table8.py"), (omniglot, "omniglot_minimal.py")):
+    metadataset = json.loads((RESULTS / "metadataset_omniglot_minimal.json").read_text())
+    for doc, script in (
+        (table8, "table8.py"),
+        (omniglot, "omniglot_minimal.py"),
+        (metadataset, "metadataset_omniglot_minimal.py"),
+    ):
         assert doc["command"].startswith(f"python scripts/{script}")
         assert re.fullmatch(r"[0-9a-f]{40}", doc["source"]["commit"])
     assert all(re.fullmatch(r"[0-9a-f]{40}", r["commit"]) for r in table8["rows"])
     assert clip["command"].startswith("python scripts/clip_frequency.py")
     assert re.fullmatch(r"[0-9a-f]{40}", clip["commit"])
-    for name, doc in (("table8.md", table8), ("omniglot_minimal.md", omniglot)):
+    # The runs behind the Meta-Dataset results: their commit, and each run's command.
+    assert re.fullmatch(r"[0-9a-f]{40}", metadataset["runs_source"]["commit"])
+    assert all(
+        r["command"].startswith("python -m alfa.metadataset_run --config ")
+        for r in metadataset["runs"].values()
+    )
+    for name, doc in (
+        ("table8.md", table8),
+        ("omniglot_minimal.md", omniglot),
+        ("metadataset_omniglot_minimal.md", metadataset),
+    ):
         md = (RESULTS / name).read_text()
         assert f"`{doc['command']}`" in md and doc["source"]["commit"] in md
+    md = (RESULTS / "metadataset_omniglot_minimal.md").read_text()
+    assert metadataset["runs_source"]["commit"] in md
+    assert all(r["command"] in md for r in metadataset["runs"].values())
+
+
+def test_the_metadataset_page_is_the_script_s_rendering_of_its_json():
+    """No hand edits: the .md is what scripts/metadataset_report.py makes of the .json, and the
+    paired differences are the per-episode differences' mean."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from metadataset_report import markdown
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    doc = json.loads((RESULTS / "metadataset_omniglot_minimal.json").read_text())
+    assert (RESULTS / "metadataset_omniglot_minimal.md").read_text() == markdown(doc)
+    for pair in doc["paired"].values():
+        base = doc["runs"][pair["base"]]["episode_accuracies"]
+        alfa = doc["runs"][pair["alfa"]]["episode_accuracies"]
+        diff = [b - a for a, b in zip(base, alfa, strict=True)]
+        assert pair["mean"] == pytest.approx(statistics.fmean(diff), abs=1e-9)
+        assert pair["ci95"] == pytest.approx(1.96 * statistics.stdev(diff) / len(diff) ** 0.5)
+        assert pair["alfa_better"] == sum(d > 0 for d in diff)
 
 
 def _without_timing(value, root: str):
@@ -77,6 +117,7 @@ def _snapshot(out: Path) -> dict[str, object]:
             files[rel] = _without_timing(json.loads(path.read_text()), str(out))
         elif path.suffix == ".md":
             text = re.sub(r"\| [0-9.]+ min \|", "| - min |", path.read_text())
+            text = re.sub(r"\| [0-9]+ s \|", "| - s |", text)
             files[rel] = text.replace(str(out), "<out>")
         elif path.suffix in (".yaml", ".jsonl"):
             lines = path.read_text().splitlines()
@@ -112,13 +153,24 @@ def test_the_quick_run_of_every_results_script_is_deterministic(tmp_path):
         shutil.rmtree(out / "runs")
     first, second = shots
     assert set(first) == set(second)
-    assert {"table8.md", "table8.json", "omniglot_minimal.md", "clip_frequency.json"} <= set(first)
+    assert {
+        "table8.md",
+        "table8.json",
+        "omniglot_minimal.md",
+        "clip_frequency.json",
+        "metadataset_omniglot_minimal.md",
+        "metadataset_omniglot_minimal.json",
+    } <= set(first)
     for key in first:
         assert first[key] == second[key], key
     # ... and the quick run is a real one: every script left numbers behind.
     assert all(r["mse"] > 0 for r in first["table8.json"]["rows"])
     assert 0.2 < first["omniglot_minimal.json"]["rows"][0]["accuracy"] < 1
     assert first["clip_frequency.json"]["rows"]["alfa_maml"]["iterations"] == 3
+    metadataset = first["metadataset_omniglot_minimal.json"]
+    assert [r["iterations"] for r in metadataset["runs"].values()] == [2] * 4
+    assert all(len(r["episode_accuracies"]) == 5 for r in metadataset["runs"].values())
+    assert all(0 < r["accuracy"] < 100 for r in metadataset["runs"].values())
 
 
 def test_alfa_eval_of_a_shipped_checkpoint_prints_the_shipped_number(capsys):
