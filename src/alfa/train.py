@@ -433,10 +433,10 @@ def _loop(
                 break
     except DivergenceError as exc:
         log.event(iteration, event="diverged", message=str(exc))
-        if here.main:  # a checkpoint is good when it loads, is finite and validates finitely
+        good = None  # a checkpoint is good when it loads, is finite and validates finitely
+        if here.main:
             good = last_good_checkpoint(config, paths["checkpoints"], source, device).describe()
-        else:
-            good = "rank 0 names the last good checkpoint"
+        good = broadcast(good, here)  # every rank raises rank 0's message
         error = DivergenceError(f"training diverged: {exc}; {good}")
         raise (shared_error(error) if here.distributed else error) from exc
     finally:

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from alfa.data.dataset import ImageClassDataset
-from alfa.data.episodes import fixed_episodes
+from alfa.data.episodes import FixedEpisodes, fixed_episodes
 from alfa.data.folder import SPLIT_FOLDERS, load_folder
 from alfa.data.prefetch import PrefetchingLoader
 from alfa.data.torch_dataset import from_torch_dataset
@@ -156,13 +156,22 @@ class FewShotEpisodes:
         Raises:
             DataError: no such split was given.
         """
+        return iter(self.fixed_chunks(split, tasks, seed, batch))
+
+    def fixed_chunks(self, split: str, tasks: int, seed: int, batch: int) -> FixedEpisodes:
+        """The tasks of :meth:`fixed` as a sequence of batches, each generated when it is read
+        (what :func:`alfa.evaluate.evaluate` shares among the ranks of a distributed job).
+
+        Raises:
+            DataError: no such split was given.
+        """
         offsets = {"test": 0, "val": 1}
         if split not in offsets:
             raise DataError(f"split must be 'test' or 'val', got {split!r}")
         data = self.splits[split]
         if data is None:
             raise DataError(f"no {split} classes were given (pass {split}= or a {split} folder)")
-        yield from fixed_episodes(
+        return fixed_episodes(
             data,
             self.ways,
             self.shots,
