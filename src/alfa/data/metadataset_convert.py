@@ -98,7 +98,7 @@ def _scan(zips: list[str]) -> dict[tuple[str, str], list[Member]]:
 def _read(archive: zipfile.ZipFile, zip_path: str, name: str) -> bytes:
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:  # a damaged member (CRC, truncation)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:  # bad CRC, truncated
         raise DataError(f"{zip_path}: member {name} does not read ({exc})") from exc
 
 
