@@ -70,7 +70,7 @@ class DataConfig:
 class ModelConfig:
     """The base learner f_theta."""
 
-    name: str = "mlp"  # base learner: mlp | conv4 | resnet12
+    name: str = "mlp"  # base learner: mlp | conv4 | resnet12 | resnet18 (Meta-Dataset's)
     hidden: tuple[int, ...] = (40, 40)  # mlp: widths of the hidden layers
     filters: int = 48  # conv4: filters (channels) of every block
     norm: Literal["transductive", "support"] = "transductive"  # BatchNorm mode (reference A.1)
@@ -517,4 +517,4 @@ DATASETS = (
     "folder",
     "metadataset",
 )
-MODELS = ("mlp", "conv4", "resnet12")
+MODELS = ("mlp", "conv4", "resnet12", "resnet18")
