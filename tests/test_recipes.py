@@ -70,6 +70,7 @@ def test_shipped_paper_configs_match_the_recipes():
     from alfa.recipes import PAPER_CELLS, paper_config
 
     shipped = {p.stem for p in (CONFIGS / "paper").glob("*.yaml")}
+    shipped -= {p.stem for p in (CONFIGS / "paper").glob("table3_*.yaml")}  # test_table3_recipes
     expected = {paper_config(*cell).name for cell in PAPER_CELLS}
     assert shipped == expected
     for cell in PAPER_CELLS:

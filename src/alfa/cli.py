@@ -1,5 +1,5 @@
 """Command line: ``alfa train | eval | reproduce | demo | plot | adapt | export | data check |
-config``.
+data convert | config``.
 
 Only parsing and dispatch live here. A user error prints one line ``alfa: error: ...`` on
 stderr and exits with code 2 (``--debug`` shows the traceback instead).
@@ -257,6 +257,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return run_check(args.path, args.format)
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from alfa.data.metadataset_convert import convert_omniglot
+
+    print(convert_omniglot(args.zips, args.to).line())
+    return 0
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     from alfa.adapt_command import adapt_to_images
     from alfa.pretrained import describe_pretrained, pretrained_names, pretrained_path
@@ -415,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--format", default=None)
     p.set_defaults(func=cmd_data_check)
+    p = dsub.add_parser(
+        "convert", help="write a dataset in Meta-Dataset's record format (docs/metadataset.md)"
+    )
+    p.add_argument("source", choices=["omniglot"], help="the dataset (alphabets: superclasses)")
+    p.add_argument("zips", nargs="+", metavar="ZIP", help="its zip files (first wins)")
+    p.add_argument("--to", required=True, metavar="DIR", help="a new or empty output folder")
+    p.set_defaults(func=cmd_data_convert)
 
     p = sub.add_parser(
         "adapt",

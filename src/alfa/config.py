@@ -70,7 +70,7 @@ class DataConfig:
 class ModelConfig:
     """The base learner f_theta."""
 
-    name: str = "mlp"  # base learner: mlp | conv4 | resnet12
+    name: str = "mlp"  # base learner: mlp | conv4 | resnet12 | resnet18 (Meta-Dataset's)
     hidden: tuple[int, ...] = (40, 40)  # mlp: widths of the hidden layers
     filters: int = 48  # conv4: filters (channels) of every block
     norm: Literal["transductive", "support"] = "transductive"  # BatchNorm mode (reference A.1)
@@ -435,7 +435,11 @@ def validate(config: Config) -> None:
         )
         _require(d.image_size >= 8, "data.image_size", f"must be at least 8; got {d.image_size}")
         _require(bool(d.root), "data.root", "must name the dataset folder for image data")
-        _require(config.model.name != "mlp", "model.name", "must be conv4 or resnet12 for images")
+        _require(
+            config.model.name != "mlp",
+            "model.name",
+            "must be conv4, resnet12 or resnet18 for images",
+        )
         _require(
             d.train_classes == "split" or not d.split_file,
             "data.train_classes",
@@ -466,7 +470,7 @@ def validate(config: Config) -> None:
     _require(
         m.head_init == "learned" or config.model.name != "mlp",
         "meta.head_init",
-        f"{m.head_init} needs a feature extractor and a linear head (conv4 or resnet12)",
+        f"{m.head_init} needs a feature extractor and a linear head (conv4, resnet12, resnet18)",
     )
     _require(r.lr > 0, "rule.lr", f"must be positive; got {r.lr}")
     _require(r.weight_decay >= 0, "rule.weight_decay", f"must be 0 or more; got {r.weight_decay}")
@@ -517,4 +521,4 @@ DATASETS = (
     "folder",
     "metadataset",
 )
-MODELS = ("mlp", "conv4", "resnet12")
+MODELS = ("mlp", "conv4", "resnet12", "resnet18")

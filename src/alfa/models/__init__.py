@@ -1,4 +1,4 @@
-"""Base learners: MLP (regression), 4-CONV and ResNet12 (classification)."""
+"""Base learners: MLP (regression), 4-CONV, ResNet12, ResNet-18 (classification)."""
 
 from __future__ import annotations
 
@@ -25,4 +25,8 @@ def build_model(config: Config, *, in_channels: int = 3) -> nn.Module:
         from alfa.models.resnet12 import ResNet12
 
         return ResNet12(d.ways, in_channels=in_channels, norm=m.norm)
+    if m.name == "resnet18":
+        from alfa.models.resnet18 import ResNet18
+
+        return ResNet18(d.ways, in_channels=in_channels, norm=m.norm)
     raise ValueError(f"unknown model {m.name!r}")  # pragma: no cover - validated by the config

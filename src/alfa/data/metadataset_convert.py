@@ -1,0 +1,174 @@
+"""Convert Omniglot zip files into Meta-Dataset's record format (``alfa data convert omniglot``).
+
+The output is one Meta-Dataset source folder: ``dataset_spec.json`` (a bi-level specification:
+the alphabets are the superclasses, the characters their classes) and one
+``<class_id>.tfrecords`` per character, each record a ``tf.train.Example`` holding the
+character's PNG bytes exactly as stored in the zip (``image``) and its class id (``label``).
+
+The split is the alphabet split of ``configs/omniglot/splits/minimal_*.txt``: 6 training
+alphabets and 2 test alphabets, no validation alphabet. Rotations are not classes (Meta-Dataset
+has none). Class ids run over the training alphabets first, then the test alphabets, each
+alphabet's characters in name order. When two zips hold the same file of a character (the two
+minimal sets share Greek and Latin), the first zip given wins, as :mod:`alfa.data.omniglot` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from alfa.data.example_proto import encode_example
+from alfa.data.metadataset_spec import SPEC_FILE, DatasetSpec, spec_to_json
+from alfa.data.tfrecord import write_records
+from alfa.errors import DataError
+
+__all__ = [
+    "OMNIGLOT_TEST_ALPHABETS",
+    "OMNIGLOT_TRAIN_ALPHABETS",
+    "ConversionSummary",
+    "convert_omniglot",
+]
+
+OMNIGLOT_TRAIN_ALPHABETS: tuple[str, ...] = (
+    "Balinese",
+    "Greek",
+    "Japanese_(katakana)",
+    "Korean",
+    "Latin",
+    "Sanskrit",
+)
+"""The training alphabets of ``configs/omniglot/splits/minimal_train.txt`` (sorted)."""
+
+OMNIGLOT_TEST_ALPHABETS: tuple[str, ...] = ("Early_Aramaic", "Tagalog")
+"""The test alphabets of ``configs/omniglot/splits/minimal_test.txt`` (sorted)."""
+
+
+@dataclass(frozen=True)
+class ConversionSummary:
+    """What :func:`convert_omniglot` wrote."""
+
+    out: Path
+    classes: int
+    images: int
+    train_alphabets: int
+    train_classes: int
+    test_alphabets: int
+    test_classes: int
+
+    def line(self) -> str:
+        """The one-line report printed by the command."""
+        return (
+            f"wrote {self.classes} classes ({self.images} images) to {self.out}: "
+            f"train {self.train_alphabets} alphabets / {self.train_classes} classes, "
+            f"test {self.test_alphabets} alphabets / {self.test_classes} classes"
+        )
+
+
+Member = tuple[str, str]  # (zip path, member name)
+
+
+def _scan(zips: list[str]) -> dict[tuple[str, str], list[Member]]:
+    """``(alphabet, character) -> [(zip, member)]`` of every PNG at ``root/alphabet/char/file``."""
+    members: dict[tuple[str, str], list[Member]] = {}
+    for zip_path in zips:
+        if not os.path.isfile(zip_path):
+            raise DataError(f"{zip_path}: no such zip file")
+        try:
+            with zipfile.ZipFile(zip_path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataError(f"{zip_path}: not a readable zip file ({exc})") from exc
+        pngs = 0
+        for name in names:
+            parts = name.split("/")
+            if len(parts) == 4 and parts[3].lower().endswith(".png"):
+                members.setdefault((parts[1], parts[2]), []).append((zip_path, name))
+                pngs += 1
+        if not pngs:
+            raise DataError(
+                f"{zip_path}: holds no Omniglot image (expected ROOT/ALPHABET/CHARACTER/*.png)"
+            )
+    return members
+
+
+def _read(archive: zipfile.ZipFile, zip_path: str, name: str) -> bytes:
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:  # bad CRC, truncated
+        raise DataError(f"{zip_path}: member {name} does not read ({exc})") from exc
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: the output exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out}: the output folder is not empty; give a new or empty folder")
+
+
+def convert_omniglot(zips: list[str], out: str | os.PathLike[str]) -> ConversionSummary:
+    """Write the Omniglot images of ``zips`` as a Meta-Dataset source at ``out``.
+
+    Args:
+        zips: Omniglot zip files (``images_background*.zip``), first wins on duplicates.
+        out: A new or empty folder for the source.
+
+    Raises:
+        DataError: A zip is missing, unreadable or holds no Omniglot image; an alphabet of the
+            split is in none of the zips; ``out`` is a file or a non-empty folder.
+    """
+    out = Path(out)
+    _check_out(out)
+    members = _scan(list(zips))
+    train, test = list(OMNIGLOT_TRAIN_ALPHABETS), list(OMNIGLOT_TEST_ALPHABETS)
+    missing = sorted(set(train + test) - {a for a, _ in members})
+    if missing:
+        raise DataError(f"alphabet {missing[0]} is not in the given zip files")
+
+    out.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    counts: list[int] = []
+    groups: list[list[int]] = []
+    opened = {p: zipfile.ZipFile(p) for p in dict.fromkeys(zips)}
+    try:
+        for alphabet in train + test:
+            group = []
+            for character in sorted(c for a, c in members if a == alphabet):
+                class_id = len(names)
+                unique: dict[str, Member] = {}
+                for z, n in members[(alphabet, character)]:
+                    unique.setdefault(n.rsplit("/", 1)[1], (z, n))
+                records = [
+                    encode_example({"image": [_read(opened[z], z, n)], "label": [class_id]})
+                    for z, n in (unique[k] for k in sorted(unique))
+                ]
+                write_records(out / f"{class_id}.tfrecords", records)
+                names.append(f"{alphabet}-{character}")
+                counts.append(len(records))
+                group.append(class_id)
+            groups.append(group)
+    finally:
+        for z in opened.values():
+            z.close()
+    spec = DatasetSpec(
+        name="omniglot",
+        kind="bilevel",
+        class_names=names,
+        images_per_class=counts,
+        splits={},
+        superclasses={"TRAIN": groups[: len(train)], "VALID": [], "TEST": groups[len(train) :]},
+        superclass_names=train + test,
+    )
+    (out / SPEC_FILE).write_text(json.dumps(spec_to_json(spec, str(out)), indent=2))
+    return ConversionSummary(
+        out=out,
+        classes=len(names),
+        images=sum(counts),
+        train_alphabets=len(train),
+        train_classes=sum(len(g) for g in groups[: len(train)]),
+        test_alphabets=len(test),
+        test_classes=sum(len(g) for g in groups[len(train) :]),
+    )
