@@ -60,7 +60,6 @@ TABLES: dict[str, str] = {
 
 SWITCHES: list[tuple[str, str, str, str]] = [
     ("MAML's inner loop, Eq. (1)", "all tables", "rule.name=maml", "rules.maml"),
-    ("fixed weight decay, Eq. (3)", "Sec. 3.2", "rule.weight_decay=0.0005", "rules.maml"),
     ("ALFA's update, Eqs. (4)-(7)", "all tables", "rule.name=alfa", "rules.alfa"),
     ("L2F attenuation (+L2F rows)", "Tables 1, 2", "rule.l2f=true", "rules.l2f"),
     (
