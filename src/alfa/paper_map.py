@@ -361,6 +361,13 @@ def render_markdown(root: Path = Path(".")) -> str:
             out += _figure3()
         else:
             out += _classification(table)
+        if table == "table1" and (root / "results" / "omniglot_minimal.json").is_file():
+            out += [
+                "",
+                "Not a cell of the paper: MAML, ALFA+MAML and ALFA+random init on the minimal "
+                "Omniglot sets (`configs/omniglot/`), in "
+                "[results/omniglot_minimal.md](../results/omniglot_minimal.md).",
+            ]
         out += ["", f"Run here: {status[table]}."]
     return "\n".join(out) + "\n"
 
