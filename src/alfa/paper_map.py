@@ -260,14 +260,15 @@ def _table8(root: Path) -> list[str]:
 
 
 def _figure3() -> list[str]:
+    mini = paper_config(*BASE_CELL).name
+    cub = paper_config("table2", "mini_imagenet", "cub", "conv4", 5, 5, "alfa_maml").name
     return [
         "`alfa plot RUN` (`alfa.plots.plot_hyperparameters`) writes `plots/hyperparameters.png` "
         "and the plotted values as `plots/hyperparameters.csv`: alpha and beta of every inner "
-        "step and adapted tensor over 100 fixed test tasks (`--tasks`). The paper plots an "
-        "ALFA+MAML 4-CONV run trained on miniImageNet (`configs/paper/"
-        "table1_mini_imagenet_conv4_5way_5shot_alfa_maml.yaml`) on miniImageNet and CUB test "
-        "tasks; for CUB, `alfa eval`'s test-data overrides select the data "
-        "(`data.test_name=cub data.test_root=...`).",
+        "step and adapted tensor over 100 fixed test tasks (`--tasks`) of the run's test data. "
+        "The paper plots ALFA+MAML on 4-CONV, trained on miniImageNet, on miniImageNet and on "
+        f"CUB test tasks: `alfa plot` of a {_link('configs/paper', mini)} run and of a "
+        f"{_link('configs/paper', cub)} run (trained on miniImageNet, tested on CUB).",
     ]
 
 
