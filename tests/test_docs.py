@@ -115,10 +115,9 @@ def test_a_switch_that_no_longer_applies_fails_the_generator(monkeypatch, switch
 def test_table3_runs_are_read_from_the_script(tmp_path):
     _write(
         tmp_path,
-        "scripts/metadataset_omniglot_minimal.sh",
-        "CFG=x.yaml\n$PY -m alfa.metadataset_run --config $CFG --out runs/m/a\n"
-        "$PY -m alfa.metadataset_run --config $CFG --out runs/m/b \\\n"
-        "    meta.head_init=learned rule.name=alfa  # both\n",
+        "scripts/metadataset_omniglot_minimal.py",
+        '"""Runs."""\nimport sys\n\nRUNS = {\n    "a": ("A", []),\n'
+        '    "b": ("B", ["meta.head_init=learned", "rule.name=alfa"]),  # both\n}\n',
     )
     assert paper_map.metadataset_runs(tmp_path) == [
         ("a", []),

@@ -4,7 +4,7 @@
 them: the classification cells of Tables 1, 2 and 4-7 from :data:`alfa.recipes.PAPER_CELLS`
 (``configs/paper/``), the Table 8 cells from :mod:`alfa.reproduce` and the controlled rows from
 :mod:`alfa.table8_cells` (``configs/sinusoid/``), and the Table 3 runs from the overrides of
-``scripts/metadataset_omniglot_minimal.sh``. Each table lists the config keys that tell its
+``scripts/metadataset_omniglot_minimal.py``. Each table lists the config keys that tell its
 cells apart; every switch of :data:`SWITCHES` is applied to the default config, so a key that
 is renamed or a value that is no longer allowed fails the generator. What was run here is read
 from ``results/``::
@@ -16,9 +16,9 @@ from ``results/``::
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 DOCS_PATH = Path("docs") / "paper-map.md"
-METADATASET_SCRIPT = Path("scripts") / "metadataset_omniglot_minimal.sh"
+METADATASET_SCRIPT = Path("scripts") / "metadataset_omniglot_minimal.py"
 METADATASET_CONFIG = Path("configs") / "metadataset" / "omniglot_minimal_protomaml.yaml"
 
 TABLES: dict[str, str] = {
@@ -193,18 +193,16 @@ def _classification(table: str) -> list[str]:
 
 
 def metadataset_runs(root: Path) -> list[tuple[str, list[str]]]:
-    """(run folder, overrides) of each ``alfa.metadataset_run`` line of the Table 3 script."""
-    text = (root / METADATASET_SCRIPT).read_text(encoding="utf-8").replace("\\\n", " ")
-    runs = []
-    for line in text.splitlines():
-        words = shlex.split(line, comments=True)
-        if "alfa.metadataset_run" not in words:
-            continue
-        out = words[words.index("--out") + 1]
-        runs.append((out.rsplit("/", 1)[-1], [w for w in words if "=" in w and "." in w]))
-    if not runs:
-        raise LookupError(f"{METADATASET_SCRIPT} runs no alfa.metadataset_run")
-    return runs
+    """(run folder, overrides) of each run of the Table 3 script: its ``RUNS`` literal,
+    ``{folder: (label, [overrides])}``, read without running the script."""
+    tree = ast.parse((root / METADATASET_SCRIPT).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "RUNS" for t in node.targets
+        ):
+            runs = ast.literal_eval(node.value)
+            return [(name, list(overrides)) for name, (_, overrides) in runs.items()]
+    raise LookupError(f"{METADATASET_SCRIPT} defines no RUNS")
 
 
 def _table3(root: Path) -> list[str]:
