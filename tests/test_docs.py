@@ -90,7 +90,8 @@ def test_the_paper_map_links_every_paper_config_and_names_every_table():
     text = (ROOT / "docs" / "paper-map.md").read_text(encoding="utf-8")
     linked = set(re.findall(r"\(\.\./configs/paper/([\w]+)\.yaml\)", text))
     shipped = {p.stem for p in (ROOT / "configs" / "paper").glob("*.yaml")}
-    assert linked == shipped and len(shipped) == len(PAPER_CELLS)
+    table3 = {name for name in shipped if name.startswith("table3_")}
+    assert linked == shipped and len(shipped - table3) == len(PAPER_CELLS) and len(table3) == 4
     assert {cell[0] for cell in PAPER_CELLS} <= set(paper_map.TABLES)
     for table in ("table3", "table8", "figure3"):
         assert f"## {paper_map.TABLES[table].split(':')[0]}" in text

@@ -215,7 +215,12 @@ def _table3(root: Path) -> list[str]:
         for name, overrides in runs
     ]
     keys = varying_keys([c for _, c in rows])
+    recipes = sorted((root / "configs" / "paper").glob("table3_*.yaml"))
     return [
+        "The paper's four columns (ILSVRC-2012 training, every source tested) are the recipes "
+        + ", ".join(_link("configs/paper", p.stem) for p in recipes)
+        + " (Meta-Dataset's ResNet-18 and hyperparameters, docs/metadataset.md); not run here.",
+        "",
         "No Meta-Dataset source is available here. The same pipeline (Meta-Dataset's record "
         "format, variable-way variable-shot episodes, fo-MAML and fo-Proto-MAML heads) runs on "
         f"the minimal Omniglot sets: `{METADATASET_CONFIG.as_posix()}` with the overrides of "
