@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from alfa.config import TrainConfig
-from alfa.execution import meta_step
+from alfa.execution import meta_step, optimizer_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -93,6 +93,9 @@ def measure_side(args: argparse.Namespace) -> dict:
 
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, 1e-3, foreach=True)  # the same outer optimiser on both sides
+    update = opt.step
+    if args.side == "ours":
+        update = optimizer_step(opt, options)  # as alfa train runs it (compiled with --compile)
     start = time.perf_counter()
     initial = float(loss_fn())  # compiles, when asked to
     first_s = time.perf_counter() - start
@@ -100,7 +103,7 @@ def measure_side(args: argparse.Namespace) -> dict:
     def step() -> None:
         opt.zero_grad()
         loss_fn().backward()
-        opt.step()
+        update()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 

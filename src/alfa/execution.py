@@ -5,7 +5,8 @@ outer loss, Eqs. 2 and 6) for the training loop; the numbers it computes are tho
 forward (up to floating-point reassociation, and bf16 rounding when asked for). Options
 (``train.*`` keys):
 
-* ``compile``: ``torch.compile`` the whole meta-iteration. The fast path (:mod:`alfa.fast`)
+* ``compile``: ``torch.compile`` the whole meta-iteration (and the outer optimiser's step,
+  :func:`optimizer_step`). The fast path (:mod:`alfa.fast`)
   writes the inner gradients as ordinary operations, so even a second-order meta-iteration is one
   graph that compiles without a break and is differentiated once by the compiled backward; the
   generic autograd path needs double backward, which ``torch.compile`` cannot differentiate, so
@@ -31,7 +32,7 @@ from alfa.errors import ConfigError
 from alfa.meta_learner import MetaLearner, MetaOutput
 from alfa.typing import TaskBatch
 
-__all__ = ["check_execution", "meta_step"]
+__all__ = ["check_execution", "meta_step", "optimizer_step"]
 
 MetaStep = Callable[[TaskBatch, int], MetaOutput]
 
@@ -102,3 +103,11 @@ def meta_step(learner: MetaLearner, train: TrainConfig, device: torch.device) ->
         return compiled(batch)
 
     return run
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, train: TrainConfig) -> Callable[[], None]:
+    """The outer update ``optimizer.step()``, compiled with ``train.compile`` (or
+    ``train.cuda_graph``): the same Adam update, its per-parameter arithmetic fused."""
+    if not (train.compile or train.cuda_graph):
+        return optimizer.step  # type: ignore[return-value]
+    return torch.compile(optimizer.step, dynamic=False)  # type: ignore[return-value]

@@ -68,7 +68,7 @@ from alfa.distributed import (
 from alfa.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
 from alfa.durable import is_disk_full
 from alfa.errors import AlfaError, DivergenceError
-from alfa.execution import check_execution, meta_step
+from alfa.execution import check_execution, meta_step, optimizer_step
 from alfa.last_good import last_good_checkpoint
 from alfa.memory import check_memory
 from alfa.meta_learner import MetaLearner, MetaOutput
@@ -368,6 +368,7 @@ def _loop(
     iteration, stopping = start, False
     saved: Path | None = None
     forward = meta_step(learner, t, device)  # eager, or compiled (train.compile)
+    update = optimizer_step(optimizer, t)
     try:
         for iteration in range(start + 1, t.iterations + 1):
             batch = source.sample(config.meta.batch_size).to(device)  # this rank's share
@@ -389,7 +390,7 @@ def _loop(
                 meta_gradients_finite(learner, iteration)
             if config.meta.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(learner.parameters(), config.meta.grad_clip)
-            optimizer.step()
+            update()
             window.add(loss, alpha, beta, accuracy)
             bar.update(1)
             if iteration % t.log_every == 0:

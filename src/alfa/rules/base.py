@@ -94,8 +94,11 @@ def _membership(
 
 
 def _spread(values: Tensor, sizes: tuple[int, ...]) -> Tensor:
-    """``[T, N]`` per-tensor values -> ``[T, P]``, each repeated over its tensor's elements."""
-    if sum(sizes) * len(sizes) <= _MEAN_MATRIX_LIMIT:
+    """``[T, N]`` per-tensor values -> ``[T, P]``, each repeated over its tensor's elements.
+
+    Eager, one matrix product with the membership matrix is the fewest kernels; compiled, the
+    broadcasts below fuse into one loop, which is cheaper than the (mostly zero) product."""
+    if sum(sizes) * len(sizes) <= _MEAN_MATRIX_LIMIT and not torch.compiler.is_compiling():
         return values @ _membership(sizes, values.device, values.dtype, False).T
     t = values.shape[0]
     return torch.cat([values[:, k : k + 1].expand(t, n) for k, n in enumerate(sizes)], 1)
@@ -106,7 +109,8 @@ def layer_means(tensors: Params, names: Sequence[str]) -> Tensor:
     if isinstance(tensors, FlatParams) and tensors.names == tuple(names):
         flat = tensors.flat
         sizes = tuple(math.prod(tensors[n].shape[1:]) for n in names)
-        if flat.shape[1] * len(sizes) <= _MEAN_MATRIX_LIMIT:
+        small = flat.shape[1] * len(sizes) <= _MEAN_MATRIX_LIMIT
+        if small and not torch.compiler.is_compiling():  # compiled: fused sums, see _spread
             return flat @ _membership(sizes, flat.device, flat.dtype, True)
     return torch.stack([tensors[n].flatten(1).mean(1) for n in names], dim=1)
 
