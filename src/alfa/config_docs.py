@@ -1,11 +1,11 @@
 """What every config key means: ``alfa config keys``, ``alfa config show`` and ``docs/config.md``.
 
-One source: the dataclasses of :mod:`alfa.config`. Their types and defaults come from the
-dataclasses themselves, and each field's meaning is the trailing ``# comment`` on its line,
+One source: the dataclasses of :mod:`alfa.config_schema`. Their types and defaults come from
+the dataclasses themselves, and each field's meaning is the trailing ``# comment`` on its line,
 read from the module's source with :mod:`ast` (which line holds which field) and
 :mod:`tokenize` (the comments), once per process. Comments were chosen over
 ``field(metadata={"help": ...})`` because the schema stays as readable as before (one line per
-key, the meaning beside the default) and a comment is what an editor of ``config_schema.py`` writes
+key, the meaning beside the default) and a comment is what an editor of the schema writes
 anyway. ``docs/config.md`` is generated from the same data::
 
     python -m alfa.config_docs              # rewrite docs/config.md
