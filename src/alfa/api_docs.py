@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alfa.generated_page import write_or_check
+
 __all__ = ["DOCS_PATH", "SECTIONS", "Renderer", "main", "render_markdown", "resolve"]
 
 DOCS_PATH = Path("docs") / "api.md"
@@ -355,17 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     text, broken = render_markdown()
     for item in broken:
         print(f"broken reference: {item}", file=sys.stderr)
-    path = Path(args.path)
-    if args.check:
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current != text:
-            print(f"{path} is out of date; run: python -m alfa.api_docs", file=sys.stderr)
-            return 1
-        return 1 if broken else 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    print(path)
-    return 1 if broken else 0
+    return write_or_check(
+        Path(args.path),
+        text,
+        check=args.check,
+        command="python -m alfa.api_docs",
+        problems=bool(broken),
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ def _timeout_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _checkpoint_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="best|last|FILE",
+        help="checkpoint of a run directory (default best; the newest one when there is none)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alfa", description="ALFA: meta-learning with adaptive hyperparameters"
@@ -76,12 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="inner steps (default: as trained; at most 10x the trained steps or 100)",
     )
-    p.add_argument(
-        "--checkpoint",
-        default=None,
-        metavar="best|last|FILE",
-        help="checkpoint of a run directory (default best; the newest one when there is none)",
-    )
+    _checkpoint_option(p)
     p.add_argument(
         "--ensemble",
         type=int,
@@ -152,12 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="use a model shipped with alfa (e.g. omniglot-20way); 'list' names them",
     )
-    p.add_argument(
-        "--checkpoint",
-        default=None,
-        metavar="best|last|FILE",
-        help="checkpoint of a run directory (default best; the newest one when there is none)",
-    )
+    _checkpoint_option(p)
     p.add_argument(
         "--steps", type=int, default=None, help="inner steps (default: as trained; 0: none)"
     )

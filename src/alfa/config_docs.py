@@ -34,6 +34,7 @@ import yaml
 from alfa import config_schema as config_module
 from alfa.config import Config, config_to_dict
 from alfa.errors import ConfigError
+from alfa.generated_page import write_or_check
 
 __all__ = [
     "DOCS_PATH",
@@ -240,16 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [d.key for d in key_docs() if not d.meaning]
     if missing:
         print(f"config keys without a meaning: {', '.join(missing)}", file=sys.stderr)
-    if args.check:
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current != text:
-            print(f"{path} is out of date; run: python -m alfa.config_docs", file=sys.stderr)
-            return 1
-        return 1 if missing else 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    print(path)
-    return 1 if missing else 0
+    return write_or_check(
+        path, text, check=args.check, command="python -m alfa.config_docs", problems=bool(missing)
+    )
 
 
 if __name__ == "__main__":

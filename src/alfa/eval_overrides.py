@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from alfa.config import Config, config_from_dict, config_to_dict, parse_overrides
 from alfa.errors import ConfigError
+from alfa.runs import key_matches, leaf_keys
 
 __all__ = ["EVAL_KEYS", "eval_config"]
 
@@ -28,23 +29,6 @@ EVAL_KEYS = (
 """Config keys that ``alfa eval`` may override (``eval.*``: the whole section)."""
 
 
-def _allowed(key: str) -> bool:
-    return any(
-        key == allowed or (allowed.endswith(".*") and key.startswith(allowed[:-1]))
-        for allowed in EVAL_KEYS
-    )
-
-
-def _leaves(data: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def eval_config(config: Config, overrides: list[str]) -> Config:
     """A trained run's (or export's) config with ``key=value`` overrides of :data:`EVAL_KEYS`,
     validated as ``alfa train`` validates a config.
@@ -55,7 +39,7 @@ def eval_config(config: Config, overrides: list[str]) -> Config:
     """
     if not overrides:
         return config
-    given = _leaves(parse_overrides(overrides))
+    given = leaf_keys(parse_overrides(overrides))
     data = config_to_dict(config)
     for key, value in given.items():
         *sections, leaf = key.split(".")
@@ -66,7 +50,7 @@ def eval_config(config: Config, overrides: list[str]) -> Config:
                 raise ConfigError(f"config key '{key}': '{section}' is not a section")
         node[leaf] = value
     changed = config_from_dict(data)  # unknown keys and bad values first, with their messages
-    fixed = sorted(key for key in given if not _allowed(key))
+    fixed = sorted(key for key in given if not key_matches(key, EVAL_KEYS))
     if fixed:
         raise ConfigError(
             f"config key '{fixed[0]}' cannot change for 'alfa eval': it describes the trained "

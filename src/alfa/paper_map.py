@@ -25,6 +25,7 @@ from typing import Any
 
 from alfa.config import Config, config_from_dict, config_to_dict, load_config, parse_overrides
 from alfa.errors import ConfigError
+from alfa.generated_page import write_or_check
 from alfa.recipes import PAPER_CELLS, paper_config
 from alfa.reproduce import METHODS as TABLE8_METHODS
 from alfa.reproduce import PAPER_TABLE8, table8_config
@@ -386,16 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
     path = Path(args.path) if args.path else root / DOCS_PATH
     text = render_markdown(root)
-    if args.check:
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current != text:
-            print(f"{path} is out of date; run: python -m alfa.paper_map", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    print(path)
-    return 0
+    return write_or_check(
+        path, text, check=args.check, command="python -m alfa.paper_map", problems=False
+    )
 
 
 if __name__ == "__main__":

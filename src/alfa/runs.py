@@ -21,6 +21,8 @@ __all__ = [
     "changed_keys",
     "check_path_names",
     "check_weights_finite",
+    "key_matches",
+    "leaf_keys",
     "load_learner_state",
     "load_run",
     "load_run_config",
@@ -52,19 +54,25 @@ they change how long it runs, what it logs and keeps, and where and how fast it 
 what it learns."""
 
 
-def resumable(key: str) -> bool:
-    """Whether the dotted config ``key`` may change when a run is resumed."""
+def key_matches(key: str, patterns: tuple[str, ...]) -> bool:
+    """Whether the dotted config ``key`` is one of ``patterns`` (``section.*``: a whole section)."""
     return any(
         key == allowed or (allowed.endswith(".*") and key.startswith(allowed[:-1]))
-        for allowed in RESUMABLE_KEYS
+        for allowed in patterns
     )
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def resumable(key: str) -> bool:
+    """Whether the dotted config ``key`` may change when a run is resumed."""
+    return key_matches(key, RESUMABLE_KEYS)
+
+
+def leaf_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of every leaf of a nested config dict."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(leaf_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -75,7 +83,7 @@ def changed_keys(stored: dict[str, Any], config: Config) -> dict[str, tuple[Any,
     as ``{key: (stored value, value now)}`` (keys that only one of them has are not compared)."""
     with contextlib.suppress(ConfigError, TypeError, ValueError):  # canonical form, if valid
         stored = config_to_dict(config_from_dict(stored))
-    old, new = _flatten(stored), _flatten(config_to_dict(config))
+    old, new = leaf_keys(stored), leaf_keys(config_to_dict(config))
     return {k: (old[k], new[k]) for k in old if k in new and old[k] != new[k]}
 
 
@@ -104,7 +112,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
     if not overrides:
         return config
     data = config_to_dict(config)
-    for key, value in _flatten(parse_overrides(overrides)).items():
+    for key, value in leaf_keys(parse_overrides(overrides)).items():
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
@@ -113,7 +121,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
                 raise ConfigError(f"config key '{key}': '{part}' is not a section")
         node[leaf] = value
     changed = config_from_dict(data)  # unknown keys and bad values first, with their messages
-    fixed = sorted(k for k in _flatten(parse_overrides(overrides)) if not resumable(k))
+    fixed = sorted(k for k in leaf_keys(parse_overrides(overrides)) if not resumable(k))
     if fixed:
         raise ConfigError(
             f"config key '{fixed[0]}' cannot change when resuming a run; '--resume' accepts "
