@@ -6,11 +6,11 @@ forward (up to floating-point reassociation, and bf16 rounding when asked for). 
 (``train.*`` keys):
 
 * ``compile``: ``torch.compile`` the whole meta-iteration (and the outer optimiser's step,
-  :func:`optimizer_step`). The fast path (:mod:`alfa.fast`)
-  writes the inner gradients as ordinary operations, so even a second-order meta-iteration is one
-  graph that compiles without a break and is differentiated once by the compiled backward; the
-  generic autograd path needs double backward, which ``torch.compile`` cannot differentiate, so
-  compiling requires the fast path. Compiling takes tens of seconds once per run (its cost and
+  :func:`optimizer_step`). The fast path (:mod:`alfa.fast`) writes the inner gradients as
+  ordinary operations, so even a second-order meta-iteration is one graph that compiles without
+  a break and is differentiated once by the compiled backward; the generic autograd path needs
+  double backward, which ``torch.compile`` cannot differentiate, so compiling requires the fast
+  path. Compiling takes tens of seconds once per run (its cost and
   the speed-up are measured by ``benchmarks/speed.py --compile``); evaluation stays eager.
 * ``cuda_graph`` (CUDA only): compile with ``mode="reduce-overhead"``, which replays the forward
   and backward as CUDA graphs: one launch per graph instead of one per kernel.
