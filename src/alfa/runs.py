@@ -26,6 +26,7 @@ __all__ = [
     "load_learner_state",
     "load_run",
     "load_run_config",
+    "override_config",
     "read_run_checkpoint",
     "resumable",
     "resume_config",
@@ -102,17 +103,20 @@ def check_path_names(path: Path, what: str = "run directory") -> None:
             )
 
 
-def resume_config(run_dir: Path, overrides: list[str]) -> Config:
-    """The config of a run to resume, with ``key=value`` overrides of keys that may change.
+def override_config(
+    config: Config, overrides: list[str], allowed: tuple[str, ...], refused: str
+) -> Config:
+    """``config`` with ``key=value`` overrides, validated as a new config is; a key that does not
+    match ``allowed`` (see :func:`key_matches`) is refused with one line ending in ``refused``.
 
     Raises:
-        ConfigError: an override is unknown, invalid, or of a key that may not change in a run.
+        ConfigError: an override is malformed, unknown, invalid, or of a key not allowed.
     """
-    config = load_run_config(run_dir)
     if not overrides:
         return config
+    given = leaf_keys(parse_overrides(overrides))
     data = config_to_dict(config)
-    for key, value in leaf_keys(parse_overrides(overrides)).items():
+    for key, value in given.items():
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
@@ -121,15 +125,25 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
                 raise ConfigError(f"config key '{key}': '{part}' is not a section")
         node[leaf] = value
     changed = config_from_dict(data)  # unknown keys and bad values first, with their messages
-    fixed = sorted(k for k in leaf_keys(parse_overrides(overrides)) if not resumable(k))
+    fixed = sorted(key for key in given if not key_matches(key, allowed))
     if fixed:
-        raise ConfigError(
-            f"config key '{fixed[0]}' cannot change when resuming a run; '--resume' accepts "
-            "overrides of train.iterations, train.log_every, train.val_every, "
-            "train.checkpoint_every, train.keep_last, train.threads, train.device, train.engine, "
-            "train.task_group, train.tf32, name and eval.* (start a new run to change others)"
-        )
+        raise ConfigError(f"config key '{fixed[0]}' cannot change {refused}")
     return changed
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> Config:
+    """The config of a run to resume, with ``key=value`` overrides of keys that may change.
+
+    Raises:
+        ConfigError: an override is unknown, invalid, or of a key that may not change in a run.
+    """
+    return override_config(
+        load_run_config(run_dir),
+        overrides,
+        RESUMABLE_KEYS,
+        f"when resuming a run; '--resume' accepts overrides of {', '.join(RESUMABLE_KEYS)} "
+        "(start a new run to change others)",
+    )
 
 
 def load_run_config(run_dir: Path) -> Config:
