@@ -135,16 +135,25 @@ def main() -> None:
     report(bench_scaling(args), json_only=False)
 
 
-def report(result: dict, *, json_only: bool) -> None:
+def report(
+    result: dict,
+    *,
+    json_only: bool,
+    prog: str = "scaling",
+    failed: str = "a launch did not finish",
+    differ: str = "the processes compute another meta-loss than one process",
+) -> None:
+    """Print a benchmark's result (the last line is its JSON) and exit 1 when a side
+    ``failed`` or the losses ``differ``."""
     if not json_only:
         for key, value in result.items():
             print(f"{key:>22}: {value}")
     print(json.dumps(result))
     if result.get("failed"):
-        print(f"scaling: a launch did not finish: {result['failed']}", file=sys.stderr)
+        print(f"{prog}: {failed}: {result['failed']}", file=sys.stderr)
         raise SystemExit(1)
     if result.get("same_loss") is False:
-        print("scaling: the processes compute another meta-loss than one process", file=sys.stderr)
+        print(f"{prog}: {differ}", file=sys.stderr)
         raise SystemExit(1)
 
 

@@ -37,7 +37,7 @@ from alfa.execution import meta_step, optimizer_step
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference import ReferenceALFA
-from scaling import add_arguments, bench_scaling
+from scaling import add_arguments, bench_scaling, report
 from workloads import WORKLOADS, build
 
 ENGINE_WORKLOADS = tuple(WORKLOADS)
@@ -269,16 +269,13 @@ def main() -> None:
         result = bench_episodes(args.seconds)
     else:
         result = bench_engine(args)
-    if not args.json:
-        for key, value in result.items():
-            print(f"{key:>22}: {value}")
-    print(json.dumps(result))
-    if result.get("failed"):
-        print(f"speed: a side did not finish: {result['failed']}", file=sys.stderr)
-        raise SystemExit(1)
-    if result.get("same_loss") is False:
-        print("speed: the two implementations compute different losses", file=sys.stderr)
-        raise SystemExit(1)
+    report(
+        result,
+        json_only=args.json,
+        prog="speed",
+        failed="a side did not finish",
+        differ="the two implementations compute different losses",
+    )
 
 
 if __name__ == "__main__":
