@@ -364,6 +364,13 @@ def validate(config: Config) -> None:
             "rule.clip",
             "bounds generated multipliers, so it needs rule.name=alfa with rule.generate set",
         )
+    for key, default in (("state_encoding", "raw"), ("generator_output", "linear")):
+        if getattr(r, key) != default:
+            _require(
+                r.name == "alfa" and bool(r.generate),
+                f"rule.{key}",
+                "changes ALFA's generator, so it needs rule.name=alfa with rule.generate set",
+            )
     _require(
         not r.per_element_decay or r.name != "maml",
         "rule.per_element_decay",

@@ -72,6 +72,8 @@ class RuleConfig:
     generator_layers: Literal[2, 3] = 2  # layers of g_phi; 2: official code; 3: paper text
     generator_init: Literal["unit", "official"] = "unit"  # g_phi initialisation (docs/stability.md)
     clip: tuple[float, ...] = ()  # [] or [low, high]: clamp generated multipliers
+    state_encoding: Literal["raw", "log_sign"] = "raw"  # how g_phi reads the state (adaptivity.md)
+    generator_output: Literal["linear", "bounded"] = "linear"  # bounded: 2*sigmoid, in (0, 2)
     detach_gradient_state: bool = True  # official: no meta-gradient through gradient means
     # post-multipliers alpha0/beta0 (and the learned_fixed rule's hyperparameters)
     per_step: bool = True  # a different alpha0/beta0 per inner step (else one for all steps)

@@ -42,6 +42,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,51 @@ def _write(results: Path, doc: dict[str, Any]) -> None:
     atomic_write_bytes(results / "table8.md", markdown(doc).encode())
 
 
+Cell = tuple[str, int, str, int]
+
+
+def _cell(cell: Cell, runs: Path, iterations: int, tasks: int) -> tuple[Cell, Config, dict]:
+    config = controlled_config(*cell, iterations)
+    return cell, config, _train_and_test(config, runs / f"{cell_key(*cell)}-{iterations}", tasks)
+
+
+def _trained(
+    todo: list[Cell], runs: Path, iterations: int, tasks: int, jobs: int, deadline: float | None
+) -> Iterator[tuple[Cell, Config, dict]]:
+    """Train and test the cells, ``jobs`` at a time (each in its own process on one thread),
+    yielding each as it finishes; no new cell starts after ``deadline``."""
+
+    def late() -> bool:
+        if deadline is not None and time.time() > deadline:
+            print("table8: deadline passed; no new cell started")
+            return True
+        return False
+
+    if jobs <= 1:
+        for cell in todo:
+            if late():
+                return
+            yield _cell(cell, runs, iterations, tasks)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    waiting = list(todo)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        running = set()
+        while waiting or running:
+            while waiting and len(running) < jobs and not late():
+                running.add(pool.submit(_cell, waiting.pop(0), runs, iterations, tasks))
+            if not running:
+                return
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+            if late():
+                waiting.clear()
+
+
 def run(
     results: Path,
     runs: Path,
@@ -129,10 +175,12 @@ def run(
     tasks: int = 600,
     command: str = "python scripts/table8.py",
     deadline: float | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train the missing cells (those matching ``only``'s patterns), write the result files.
 
-    ``deadline`` (a ``time.time()`` value): start no new cell after it.
+    ``deadline`` (a ``time.time()`` value): start no new cell after it. ``jobs``: cells trained
+    at once, each in its own process on one thread (the results do not depend on it).
     """
     json_path = results / "table8.json"
     doc: dict[str, Any] = {"rows": []}
@@ -163,17 +211,14 @@ def run(
     todo = [c for c in cells if cell_key(*c) not in done]
     print(f"table8: {len(cells) - len(todo)} cell(s) done, {len(todo)} to run")
     results.mkdir(parents=True, exist_ok=True)
-    for net, shots, method, seed in todo:
-        if deadline is not None and time.time() > deadline:
-            print("table8: deadline passed; no new cell started")
-            break
+    for (net, shots, method, seed), config, r in _trained(
+        todo, runs, iterations, tasks, jobs, deadline
+    ):
         key = cell_key(net, shots, method, seed)
-        config = controlled_config(net, shots, method, seed, iterations)
-        run_dir = runs / f"{key}-{iterations}"
-        r = _train_and_test(config, run_dir, tasks)
         if r.get("stopped"):
             print(f"{key}: stopped; run the command again to resume it")
             break
+        run_dir = runs / f"{key}-{iterations}"
         _ship(run_dir, results / "table8" / key, r.get("per_task"))
         row = {
             "net": net,
@@ -232,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tasks", type=int, default=600, help="test tasks (600 in the table)")
     parser.add_argument(
+        "--jobs", type=int, default=1, help="cells trained at once, one process and thread each"
+    )
+    parser.add_argument(
         "--stop-after", help="UTC time HH:MM after which no new cell is started (e.g. 07:55)"
     )
     parser.add_argument(
@@ -257,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/table8.py" + "".join(
         f" {a}" if not any(c in a for c in " *?[") else f" '{a}'"
         for a in (argv if argv is not None else sys.argv[1:])
-        if not a.startswith("--stop-after") and a != args.stop_after
+        if not a.startswith(("--stop-after", "--jobs"))
+        and a not in (args.stop_after, str(args.jobs))
     )
     try:
         run(
@@ -268,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             tasks=args.tasks,
             command=command,
             deadline=deadline,
+            jobs=args.jobs,
         )
     except AlfaError as exc:
         print(f"alfa: error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from alfa.reproduce import DEFAULT_ITERATIONS, table8_config
 
 __all__ = [
     "ABLATION",
+    "ADAPTIVITY",
     "CELLS",
     "CLIP",
     "LABELS",
@@ -42,8 +43,21 @@ RULES: dict[str, dict[str, Any]] = {
         "generator_init": "official",
     },
 }
+# The generator switches of docs/adaptivity.md, each on the unit-init ALFA+MAML row.
+BOUNDED = {"generator_output": "bounded"}
+LOG_SIGN = {"state_encoding": "log_sign"}
+RULES["alfa_maml_bounded"] = {**RULES["alfa_maml"], **BOUNDED}
+RULES["alfa_maml_log_sign"] = {**RULES["alfa_maml"], **LOG_SIGN}
+RULES["alfa_maml_bounded_log_sign"] = {**RULES["alfa_maml"], **BOUNDED, **LOG_SIGN}
+RULES["alfa_maml_official_bounded"] = {**RULES["alfa_maml_official"], **BOUNDED}
 MAIN = ("maml", "learned_fixed", "alfa_maml", "alfa_maml_official")
 ABLATION = ("maml_noclip", "alfa_maml_noclip")
+ADAPTIVITY = (
+    "alfa_maml_bounded",
+    "alfa_maml_log_sign",
+    "alfa_maml_bounded_log_sign",
+    "alfa_maml_official_bounded",
+)
 SEEDS = (0, 1, 2)
 LABELS = {
     "maml": "MAML",
@@ -52,16 +66,23 @@ LABELS = {
     "alfa_maml_official": "ALFA+MAML (official generator init)",
     "maml_noclip": "MAML, no clip (ablation)",
     "alfa_maml_noclip": "ALFA+MAML (unit init), no clip (ablation)",
+    "alfa_maml_bounded": "ALFA+MAML (unit init), generated multipliers bounded to (0, 2)",
+    "alfa_maml_log_sign": "ALFA+MAML (unit init), log-magnitude and sign encoding of the state",
+    "alfa_maml_bounded_log_sign": "ALFA+MAML (unit init), bounded and log-sign encoded",
+    "alfa_maml_official_bounded": "ALFA+MAML (official init), bounded",
 }
 
 
 def _cells() -> list[tuple[str, int, str, int]]:
     """(net, shots, method, seed) in the order they are run: 40x2 5-shot first, seed by seed,
-    then its no-clip ablation, then 80x3 5-shot and its ablation."""
+    then its no-clip ablation, then 80x3 5-shot and its ablation; then the generator switches of
+    docs/adaptivity.md on both networks."""
     cells = []
     for net in ("40x2", "80x3"):
         cells += [(net, 5, m, s) for s in SEEDS for m in MAIN]
         cells += [(net, 5, m, s) for s in SEEDS for m in ABLATION]
+    for net in ("40x2", "80x3"):
+        cells += [(net, 5, m, s) for s in SEEDS for m in ADAPTIVITY]
     return cells
 
 

@@ -126,6 +126,8 @@ def rule_options(config: RuleConfig) -> dict[str, Any]:
             "generator_layers": config.generator_layers,
             "generator_init": config.generator_init,
             "clip": clip,
+            "state_encoding": config.state_encoding,
+            "generator_output": config.generator_output,
             "per_element_decay": config.per_element_decay,
             "detach_gradient_state": config.detach_gradient_state,
             **layout,

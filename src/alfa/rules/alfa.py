@@ -51,6 +51,10 @@ class ALFA(UpdateRule):
         generator_layers: 2 (official code) or 3 (paper text).
         generator_init: ``"unit"`` (stable start, default) or ``"official"``.
         clip: optional bounds on the generated multipliers.
+        state_encoding: ``"raw"`` (paper) or ``"log_sign"``: how g_phi reads the learning state
+            (:mod:`alfa.rules.state_encoding`).
+        generator_output: ``"linear"`` (paper) or ``"bounded"``: multipliers in (0, 2)
+            (:class:`~alfa.rules.generator.HyperparameterGenerator`).
         per_step, per_layer: whether alpha and beta differ across steps / layers (the
             post-multipliers' layout and the generator's, see above).
         learn_alpha, learn_beta: whether alpha0/beta0 are meta-learned.
@@ -75,6 +79,8 @@ class ALFA(UpdateRule):
         generator_layers: Literal[2, 3] = 2,
         generator_init: Literal["unit", "official"] = "unit",
         clip: tuple[float, float] | None = None,
+        state_encoding: Literal["raw", "log_sign"] = "raw",
+        generator_output: Literal["linear", "bounded"] = "linear",
         per_step: bool = True,
         per_layer: bool = True,
         learn_alpha: bool = True,
@@ -104,6 +110,8 @@ class ALFA(UpdateRule):
                 layers=generator_layers,
                 init=generator_init,
                 clip=clip,
+                encoding=state_encoding,
+                output=generator_output,
             )
         self.per_step = per_step
         self.per_layer = per_layer
