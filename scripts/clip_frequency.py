@@ -1,7 +1,7 @@
 """How often does ``meta.grad_clip: 1.0`` act? (issue 9, item 1; docs/stability.md)
 
 Replays the first N meta-iterations (default 1,000) of the controlled Table 8 runs
-(src/alfa/controlled.py: 40x2 MLP, 5-shot, seed 0) with the same set-up as ``alfa.train``
+(src/alfa/table8_cells.py: 40x2 MLP, 5-shot, seed 0) with the same set-up as ``alfa.train``
 (runtime, seeds, source, learner and optimiser built in the same order, the same meta-batches)
 and records, before each Adam step, the global norm of the meta-gradient. With clipping on, the
 norm is the one the clip sees (so the trajectory is that of the clipped run); the ``_noclip``
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from alfa.build import build_learner, build_optimizer, configure_runtime
-from alfa.controlled import controlled_config
 from alfa.provenance import command_line, source_commit
+from alfa.table8_cells import controlled_config
 from alfa.tasks.source import build_source
 
 METHODS = (

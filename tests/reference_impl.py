@@ -36,6 +36,7 @@ both sides and the meta-gradient can be taken w.r.t. that dictionary's tensors.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,10 +58,15 @@ class Spec:
             (cross-entropy averaged over the query set).
         lr: MAML's fixed inner learning rate (the tables of the other rules are tensors).
         generator_input: ``"both"``, ``"weights"`` or ``"gradients"``.
+        state_statistics: ``("mean",)`` or ``("mean", "rms")``: per input, the layer means
+            (and then the layer root mean squares, sqrt(mean(t^2) + 1e-12)).
         generate: which of ``"alpha"``/``"beta"`` the generator produces (its output is laid out
             in that order, ``N`` values each).
         generator_layers: 2 or 3 linear layers.
         clip: optional bounds on the generator's outputs.
+        state_encoding: ``"raw"`` or ``"log_sign"`` (each state value x becomes
+            (log|x| / 10, sign x), or (-1, e^10 x) below e^-10).
+        generator_output: ``"linear"`` or ``"bounded"`` (2 * sigmoid of the last layer).
         per_element_decay: the random-init variant's per-element weight-decay tensors.
         detach_gradient_state: the official behaviour, gradient means are constants; False takes
             them from the update's gradient (with its graph in second order).
@@ -78,9 +84,12 @@ class Spec:
     task: str = "regression"
     lr: float = 0.01
     generator_input: str = "both"
+    state_statistics: tuple[str, ...] = ("mean",)
     generate: tuple[str, ...] = ("alpha", "beta")
     generator_layers: int = 2
     clip: tuple[float, float] | None = None
+    state_encoding: str = "raw"
+    generator_output: str = "linear"
     per_element_decay: bool = False
     detach_gradient_state: bool = True
     l2f: bool = False
@@ -99,7 +108,7 @@ class RefOutput:
     query_losses: Tensor  # [T], after the last step, detached
     alphas: list[list[Tensor]]  # [task][step] -> [N], detached
     betas: list[list[Tensor]]  # [task][step] -> [N] (before the per-element decay), detached
-    grad_means: list[list[Tensor | None]]  # [task][step] -> [N] fed to the generator, or None
+    grad_means: list[list[Tensor | None]]  # [task][step] -> the gradient part of the state, or None
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -157,6 +166,19 @@ def _generator(tensors: dict[str, Tensor], prefix: str, layers: int, state: Tens
     return h
 
 
+def _log_sign(state: Tensor) -> Tensor:
+    """Value by value, with Python's math for the branch (no vectorised masks)."""
+    magnitudes, signs = [], []
+    for x in state:
+        if abs(x.item()) >= math.exp(-10):
+            magnitudes.append(torch.log(torch.abs(x)) / 10)
+            signs.append(torch.ones_like(x) if x.item() > 0 else -torch.ones_like(x))
+        else:
+            magnitudes.append(-torch.ones_like(x))
+            signs.append(x * math.exp(10))
+    return torch.stack(magnitudes + signs)
+
+
 def _hyperparameters(
     spec: Spec,
     tensors: dict[str, Tensor],
@@ -179,13 +201,18 @@ def _hyperparameters(
         parts = []
         if spec.generator_input in ("both", "weights"):
             parts.append(torch.stack([t.mean() for t in theta]))
+            if "rms" in spec.state_statistics:
+                parts.append(torch.stack([torch.sqrt((t * t).mean() + 1e-12) for t in theta]))
         if spec.generator_input in ("both", "gradients"):
             assert grad_means is not None
             parts.append(grad_means)
         if spec.per_step or step == 0:
-            out = _generator(
-                tensors, f"{prefix}generator.net.", spec.generator_layers, torch.cat(parts)
-            )
+            state = torch.cat(parts)
+            if spec.state_encoding == "log_sign":
+                state = _log_sign(state)
+            out = _generator(tensors, f"{prefix}generator.net.", spec.generator_layers, state)
+            if spec.generator_output == "bounded":
+                out = 2 / (1 + torch.exp(-out))
             if spec.clip is not None:
                 out = out.clamp(spec.clip[0], spec.clip[1])
             held["out"] = out
@@ -285,6 +312,9 @@ def reference_meta_loss(
             if uses_grad_state:
                 source = state_grads if spec.detach_gradient_state else grads
                 grad_means = torch.stack([g.mean() for g in source])
+                if "rms" in spec.state_statistics:
+                    rms = torch.stack([torch.sqrt((g * g).mean() + 1e-12) for g in source])
+                    grad_means = torch.cat([grad_means, rms])
                 if fixed_grad_means is not None:
                     grad_means = fixed_grad_means[i][step]
             alpha, beta = _hyperparameters(spec, tensors, rule, step, current, grad_means, held)

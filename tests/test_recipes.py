@@ -9,22 +9,25 @@ import pytest
 
 from alfa.cli import main
 from alfa.config import load_config
-from alfa.reproduce import METHODS, PAPER_TABLE8, table8_config
+from alfa.table8_cells import PAPER_TABLE8, controlled_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+METHODS = ("maml", "learned_fixed", "alfa_maml")
 
 
 @pytest.mark.parametrize("net, shots", sorted(PAPER_TABLE8))
 @pytest.mark.parametrize("method", METHODS)
 def test_shipped_sinusoid_configs_match_the_recipe(net, shots, method):
     shipped = load_config(CONFIGS / "sinusoid" / f"{method}_k{shots}_{net}.yaml")
-    assert shipped == table8_config(net, shots, method)
+    assert shipped == controlled_config(net, shots, method, 0)
 
 
 def test_default_sinusoid_configs_are_five_shot_40x2():
     for method in METHODS:
         shipped = load_config(CONFIGS / "sinusoid" / f"{method}.yaml")
-        assert shipped == table8_config("40x2", 5, method)
+        assert shipped == controlled_config("40x2", 5, method, 0)
         assert shipped.data.shots == 5 and shipped.model.hidden == (40, 40)
 
 
@@ -35,35 +38,34 @@ def test_every_shipped_config_loads():
         load_config(path)
 
 
-@pytest.mark.slow
-def test_reproduce_table8_is_resumable_cell_by_cell(tmp_path, capsys):
-    args = ["reproduce", "table8", "--iterations", "12", "--jobs", "1"]
+def test_reproduce_table8_is_the_recipe_and_eval_reproduces_its_rows(tmp_path, capsys):
+    args = ["reproduce", "table8", "--iterations", "6", "--jobs", "1", "--tasks", "50"]
     args += ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
-    cells = ["--only", "40x2-k5-maml", "40x2-k5-alfa_maml"]
+    cells = ["--only", "40x2-k5-maml-s1", "40x2-k5-alfa_maml-s1"]
     assert main([*args, *cells]) == 0
-    rows = json.loads((tmp_path / "results" / "table8.json").read_text())
-    assert [(r["net"], r["shots"], r["method"]) for r in rows] == [
-        ("40x2", 5, "maml"),
-        ("40x2", 5, "alfa_maml"),
+    doc = json.loads((tmp_path / "results" / "table8.json").read_text())
+    rows = doc["rows"]
+    assert [(r["net"], r["shots"], r["method"], r["seed"]) for r in rows] == [
+        ("40x2", 5, "maml", 1),
+        ("40x2", 5, "alfa_maml", 1),
     ]
+    assert doc["command"].startswith("alfa reproduce table8 --results ")
+    assert "--iterations 6 --tasks 50" in doc["command"]
     for row in rows:
-        assert row["mse"] > 0 and row["ci95"] > 0 and row["iterations"] == 12
-        assert row["paper_mse"] == PAPER_TABLE8[("40x2", 5)][row["method"]][0]
-        # The recorded cell is what `alfa eval` of its best checkpoint prints (600 test tasks).
+        assert row["grad_clip"] == 1.0 and row["iterations"] == 6 and row["test_tasks"] == 50
+        # The recorded cell is what `alfa eval` of its shipped best checkpoint prints.
         capsys.readouterr()
-        run = tmp_path / "runs" / f"40x2-k5-{row['method']}-12"
-        assert main(["eval", str(run), "--tasks", "600", "--json"]) == 0
+        cell = tmp_path / "results" / "table8" / f"40x2-k5-{row['method']}-s1"
+        assert main(["eval", str(cell), "--tasks", "50", "--json"]) == 0
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert result["tasks"] == 600
-        assert result["iteration"] == row["best_checkpoint_iteration"]
+        assert result["iteration"] == row["checkpoint_iteration"]
         assert result["mean"] == pytest.approx(row["mse"], rel=1e-12)
         assert result["ci95"] == pytest.approx(row["ci95"], rel=1e-12)
-    table = (tmp_path / "results" / "table8.md").read_text()
-    assert "| 40x2 | 5 | maml |" in table
+    assert "| 40x2 | 5 | maml | 1 |" in (tmp_path / "results" / "table8.md").read_text()
     capsys.readouterr()
     assert main([*args, *cells]) == 0  # a second run skips both finished cells
     assert "2 cell(s) done, 0 to run" in capsys.readouterr().out
-    assert json.loads((tmp_path / "results" / "table8.json").read_text()) == rows
+    assert json.loads((tmp_path / "results" / "table8.json").read_text())["rows"] == rows
 
 
 def test_shipped_paper_configs_match_the_recipes():

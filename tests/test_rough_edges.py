@@ -500,13 +500,13 @@ def test_a_checkpoint_with_a_valid_checksum_but_a_bad_state(run, capsys, change,
 def test_reproduce_help_names_real_cells(capsys):
     code, help_text, _ = run_cli(capsys, "reproduce", "--help")
     assert code == 0
-    assert "40x2-k5-maml" in help_text and "40x2-5-maml" not in help_text
+    assert "40x2-k5-maml-s0" in help_text and "80x3-k20-alfa_maml-*" in help_text
 
 
 def test_reproduce_unknown_cell_lists_the_cells(in_tmp, capsys):
     code, _, err = run_cli(capsys, "reproduce", "table8", "--only", "40x2-5-maml")
     assert code == 2
-    error_line(err, "40x2-5-maml", "40x2-k5-maml", "80x3-k20-alfa_maml")
+    error_line(err, "40x2-5-maml", "40x2-k5-maml-s0", "80x3-k20-alfa_maml-*")
     assert snapshot(in_tmp) == {} and not (in_tmp / "results").exists()
 
 
@@ -517,8 +517,9 @@ def test_reproduce_unknown_cell_lists_the_cells(in_tmp, capsys):
         (b"[{", ["table8.json", "not valid JSON"]),
         (b"\xff\xfe", ["table8.json", "not valid JSON"]),
         (b'{"a": 1}', ["table8.json", "list"]),
-        (b'[{"net": "40x2", "shots": 5}]', ["table8.json", "row 0", "method"]),
-        (b"[3]", ["table8.json", "row 0"]),
+        (b"[3]", ["table8.json", "list"]),
+        (b'{"rows": [{"net": "40x2", "shots": 5}]}', ["table8.json", "row 0", "method"]),
+        (b'{"rows": [3]}', ["table8.json", "row 0"]),
     ],
 )
 def test_reproduce_refuses_bad_results(in_tmp, capsys, content, words):
@@ -530,7 +531,7 @@ def test_reproduce_refuses_bad_results(in_tmp, capsys, content, words):
         (results / "table8.json").write_bytes(content)
     before = snapshot(in_tmp)
     code, _, err = run_cli(
-        capsys, "reproduce", "table8", "--results", str(results), "--only", "40x2-k5-maml"
+        capsys, "reproduce", "table8", "--results", str(results), "--only", "40x2-k5-maml-s0"
     )
     assert code == 2
     error_line(err, *words)

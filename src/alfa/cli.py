@@ -98,20 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     _timeout_option(p)
     p.set_defaults(func=commands.cmd_eval)
 
-    p = sub.add_parser("reproduce", help="run a table of the paper (resumable cell by cell)")
+    p = sub.add_parser(
+        "reproduce",
+        help="run a table of the paper with seeds, every row under one protocol (resumable)",
+    )
     p.add_argument("table", choices=["table8"])
-    p.add_argument("--iterations", type=int, default=None, help="meta-iterations per cell")
-    p.add_argument("--jobs", type=int, default=2, help="cells trained at the same time")
-    p.add_argument("--runs", default="runs/table8", help="folder of the cells' run directories")
-    p.add_argument(
-        "--results",
-        default="runs/table8",
-        help="folder of table8.md and table8.json (results/table8.md is the controlled table of "
-        "scripts/table8.py)",
-    )
-    p.add_argument(
-        "--only", nargs="*", default=None, help="cells to run, e.g. 40x2-k5-maml 80x3-k20-alfa_maml"
-    )
+    from alfa.table8_run import add_arguments
+
+    add_arguments(p, results="runs/table8", runs="runs/table8", jobs=2)
     p.set_defaults(func=commands.cmd_reproduce)
 
     p = sub.add_parser(

@@ -231,9 +231,9 @@ def _eval(args: argparse.Namespace, here: World) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from alfa.reproduce import reproduce
+    from alfa.table8_run import reproduce
 
-    return reproduce(args)
+    return reproduce(args, "alfa reproduce table8")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -364,8 +364,18 @@ def validate(config: Config) -> None:
             "rule.clip",
             "bounds generated multipliers, so it needs rule.name=alfa with rule.generate set",
         )
-    for key, default in (("state_encoding", "raw"), ("generator_output", "linear")):
-        if getattr(r, key) != default:
+    _require(
+        tuple(r.state_statistics) in (("mean",), ("mean", "rms")),
+        "rule.state_statistics",
+        f"must be [mean] or [mean, rms]; got {list(r.state_statistics)}",
+    )
+    switches = {
+        "state_encoding": r.state_encoding != "raw",
+        "generator_output": r.generator_output != "linear",
+        "state_statistics": tuple(r.state_statistics) != ("mean",),
+    }
+    for key, changed in switches.items():
+        if changed:
             _require(
                 r.name == "alfa" and bool(r.generate),
                 f"rule.{key}",

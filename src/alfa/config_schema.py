@@ -68,6 +68,7 @@ class RuleConfig:
     weight_decay: float = 0.0005  # lambda; beta0 starts at lr * weight_decay (reference A.2)
     # ALFA generator g_phi
     generator_input: Literal["both", "weights", "gradients"] = "both"  # what g_phi reads (Table 5)
+    state_statistics: tuple[str, ...] = ("mean",)  # [mean] (paper) or [mean, rms] (adaptivity.md)
     generate: tuple[str, ...] = ("alpha", "beta")  # which hyperparameters g_phi generates (Table 6)
     generator_layers: Literal[2, 3] = 2  # layers of g_phi; 2: official code; 3: paper text
     generator_init: Literal["unit", "official"] = "unit"  # g_phi initialisation (docs/stability.md)

@@ -1,6 +1,6 @@
 """The Quick-start demo: MAML, learned-fixed and ALFA+MAML side by side, under one protocol.
 
-Three runs of the controlled Table 8 recipe (:mod:`alfa.controlled`) on the 40x2 5-shot
+Three runs of the Table 8 recipe (:mod:`alfa.table8_cells`) on the 40x2 5-shot
 sinusoid cell at a small budget: the same outer optimiser and the same clipped meta-gradient
 for every row, differing only in the inner-loop rule, so the printout compares the rules and
 nothing else (learned-fixed is the baseline that isolates what ALFA's generated, task-adaptive
@@ -16,8 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from alfa.controlled import controlled_config
-from alfa.reproduce import PAPER_TABLE8, _run_cells
+from alfa.cells import train_and_test_all
+from alfa.table8_cells import PAPER_TABLE8, controlled_config
 
 __all__ = ["METHODS", "demo"]
 
@@ -32,14 +32,14 @@ def demo(args: argparse.Namespace) -> int:
     work = []
     for method in METHODS:
         config = replace(controlled_config("40x2", 5, method, 0, args.iterations), name=method)
-        work.append((config, str(runs / f"{method}-{stamp}-{os.getpid()}")))
+        work.append((config, runs / f"{method}-{stamp}-{os.getpid()}"))
     jobs = max(1, min(len(work), os.cpu_count() or 1))
     print(
         f"meta-training {', '.join(LABELS[m] for m in METHODS)} on 5-shot sinusoid regression "
         f"({args.iterations} iterations each, the same outer optimiser and clipped "
         f"meta-gradient for all, {jobs} at a time), then testing on {args.tasks} tasks"
     )
-    results = {r["name"]: r for r in _run_cells(jobs, work, args.tasks)}
+    results = {METHODS[i]: r for i, r in train_and_test_all(work, args.tasks, jobs=jobs)}
     print()
     print(f"{'method':<14} {'test MSE':>10} {'95% CI':>8} {'paper':>6}   run directory")
     for (_, run_dir), method in zip(work, METHODS, strict=True):

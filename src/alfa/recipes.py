@@ -186,7 +186,7 @@ def write_paper_configs(folder: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from alfa.reproduce import write_table8_configs
+    from alfa.table8_cells import write_table8_configs
 
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "configs")
     for written_path in write_paper_configs(root / "paper") + write_table8_configs(

@@ -11,8 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from alfa.errors import AlfaError
-from alfa.reproduce import PAPER_TABLE8
-from alfa.table8_cells import ABLATION, CELLS, CLIP, LABELS, MAIN, SEEDS, cell_key
+from alfa.table8_cells import (
+    ABLATION,
+    CELLS,
+    CLIP,
+    LABELS,
+    MAIN,
+    PAPER_TABLE8,
+    SEEDS,
+    cell_key,
+)
 
 __all__ = ["markdown", "paired", "paired_rows", "summaries"]
 

@@ -122,6 +122,7 @@ def rule_options(config: RuleConfig) -> dict[str, Any]:
             "lr": config.lr,
             "weight_decay": config.weight_decay,
             "generator_input": config.generator_input,
+            "state_statistics": tuple(config.state_statistics),
             "generate": config.generate,
             "generator_layers": config.generator_layers,
             "generator_init": config.generator_init,

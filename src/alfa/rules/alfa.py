@@ -30,7 +30,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from alfa.rules.base import Hyperparameters, UpdateRule, layer_means, per_element_decays
+from alfa.rules.base import (
+    Hyperparameters,
+    UpdateRule,
+    layer_means,
+    layer_rms,
+    per_element_decays,
+)
 from alfa.rules.generator import HyperparameterGenerator
 from alfa.rules.post_multipliers import StepLayerTable
 from alfa.typing import Params
@@ -46,6 +52,8 @@ class ALFA(UpdateRule):
         lr: initial alpha0 (0.01).
         weight_decay: lambda; beta0 starts at ``lr * weight_decay`` (5e-6).
         generator_input: ``"both"`` (default), ``"weights"`` or ``"gradients"`` (Table 5).
+        state_statistics: ``("mean",)`` (paper) or ``("mean", "rms")``: the layer-wise
+            statistics of each input; ``rms`` adds each layer's root mean square.
         generate: which of ``alpha``/``beta`` g_phi generates; a hyperparameter that is not
             generated is its post-multiplier alone (Table 6, "fixed").
         generator_layers: 2 (official code) or 3 (paper text).
@@ -75,6 +83,7 @@ class ALFA(UpdateRule):
         lr: float = 0.01,
         weight_decay: float = 0.0005,
         generator_input: Literal["both", "weights", "gradients"] = "both",
+        state_statistics: Sequence[str] = ("mean",),
         generate: Sequence[str] = ("alpha", "beta"),
         generator_layers: Literal[2, 3] = 2,
         generator_init: Literal["unit", "official"] = "unit",
@@ -95,6 +104,11 @@ class ALFA(UpdateRule):
                 f"generator_input must be both, weights or gradients: {generator_input!r}"
             )
         self.generator_input = generator_input
+        if tuple(state_statistics) not in (("mean",), ("mean", "rms")):
+            raise ValueError(
+                f"state_statistics must be ['mean'] or ['mean', 'rms']: {list(state_statistics)}"
+            )
+        self.state_statistics = tuple(state_statistics)
         self.generate = tuple(g for g in ("alpha", "beta") if g in generate)
         layout = {"per_step": per_step, "per_layer": per_layer}
         beta_init = 1.0 if per_element_decay else lr * weight_decay
@@ -102,7 +116,7 @@ class ALFA(UpdateRule):
         self.beta0 = StepLayerTable(steps, n, beta_init, learn=learn_beta, **layout)
         self.generator: HyperparameterGenerator | None = None
         if self.generate:
-            in_features = 2 * n if generator_input == "both" else n
+            in_features = (2 if generator_input == "both" else 1) * n * len(self.state_statistics)
             self.generator = HyperparameterGenerator(
                 in_features,
                 (n if per_layer else 1) * len(self.generate),
@@ -123,14 +137,22 @@ class ALFA(UpdateRule):
         )
 
     def learning_state(self, params: Params, grads: Params) -> Tensor:
-        """``tau_bar``: ``[T, 2N]`` = [weight means (with graph), gradient means (detached)]."""
+        """``tau_bar``: ``[T, 2N]`` = [weight means (with graph), gradient means (detached)];
+        with ``rms`` in ``state_statistics``, ``[T, 4N]`` = [weight means, weight RMS, gradient
+        means, gradient RMS]."""
         parts = []
         if self.generator_input in ("both", "weights"):
-            parts.append(layer_means(params, self.names))
+            parts += self._statistics(params)
         if self.generator_input in ("both", "gradients"):
-            means = layer_means(grads, self.names)
-            parts.append(means.detach() if self.detach_gradient_state else means)
+            stats = self._statistics(grads)
+            parts += [s.detach() for s in stats] if self.detach_gradient_state else stats
         return torch.cat(parts, dim=1)
+
+    def _statistics(self, tensors: Params) -> list[Tensor]:
+        out = [layer_means(tensors, self.names)]
+        if "rms" in self.state_statistics:
+            out.append(layer_rms(tensors, self.names))
+        return out
 
     def hyperparameters(self, step: int, params: Params, grads: Params) -> Hyperparameters:
         tasks = params[self.names[0]].shape[0]

@@ -34,6 +34,7 @@ __all__ = [
     "UpdateRule",
     "flatten",
     "layer_means",
+    "layer_rms",
     "per_element_decays",
 ]
 
@@ -113,6 +114,18 @@ def layer_means(tensors: Params, names: Sequence[str]) -> Tensor:
         if small and not torch.compiler.is_compiling():  # compiled: fused sums, see _spread
             return flat @ _membership(sizes, flat.device, flat.dtype, True)
     return torch.stack([tensors[n].flatten(1).mean(1) for n in names], dim=1)
+
+
+def layer_rms(tensors: Params, names: Sequence[str], eps: float = 1e-12) -> Tensor:
+    """Layer-wise root mean squares ``sqrt(mean(t^2) + eps)``, ``[T, N]`` (``eps`` keeps the
+    derivative finite at 0). Unlike the mean, the magnitude of a layer's gradient does not
+    cancel over elements of opposite sign (docs/adaptivity.md)."""
+    if isinstance(tensors, FlatParams) and tensors.names == tuple(names):
+        shapes = [tensors[n].shape[1:] for n in names]
+        squares: Params = FlatParams(tensors.flat.square(), names, shapes)
+    else:
+        squares = {n: tensors[n].square() for n in names}
+    return (layer_means(squares, names) + eps).sqrt()
 
 
 def per_element_decays(shapes: Sequence[torch.Size], init: float) -> nn.ParameterDict:

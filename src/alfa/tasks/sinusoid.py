@@ -53,6 +53,12 @@ class SinusoidTasks:
 
     def sample(self, tasks: int, *, query: int | None = None) -> TaskBatch:
         """A meta-batch: support ``[T, K, 1]`` and query ``[T, Q, 1]`` inputs and targets."""
+        return self.sample_with_parameters(tasks, query=query)[0]
+
+    def sample_with_parameters(
+        self, tasks: int, *, query: int | None = None
+    ) -> tuple[TaskBatch, dict[str, torch.Tensor]]:
+        """:meth:`sample`, with each task's ``amplitude``, ``frequency`` and ``phase`` (``[T]``)."""
         query = self.query if query is None else query
         ranges = FAMILIES[self.family]
         amp = self._uniform((tasks, 1, 1), *ranges["amplitude"])
@@ -61,7 +67,13 @@ class SinusoidTasks:
         x = self._uniform((tasks, self.shots + query, 1), *X_RANGE)
         y = amp * torch.sin(freq * x - phase)
         k = self.shots
-        return TaskBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
+        batch = TaskBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
+        parameters = {
+            "amplitude": amp.flatten(),
+            "frequency": freq.flatten(),
+            "phase": phase.flatten(),
+        }
+        return batch, parameters
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -1,16 +1,20 @@
-"""Table 8, controlled (src/alfa/controlled.py): recipe, paired statistics, shipped evidence."""
+"""Table 8 (src/alfa/table8_cells.py, table8_run.py): recipe, paired statistics, shipped
+evidence."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
-from alfa.config import config_to_dict
-from alfa.controlled import CELLS, MAIN, controlled_config, paired, run
+from alfa.config import config_to_dict, load_config
 from alfa.evaluate import evaluate
 from alfa.runs import load_run
+from alfa.table8_cells import ADAPTIVITY, CELLS, MAIN, RULES, controlled_config
+from alfa.table8_report import paired
+from alfa.table8_run import run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -47,6 +51,38 @@ def test_controlled_rows_differ_only_in_the_rule():
     assert {k for k in s1 if s1[k] != base[k]} == {"name", "seed"}
 
 
+@pytest.mark.parametrize("method", ADAPTIVITY)
+def test_generator_switch_rows_differ_from_their_base_only_in_the_switch(method):
+    base = "alfa_maml_official" if "official" in method else "alfa_maml"
+    a = _flat(config_to_dict(controlled_config("80x3", 5, method, 1)))
+    b = _flat(config_to_dict(controlled_config("80x3", 5, base, 1)))
+    changed = {k for k in a if a[k] != b[k]} - {"name"}
+    expected = {f"rule.{k}" for k in RULES[method]} - {f"rule.{k}" for k in RULES[base]}
+    switches = {"rule.generator_output", "rule.state_encoding", "rule.state_statistics"}
+    assert changed == expected and changed <= switches
+
+
+def test_every_cell_of_the_paper_has_the_main_rows_with_three_seeds():
+    for net in ("40x2", "80x3"):
+        for shots in (5, 10, 20):
+            got = {(m, s) for n, k, m, s in CELLS if (n, k) == (net, shots) and m in MAIN}
+            assert got == {(m, s) for m in MAIN for s in (0, 1, 2)}
+            config = controlled_config(net, shots, "maml", 0)
+            assert config.data.shots == shots and config.meta.grad_clip == 1.0
+
+
+def test_shipped_cells_were_trained_with_the_recipe_configs():
+    """Each shipped cell's config.yaml is the recipe's config for that cell, and its row in
+    results/table8.json names the same cell: the evidence is what the table says it is."""
+    rows = json.loads((RESULTS / "table8.json").read_text())["rows"]
+    assert rows
+    for row in rows:
+        key = f"{row['net']}-k{row['shots']}-{row['method']}-s{row['seed']}"
+        shipped = load_config(RESULTS / "table8" / key / "config.yaml")
+        want = controlled_config(row["net"], row["shots"], row["method"], row["seed"])
+        assert shipped == want, key
+
+
 def test_paired_difference_is_the_mean_of_per_task_differences():
     a, b = [1.0, 2.0, 4.0, 3.0], [0.5, 2.5, 3.0, 3.0]
     p = paired(a, b)
@@ -61,10 +97,12 @@ def _strip(doc):
 
 
 def test_recipe_end_to_end_is_deterministic_and_resumable(tmp_path, capsys):
+    """Two runs give the same rows, whether the cells run in this process or two at a time in
+    worker processes."""
     only = ["40x2-k5-maml-s0", "40x2-k5-learned_fixed-s0", "40x2-k5-alfa_maml-s0"]
     docs = [
-        run(tmp_path / f"res{i}", tmp_path / f"runs{i}", iterations=4, only=only, tasks=40)
-        for i in range(2)
+        run(tmp_path / f"res{i}", tmp_path / f"runs{i}", iterations=4, only=only, tasks=40, jobs=j)
+        for i, j in ((0, 1), (1, 2))
     ]
     assert _strip(docs[0]) == _strip(docs[1])
     assert [r["method"] for r in docs[0]["rows"]] == ["maml", "learned_fixed", "alfa_maml"]
