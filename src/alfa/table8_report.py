@@ -1,5 +1,5 @@
 """The controlled Table 8's statistics and report: means over seeds, paired per-task
-differences on the shared test tasks, the verdict, and ``table8.md`` (see :mod:`alfa.controlled`).
+differences on the shared test tasks, the verdict, and ``table8.md`` (see :mod:`alfa.table8_run`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from alfa.errors import AlfaError
 from alfa.table8_cells import (
     ABLATION,
+    ADAPTIVITY,
     CELLS,
     CLIP,
     LABELS,
@@ -115,6 +116,7 @@ COMPARISONS = [
     ("alfa_maml", "alfa_maml_official"),
     ("alfa_maml_noclip", "alfa_maml"),
     ("maml_noclip", "maml"),
+    *((m, b) for m in ADAPTIVITY for b in ("alfa_maml", "learned_fixed")),
 ]
 
 
@@ -225,7 +227,11 @@ def _verdict(pairs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     rows, summary, pairs = doc["rows"], doc["summary"], doc["paired"]
     have = {cell_key(r["net"], r["shots"], r["method"], r["seed"]) for r in rows}
-    missing = [cell_key(*c) for c in CELLS if cell_key(*c) not in have]
+    left: dict[str, list[str]] = {}
+    for c in CELLS:
+        if cell_key(*c) not in have:
+            left.setdefault(f"{c[0]}-k{c[1]}-{c[2]}", []).append(str(c[3]))
+    missing = [f"{k} (seed {', '.join(v)})" for k, v in left.items()]
     src = doc["source"]
     lines = [
         "# Table 8, controlled: sinusoid regression, every row under one protocol",
@@ -239,7 +245,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "Every main row uses the same outer optimiser and the same stabilisation: Adam 1e-3 on "
         f"the meta-gradient clipped to global norm {CLIP} (`meta.grad_clip: {CLIP}`; "
         "docs/stability.md says how often it acts). Rows differ only in the inner-loop rule. "
-        "The `_noclip` rows are the ablation without clipping.",
+        "The `_noclip` rows are the ablation without clipping; the rows named after a "
+        "generator switch (`_bounded`, `_log_sign`, `_rms`) are the ablation of "
+        "[docs/adaptivity.md](../docs/adaptivity.md), analysed in "
+        "[adaptivity.md](adaptivity.md).",
         "",
         "## Summary: mean +- std over seeds",
         "",
@@ -331,10 +340,11 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "Cells of the recipe not run yet (running the command again trains them): "
         + (", ".join(missing) if missing else "none")
-        + ". Not in the recipe, so not run: the 10- and 20-shot cells of the paper's Table 8 "
-        "(both networks); only the 5-shot cells are controlled and seeded here.",
+        + ".",
         "",
-        "Methods: " + "; ".join(f"`{m}`: {LABELS[m]}" for m in (*MAIN, *ABLATION)) + ".",
+        "Methods: "
+        + "; ".join(f"`{m}`: {LABELS[m]}" for m in (*MAIN, *ABLATION, *ADAPTIVITY))
+        + ".",
         "",
         "Produced by `"
         + doc["command"]
