@@ -84,6 +84,13 @@ RULES: dict[str, dict[str, Any]] = {
     "alfa_maml_official_bounded": {**ALFA, "generator_init": "official", **BOUNDED},
     "alfa_maml_rms": {**ALFA, "generator_init": "unit", **RMS},
     "alfa_maml_rms_log_sign": {**ALFA, "generator_init": "unit", **RMS, **LOG_SIGN},
+    "alfa_maml_rms_log_sign_bounded": {
+        **ALFA,
+        "generator_init": "unit",
+        **RMS,
+        **LOG_SIGN,
+        **BOUNDED,
+    },
 }
 MAIN = ("maml", "learned_fixed", "alfa_maml", "alfa_maml_official")
 ABLATION = ("maml_noclip", "alfa_maml_noclip")
@@ -94,6 +101,7 @@ ADAPTIVITY = (
     "alfa_maml_official_bounded",
     "alfa_maml_rms",
     "alfa_maml_rms_log_sign",
+    "alfa_maml_rms_log_sign_bounded",
 )
 SEEDS = (0, 1, 2)
 LABELS = {
@@ -109,6 +117,7 @@ LABELS = {
     "alfa_maml_official_bounded": "ALFA+MAML (official init), bounded",
     "alfa_maml_rms": "ALFA+MAML (unit init), the state adds each layer's root mean square",
     "alfa_maml_rms_log_sign": "ALFA+MAML (unit init), root mean squares and log-sign encoding",
+    "alfa_maml_rms_log_sign_bounded": "ALFA+MAML (unit init), all three generator switches",
 }
 
 
