@@ -9,11 +9,13 @@
 #   scripts/table8.py            results/table8.md, results/table8.json, results/table8/<cell>/
 #   scripts/omniglot_minimal.py  results/omniglot_minimal.md, results/omniglot_minimal.json
 #   scripts/clip_frequency.py    results/clip_frequency.json
+#   scripts/adaptivity.py        results/adaptivity.md, .json, .png (from results/table8*)
 #   scripts/metadataset_omniglot_minimal.py
 #                                results/metadataset_omniglot_minimal.md, .json
-# The full run trains every cell of each recipe (days of CPU time for Table 8's 36 runs of
-# 20,000 iterations; about 20 minutes for Omniglot; about 15 minutes for Omniglot in
-# Meta-Dataset's format). --quick shortens each script to a few
+# The full run trains every cell of each recipe (Table 8: 1-3 minutes per 40x2 cell and 5-10
+# per 80x3 cell on one core, train_seconds in results/table8.json; about 20 minutes for
+# Omniglot; about 15 minutes for Omniglot in Meta-Dataset's format). JOBS (default 1) trains
+# that many Table 8 cells at once. --quick shortens each script to a few
 # iterations and cells (seconds; the tests run it twice and compare the outputs).
 # PYTHON (default: python) runs the scripts. The Omniglot configs read the minimal zips from
 # $ALFA_DATA/omniglot (README, Getting the data); OMNIGLOT_DATA names their folder instead.
@@ -39,10 +41,13 @@ if (( quick )); then
         --iterations 2 --tasks 5 --ways 5 --methods alfa_random "${omniglot[@]}"
     "$py" scripts/clip_frequency.py --out "$out/results/clip_frequency.json" \
         --iterations 3 --methods alfa_maml
+    "$py" scripts/adaptivity.py --results "$out/results" --tasks 20
     "$py" scripts/metadataset_omniglot_minimal.py --results "$out/results" \
         --runs "$out/runs/metadataset" --iterations 2 --tasks 5 "${omniglot[@]}"
 else
-    "$py" scripts/table8.py --results "$out/results" --runs "$out/runs/table8"
+    "$py" scripts/table8.py --results "$out/results" --runs "$out/runs/table8" \
+        --jobs "${JOBS:-1}"
+    "$py" scripts/adaptivity.py --results "$out/results"
     "$py" scripts/omniglot_minimal.py --results "$out/results" --runs "$out/runs/omniglot" \
         "${omniglot[@]}"
     "$py" scripts/clip_frequency.py --out "$out/results/clip_frequency.json"

@@ -30,6 +30,9 @@ WRITERS = {
     "omniglot_minimal.md": "scripts/omniglot_minimal.py",
     "omniglot_minimal.json": "scripts/omniglot_minimal.py",
     "clip_frequency.json": "scripts/clip_frequency.py",
+    "adaptivity.md": "scripts/adaptivity.py",
+    "adaptivity.json": "scripts/adaptivity.py",
+    "adaptivity.png": "scripts/adaptivity.py",
     "metadataset_omniglot_minimal.md": "scripts/metadataset_omniglot_minimal.py",
     "metadataset_omniglot_minimal.json": "scripts/metadataset_omniglot_minimal.py",
 }
@@ -48,6 +51,7 @@ def test_every_results_file_records_its_commit_and_command():
     table8 = json.loads((RESULTS / "table8.json").read_text())
     omniglot = json.loads((RESULTS / "omniglot_minimal.json").read_text())
     clip = json.loads((RESULTS / "clip_frequency.json").read_text())
+    adaptivity = json.loads((RESULTS / "adaptivity.json").read_text())
     metadataset = json.loads((RESULTS / "metadataset_omniglot_minimal.json").read_text())
     for doc, script in (
         (table8, "table8.py"),
@@ -58,6 +62,10 @@ def test_every_results_file_records_its_commit_and_command():
         assert re.fullmatch(r"[0-9a-f]{40}", doc["source"]["commit"])
     assert all(re.fullmatch(r"[0-9a-f]{40}", r["commit"]) for r in table8["rows"])
     assert clip["command"].startswith("python scripts/clip_frequency.py")
+    assert adaptivity["command"] == "python scripts/adaptivity.py"
+    assert adaptivity["table8_source"] == table8["source"]
+    md = (RESULTS / "adaptivity.md").read_text()
+    assert adaptivity["source"]["commit"] in md and table8["source"]["commit"] in md
     assert re.fullmatch(r"[0-9a-f]{40}", clip["commit"])
     # The runs behind the Meta-Dataset results: their commit, and each run's command.
     assert re.fullmatch(r"[0-9a-f]{40}", metadataset["runs_source"]["commit"])
@@ -158,6 +166,8 @@ def test_the_quick_run_of_every_results_script_is_deterministic(tmp_path):
         "table8.json",
         "omniglot_minimal.md",
         "clip_frequency.json",
+        "adaptivity.md",
+        "adaptivity.json",
         "metadataset_omniglot_minimal.md",
         "metadataset_omniglot_minimal.json",
     } <= set(first)
@@ -167,6 +177,8 @@ def test_the_quick_run_of_every_results_script_is_deterministic(tmp_path):
     assert all(r["mse"] > 0 for r in first["table8.json"]["rows"])
     assert 0.2 < first["omniglot_minimal.json"]["rows"][0]["accuracy"] < 1
     assert first["clip_frequency.json"]["rows"]["alfa_maml"]["iterations"] == 3
+    (diagnosed,) = first["adaptivity.json"]["diagnostics"]
+    assert diagnosed["tasks"] == 20 and diagnosed["method"] == "alfa_maml"
     metadataset = first["metadataset_omniglot_minimal.json"]
     assert [r["iterations"] for r in metadataset["runs"].values()] == [2] * 4
     assert all(len(r["episode_accuracies"]) == 5 for r in metadataset["runs"].values())

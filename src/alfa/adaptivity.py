@@ -12,14 +12,17 @@ whose amplitude is known (the task variable that most changes how the inner loop
   values), scored on the same tasks: the paired difference is what task adaptivity buys this
   learner;
 - **task information**: how well the amplitude is predicted (cross-validated R^2 of a ridge
-  regression) from the learning state at step 0, and from the values generated from it;
-- **scale**: the spread over tasks of each learning-state feature at step 0, whose range across
-  features motivates ``rule.state_encoding: log_sign`` (:mod:`alfa.rules.state_encoding`);
+  regression) from the learning state at step 0, from the values generated from it, and from
+  the layer-wise root mean squares of the step-0 gradients (log scale), which the paper's
+  state (layer-wise means) leaves out;
+- **scale**: the spread over tasks of each learning-state feature at step 0 that varies, and
+  the ratio of the largest spread to the smallest, which motivates
+  ``rule.state_encoding: log_sign`` (:mod:`alfa.rules.state_encoding`);
 - **signs**: the share of negative learning rates over tasks, steps and layers, and the largest.
 
 It uses the 200 fixed validation tasks (``split="val"``), not the test tasks.
-``python -m alfa.adaptivity`` writes ``results/adaptivity.md``, ``results/adaptivity.json`` and
-``results/adaptivity.png`` for the ALFA cells shipped under ``results/table8/``.
+``python scripts/adaptivity.py`` (:mod:`alfa.adaptivity_report`) writes ``results/adaptivity.*``
+for the ALFA cells shipped under ``results/table8/``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch
 from torch import Tensor
 
 from alfa.meta_learner import MetaLearner
-from alfa.rules.base import Hyperparameters
+from alfa.rules.base import Hyperparameters, layer_rms
 
 __all__ = [
     "Record",
@@ -54,6 +57,7 @@ class Record:
     """What the inner loop saw and produced on a batch of tasks."""
 
     states: list[Tensor]  # per step: [T, F] learning state (ALFA), else empty
+    gradient_rms: list[Tensor]  # per step: [T, N] layer-wise root mean square of the gradients
     alpha: Tensor  # [S, T, N]
     beta: Tensor  # [S, T, N]
     mse: Tensor  # [T] query MSE after adaptation
@@ -83,6 +87,7 @@ def record(learner: MetaLearner, batch: Any) -> Record:
     """Adapt to ``batch`` and keep the learning states and the hyperparameters of every step."""
     rule = learner.rule
     states: list[Tensor] = []
+    gradient_rms: list[Tensor] = []
     hypers: list[Hyperparameters] = []
 
     def keeping(inner: Any) -> Any:
@@ -90,6 +95,7 @@ def record(learner: MetaLearner, batch: Any) -> Record:
             hyper = inner(step, params, grads)
             if hasattr(rule, "learning_state"):
                 states.append(rule.learning_state(params, grads).detach())
+            gradient_rms.append(layer_rms(grads, rule.names).detach())
             hypers.append(Hyperparameters(hyper.alpha.detach(), hyper.beta.detach()))
             return hyper
 
@@ -99,7 +105,7 @@ def record(learner: MetaLearner, batch: Any) -> Record:
         mse = _mse(learner, batch)
     alpha = torch.stack([h.alpha for h in hypers])
     beta = torch.stack([h.beta for h in hypers])
-    return Record(states, alpha, beta, mse)
+    return Record(states, gradient_rms, alpha, beta, mse)
 
 
 @contextlib.contextmanager
@@ -172,6 +178,8 @@ def diagnose(learner: MetaLearner, batch: Any, amplitude: Tensor) -> dict[str, A
     }
     generated = torch.cat([rec.alpha[0], rec.beta[0]], 1)
     out["r2_amplitude_from_generated_step0"] = cv_r2(generated, amplitude)
+    # What the paper's state leaves out: the magnitude of each layer's gradient (log scale).
+    out["r2_amplitude_from_gradient_rms_step0"] = cv_r2(rec.gradient_rms[0].log(), amplitude)
     if rec.states:
         state = rec.states[0]
         # The weight means at step 0 are the same for every task (one initialisation); they
@@ -184,6 +192,7 @@ def diagnose(learner: MetaLearner, batch: Any, amplitude: Tensor) -> dict[str, A
             "state_features_step0": int(state.shape[1]),
             "state_spread_min_step0": float(spread.min()),
             "state_spread_max_step0": float(spread.max()),
+            "state_spread_ratio_step0": float(spread.max() / spread.min()),
         }
     return out
 

@@ -213,14 +213,16 @@ def _markdown(report: dict[str, Any]) -> str:
         "Knock-out: the learner's generated alpha and beta replaced at every step by their mean "
         "over the tasks (a task-independent schedule), paired over the same tasks; negative: "
         "adaptivity helps. Spread: std over tasks / |mean|, median over steps and layers. R^2: "
-        "cross-validated ridge prediction of the task amplitude from the step-0 learning state "
-        "and from the values generated from it. Negative alpha: share of learning rates below 0 "
-        "over tasks, steps and layers.",
+        "cross-validated ridge prediction of the task amplitude from the step-0 learning state, "
+        "from the values generated from it, and from the log of the step-0 gradients' "
+        "layer-wise root mean squares. State scale ratio: the largest spread over tasks of a "
+        "step-0 state feature over the smallest (features that vary). Negative alpha: share of "
+        "learning rates below 0 over tasks, steps and layers.",
         "",
         "| net | method | seed | val MSE | task-averaged | adaptive - averaged | tasks lower "
-        "| alpha spread | beta spread | R^2 state | R^2 generated | negative alpha "
-        "| max abs alpha |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| alpha spread | beta spread | R^2 state | R^2 generated | R^2 gradient RMS "
+        "| state scale ratio | negative alpha | max abs alpha |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in report["diagnostics"]:
         lines.append(
@@ -231,6 +233,8 @@ def _markdown(report: dict[str, Any]) -> str:
             f"| {d['alpha_spread_over_tasks']:.2f} | {d['beta_spread_over_tasks']:.2f} "
             f"| {_fmt(d.get('r2_amplitude_from_state_step0'), '.2f')} "
             f"| {d['r2_amplitude_from_generated_step0']:.2f} "
+            f"| {d['r2_amplitude_from_gradient_rms_step0']:.2f} "
+            f"| {_fmt(d.get('state_spread_ratio_step0'), '.0f')} "
             f"| {100 * d['negative_alpha_share']:.0f}% | {d['largest_abs_alpha']:.2f} |"
         )
     src = report["source"]
