@@ -178,9 +178,9 @@ def run(
     for index, r in finished:
         (net, shots, method, seed), (config, run_dir) = todo[index], work[index]
         key = cell_key(net, shots, method, seed)
-        if r.get("stopped"):
+        if r.get("stopped"):  # Ctrl-C or SIGTERM: the cells that are running stop too
             print(f"{key}: stopped; run the command again to resume it")
-            continue
+            break
         _ship(run_dir, results / "table8" / key, r.get("per_task"))
         row = {
             "net": net,
