@@ -23,6 +23,7 @@ switches of docs/adaptivity.md (:data:`ADAPTIVITY`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "SEEDS",
     "cell_key",
     "controlled_config",
+    "shipped_config",
     "write_table8_configs",
 ]
 
@@ -180,6 +182,12 @@ def controlled_config(
     )
 
 
+def shipped_config(net: str, shots: int, method: str) -> Config:
+    """A cell's config as ``configs/sinusoid`` ships it: seed 0, named without the seed (a run
+    directory is named after it, whatever seed it is given)."""
+    return replace(controlled_config(net, shots, method, 0), name=f"{net}-k{shots}-{method}")
+
+
 def write_table8_configs(folder: Path) -> list[Path]:
     """Write ``configs/sinusoid``: the main rows of every Table 8 cell (seed 0), the 40x2 5-shot
     rows under short names, and the 5-shot ablations."""
@@ -191,9 +199,9 @@ def write_table8_configs(folder: Path) -> list[Path]:
     for (net, shots), method in [(cell, m) for cell in PAPER_TABLE8 for m in main]:
         title = f"Table 8 cell: {LABELS[method]}, {shots}-shot sinusoid regression, MLP {net}"
         path = folder / f"{method}_k{shots}_{net}.yaml"
-        written.append(write_config(path, controlled_config(net, shots, method), title + tail))
+        written.append(write_config(path, shipped_config(net, shots, method), title + tail))
     for method in (*main, "alfa_maml_official", *ABLATION[1:], *ADAPTIVITY):
         title = f"{LABELS[method]}, 5-shot sinusoid regression, MLP 40x2 (Table 8)"
         path = folder / f"{method}.yaml"
-        written.append(write_config(path, controlled_config("40x2", 5, method), title + tail))
+        written.append(write_config(path, shipped_config("40x2", 5, method), title + tail))
     return written
