@@ -28,7 +28,7 @@ from typing import Any
 
 from alfa.errors import AlfaError
 from alfa.provenance import source_commit
-from alfa.table8_cells import CELLS, DEFAULT_ITERATIONS, cell_key, controlled_config
+from alfa.table8_cells import CELLS, DEFAULT_ITERATIONS, LABELS, cell_key, controlled_config
 from alfa.table8_report import markdown, paired_rows, summaries
 
 __all__ = ["main", "report", "reproduce", "run"]
@@ -234,7 +234,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, results: str, runs: str, j
         "--only",
         nargs="+",
         help="cells to run, by name or fnmatch pattern: <net>-k<shots>-<method>-s<seed>, e.g. "
-        "40x2-k5-maml-s0 '40x2-k5-*-s0' '80x3-k20-alfa_maml-*'",
+        "40x2-k5-maml-s0 '40x2-k5-*-s0' '80x3-k20-alfa_maml-*'; nets 40x2, 80x3; shots 5, 10, "
+        f"20 (ablations: 5); seeds 0-2; methods {', '.join(LABELS)}",
     )
     parser.add_argument("--tasks", type=int, default=600, help="test tasks (600 in the table)")
     parser.add_argument(
