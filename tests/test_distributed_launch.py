@@ -83,8 +83,8 @@ def test_torchrun_restarts_a_job_that_lost_a_rank_from_its_last_checkpoint(tmp_p
                 return real(self, tasks)
             if os.environ.get("ALFA_TEST_FAULT") == "1":
                 SinusoidSource.sample = sample
-            from alfa.cli import main
-            sys.exit(main(sys.argv[1:]))
+            from alfa.cli import exit_with, main
+            exit_with(main(sys.argv[1:]))
             """
         )
     )

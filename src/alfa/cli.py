@@ -12,12 +12,13 @@ import argparse
 import os
 import sys
 import warnings
+from typing import NoReturn
 
 from alfa import commands
 from alfa.errors import AlfaError
 from alfa.version import package_version
 
-__all__ = ["main"]
+__all__ = ["exit_with", "main"]
 
 
 def _timeout_option(p: argparse.ArgumentParser) -> None:
@@ -197,6 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_with(code: int) -> NoReturn:
+    """End the process with ``code``, as ``python -m alfa`` does.
+
+    A process of a torchrun job has finished its command and left the process group together
+    with the others; at interpreter exit, the destructors of the communication library's
+    threads can abort the process ("terminate called without an active exception"), which
+    torchrun reports as a failed job. Nothing is left to clean up, so such a process leaves
+    without running them (``os._exit``); any other leaves normally.
+    """
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
@@ -232,4 +249,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())
