@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alfa import docs_check, paper_map
-from alfa.config import config_from_dict
+from alfa.config import config_from_dict, leaf_keys
 from alfa.errors import ConfigError
 from alfa.recipes import PAPER_CELLS
 
@@ -83,7 +83,7 @@ def test_keys_that_tell_configs_apart():
     c = config_from_dict({"rule": {"name": "maml"}, "meta": {"steps": 3}, "seed": 4})
     assert paper_map.varying_keys([a, b]) == ["rule.name"]
     assert paper_map.varying_keys([a, b, c]) == ["seed", "rule.name"]
-    assert paper_map.flat({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+    assert leaf_keys({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
 
 
 def test_the_paper_map_links_every_paper_config_and_names_every_table():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alfa.build import build_learner
-from alfa.config import Config, config_to_dict
+from alfa.config import Config, config_to_dict, leaf_keys
 from alfa.inner_loop import inner_loop
 from alfa.losses import mse
 from alfa.recipes import ABLATIONS, paper_config
@@ -23,16 +23,6 @@ SWAPS = {
 
 def _config(method: str) -> Config:
     return paper_config("table6", "mini_imagenet", "mini_imagenet", "conv4", 5, 5, method)
-
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _neighbours() -> list[tuple[str, str, int]]:
@@ -75,7 +65,7 @@ EXPECTED_KEYS = {
 
 @pytest.mark.parametrize("row, other, position", _neighbours())
 def test_neighbouring_rows_differ_in_their_switch_only(row, other, position):
-    a, b = _flat(config_to_dict(_config(row))), _flat(config_to_dict(_config(other)))
+    a, b = leaf_keys(config_to_dict(_config(row))), leaf_keys(config_to_dict(_config(other)))
     changed = {k for k in a if a[k] != b[k]} - {"name"}
     assert changed == EXPECTED_KEYS[position]
     assert a["rule.per_element_decay"] is False

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alfa.config import config_to_dict, load_config
+from alfa.config import config_to_dict, leaf_keys, load_config
 from alfa.evaluate import evaluate
 from alfa.runs import load_run
 from alfa.table8_cells import ADAPTIVITY, CELLS, MAIN, RULES, controlled_config
@@ -19,22 +19,12 @@ from alfa.table8_run import run
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def _flat(d, prefix=""):
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_controlled_rows_differ_only_in_the_rule():
     """Every main row has the same outer optimiser and clip; only rule.* (and the name) differ."""
-    base = _flat(config_to_dict(controlled_config("40x2", 5, "maml", 0)))
+    base = leaf_keys(config_to_dict(controlled_config("40x2", 5, "maml", 0)))
     assert base["meta.grad_clip"] == 1.0
     for method in MAIN:
-        flat = _flat(config_to_dict(controlled_config("40x2", 5, method, 0)))
+        flat = leaf_keys(config_to_dict(controlled_config("40x2", 5, method, 0)))
         changed = {k for k in flat if flat[k] != base[k]}
         assert changed <= {"name"} | {k for k in flat if k.startswith("rule.")}, changed
     fixed = controlled_config("40x2", 5, "learned_fixed", 0).rule
@@ -42,20 +32,20 @@ def test_controlled_rows_differ_only_in_the_rule():
     assert fixed.learn_alpha and fixed.learn_beta
     assert controlled_config("40x2", 5, "alfa_maml_official", 0).rule.generator_init == "official"
     # the ablation drops the clip and nothing else
-    noclip = _flat(config_to_dict(controlled_config("40x2", 5, "alfa_maml_noclip", 2)))
-    clip = _flat(config_to_dict(controlled_config("40x2", 5, "alfa_maml", 2)))
+    noclip = leaf_keys(config_to_dict(controlled_config("40x2", 5, "alfa_maml_noclip", 2)))
+    clip = leaf_keys(config_to_dict(controlled_config("40x2", 5, "alfa_maml", 2)))
     assert {k for k in clip if clip[k] != noclip[k]} == {"name", "meta.grad_clip"}
     assert noclip["meta.grad_clip"] == 0.0
     # seeds change the training seed only, never the fixed validation and test tasks
-    s1 = _flat(config_to_dict(controlled_config("40x2", 5, "maml", 1)))
+    s1 = leaf_keys(config_to_dict(controlled_config("40x2", 5, "maml", 1)))
     assert {k for k in s1 if s1[k] != base[k]} == {"name", "seed"}
 
 
 @pytest.mark.parametrize("method", ADAPTIVITY)
 def test_generator_switch_rows_differ_from_their_base_only_in_the_switch(method):
     base = "alfa_maml_official" if "official" in method else "alfa_maml"
-    a = _flat(config_to_dict(controlled_config("80x3", 5, method, 1)))
-    b = _flat(config_to_dict(controlled_config("80x3", 5, base, 1)))
+    a = leaf_keys(config_to_dict(controlled_config("80x3", 5, method, 1)))
+    b = leaf_keys(config_to_dict(controlled_config("80x3", 5, base, 1)))
     changed = {k for k in a if a[k] != b[k]} - {"name"}
     expected = {f"rule.{k}" for k in RULES[method]} - {f"rule.{k}" for k in RULES[base]}
     switches = {"rule.generator_output", "rule.state_encoding", "rule.state_statistics"}

@@ -31,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
+    "leaf_keys",
     "load_config",
     "parse_overrides",
 ]
@@ -166,6 +167,17 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         return value
 
     return plain(dataclasses.asdict(config))
+
+
+def leaf_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of every leaf of a nested config dict."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(leaf_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _leaf_hints(cls: type = Config, prefix: str = "") -> dict[str, Any]:

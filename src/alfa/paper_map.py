@@ -23,7 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alfa.config import Config, config_from_dict, config_to_dict, load_config, parse_overrides
+from alfa.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    leaf_keys,
+    load_config,
+    parse_overrides,
+)
 from alfa.errors import ConfigError
 from alfa.generated_page import write_or_check
 from alfa.recipes import PAPER_CELLS, paper_config
@@ -35,7 +42,6 @@ __all__ = [
     "SWITCHES",
     "TABLES",
     "check_switches",
-    "flat",
     "render_markdown",
     "varying_keys",
 ]
@@ -122,20 +128,9 @@ SWITCHES: list[tuple[str, str, str, str]] = [
 that implements it)."""
 
 
-def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config data as ``{dotted key: value}``."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def varying_keys(configs: list[Config]) -> list[str]:
     """The dotted keys (``name`` aside) whose value is not the same in every config."""
-    flats = [flat(config_to_dict(c)) for c in configs]
+    flats = [leaf_keys(config_to_dict(c)) for c in configs]
     return [k for k in flats[0] if k != "name" and len({repr(f[k]) for f in flats}) > 1]
 
 
@@ -149,8 +144,8 @@ def _value(value: Any) -> str:
 
 def _settings(configs: list[Config], skip: list[str]) -> str:
     """The keys the configs share and set away from the defaults, as ``key=value``."""
-    default = flat(config_to_dict(Config()))
-    flats = [flat(config_to_dict(c)) for c in configs]
+    default = leaf_keys(config_to_dict(Config()))
+    flats = [leaf_keys(config_to_dict(c)) for c in configs]
     shared = [
         f"`{k}={_value(v)}`"
         for k, v in flats[0].items()
@@ -168,7 +163,7 @@ def _cell_table(rows: list[tuple[str, Config]], keys: list[str]) -> list[str]:
     out = ["| config | " + " | ".join(f"`{k}`" for k in keys) + " |"]
     out.append("|---" * (len(keys) + 1) + "|")
     for label, config in rows:
-        values = flat(config_to_dict(config))
+        values = leaf_keys(config_to_dict(config))
         out.append(f"| {label} | " + " | ".join(_value(values[k]) for k in keys) + " |")
     return out
 

@@ -11,7 +11,14 @@ import torch
 
 from alfa.build import build_learner, configure_runtime, resolve_device
 from alfa.checkpoint import CheckpointError, latest_good_checkpoint, list_top, load_checkpoint
-from alfa.config import Config, config_from_dict, config_to_dict, parse_overrides, read_yaml
+from alfa.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    leaf_keys,
+    parse_overrides,
+    read_yaml,
+)
 from alfa.errors import AlfaError, ConfigError
 from alfa.meta_learner import MetaLearner
 from alfa.tasks.source import TaskSource, build_source
@@ -66,17 +73,6 @@ def key_matches(key: str, patterns: tuple[str, ...]) -> bool:
 def resumable(key: str) -> bool:
     """Whether the dotted config ``key`` may change when a run is resumed."""
     return key_matches(key, RESUMABLE_KEYS)
-
-
-def leaf_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{dotted key: value}`` of every leaf of a nested config dict."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(leaf_keys(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def changed_keys(stored: dict[str, Any], config: Config) -> dict[str, tuple[Any, Any]]:
