@@ -34,11 +34,9 @@ ROWS = ("maml", "learned_fixed", "alfa_maml", "alfa_maml_official", *ADAPTIVITY)
 
 def _val_mse(cell: Path, iteration: int) -> float | None:
     """The validation MSE logged at ``iteration`` (the best checkpoint's)."""
-    path = cell / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
+    from alfa.runlog import read_metrics
+
+    for record in read_metrics(cell / "metrics.jsonl"):
         if record.get("split") == "val" and record.get("iteration") == iteration:
             return float(record["mse"])
     return None
