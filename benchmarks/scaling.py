@@ -4,7 +4,7 @@
 ``torchrun --nproc-per-node P`` for P = 1 and P = N on this machine, each process with
 ``--threads`` CPU threads (or one GPU each with ``--device cuda``). Every process builds the
 workload's learner and fixed meta-batch (the same on every rank), adapts its share of the tasks
-and joins the meta-gradient ``all_reduce`` of :func:`alfa.distributed.mean_over_ranks`, then
+and joins the meta-gradient ``all_reduce`` of :func:`alfa.runs.distributed.mean_over_ranks`, then
 Adam steps, exactly as ``alfa train`` does. A meta-iteration is the whole meta-batch, so
 
     scaling efficiency = rate(N processes) / (N * rate(1 process))
@@ -35,7 +35,7 @@ __all__ = ["bench_scaling"]
 
 def _worker(args: argparse.Namespace) -> None:
     """One rank of the job: time the data-parallel meta-iteration; rank 0 prints the JSON."""
-    from alfa.distributed import mean_over_ranks, process_group, share
+    from alfa.runs.distributed import mean_over_ranks, process_group, share
 
     torch.set_num_threads(args.threads)
     with process_group(timeout=600) as here:

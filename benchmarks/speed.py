@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from alfa.config import TrainConfig
-from alfa.execution import meta_step, optimizer_step
+from alfa.engine.execution import meta_step, optimizer_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from alfa.config import load_config
-from alfa.evaluate import evaluate
-from alfa.runs import load_run
-from alfa.train import train
+from alfa.runs.evaluate import evaluate
+from alfa.runs.reopen import load_run
+from alfa.runs.train import train
 
 
 def small_run(folder: Path, iterations: int) -> Path:

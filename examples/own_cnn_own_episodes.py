@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import alfa
-from alfa.evaluate import evaluate
+from alfa.runs.evaluate import evaluate
 
 
 class NoisyPatterns(torch.utils.data.Dataset):

@@ -1,11 +1,12 @@
 """How often does ``meta.grad_clip: 1.0`` act? (issue 9, item 1; docs/stability.md)
 
 Replays the first N meta-iterations (default 1,000) of the controlled Table 8 runs
-(src/alfa/table8_cells.py: 40x2 MLP, 5-shot, seed 0) with the same set-up as ``alfa.train``
-(runtime, seeds, source, learner and optimiser built in the same order, the same meta-batches)
-and records, before each Adam step, the global norm of the meta-gradient. With clipping on, the
-norm is the one the clip sees (so the trajectory is that of the clipped run); the ``_noclip``
-rows follow the unclipped trajectory. Writes ``results/clip_frequency.json`` and prints a table.
+(src/alfa/paper/table8_cells.py: 40x2 MLP, 5-shot, seed 0) with the same set-up as
+``alfa.runs.train`` (runtime, seeds, source, learner and optimiser built in the same order, the same
+meta-batches) and records, before each Adam step, the global norm of the meta-gradient. With
+clipping on, the norm is the one the clip sees (so the trajectory is that of the clipped run); the
+``_noclip`` rows follow the unclipped trajectory. Writes ``results/clip_frequency.json`` and prints
+a table.
 
     python scripts/clip_frequency.py [--iterations 1000] [--out results/clip_frequency.json]
 """
@@ -24,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alfa.build import build_learner, build_optimizer, configure_runtime
-from alfa.provenance import command_line, source_commit
-from alfa.table8_cells import controlled_config
+from alfa.paper.provenance import command_line, source_commit
+from alfa.paper.table8_cells import controlled_config
+from alfa.runs.build import build_learner, build_optimizer, configure_runtime
 from alfa.tasks.source import build_source
 
 METHODS = (

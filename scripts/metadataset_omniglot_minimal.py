@@ -3,8 +3,8 @@
 Converts the two minimal Omniglot background zips into Meta-Dataset's record format
 (scripts/omniglot_to_metadataset.py, into ``<runs>/records/omniglot``), trains and tests the four
 runs of configs/metadataset/omniglot_minimal_protomaml.yaml one after another on one thread
-(``python -m alfa.metadataset_run``), then writes results/metadataset_omniglot_minimal.json and
-results/metadataset_omniglot_minimal.md: each run's test accuracy with its 95% CI over the fixed
+(``python -m alfa.paper.metadataset_run``), then writes results/metadataset_omniglot_minimal.json
+and results/metadataset_omniglot_minimal.md: each run's test accuracy with its 95% CI over the fixed
 test episodes (and every episode's accuracy), the paired differences (+ALFA minus without) on the
 same episodes, the commands, the commit of the code and the command that wrote them.
 
@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from alfa.checkpoint import atomic_write_bytes
 from alfa.config import config_to_dict, load_config
 from alfa.data._files import as_path
 from alfa.errors import AlfaError
-from alfa.metadataset_run import main as metadataset_run
-from alfa.provenance import command_line, source_commit
+from alfa.paper.metadataset_run import main as metadataset_run
+from alfa.paper.provenance import command_line, source_commit
+from alfa.runs.checkpoint import atomic_write_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import omniglot_to_metadataset  # scripts beside this one
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, (_, extra) in RUNS.items():
             run = runs / key
             run_args = ["--config", CONFIG, "--out", str(run), *overrides, *extra]
-            commands[key] = command_line("python -m alfa.metadataset_run", run_args)
+            commands[key] = command_line("python -m alfa.paper.metadataset_run", run_args)
             if records is not None:
                 config = load_config(CONFIG, [*overrides, *extra])
                 if not _run_done(run, config_to_dict(config)):

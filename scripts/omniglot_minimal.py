@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from alfa.checkpoint import atomic_write_bytes
 from alfa.config import load_config
-from alfa.evaluate import evaluate
-from alfa.provenance import command_line, source_commit
-from alfa.runlog import read_metrics
-from alfa.runs import load_run
-from alfa.train import train
+from alfa.paper.provenance import command_line, source_commit
+from alfa.runs.checkpoint import atomic_write_bytes
+from alfa.runs.evaluate import evaluate
+from alfa.runs.reopen import load_run
+from alfa.runs.runlog import read_metrics
+from alfa.runs.train import train
 
 METHODS = {"maml": "MAML", "alfa_maml": "ALFA+MAML", "alfa_random": "ALFA+random init"}
 WAYS = (5, 20)

@@ -1,7 +1,7 @@
 """Launch a few gloo processes on this machine for the distributed tests (``spawn`` start).
 
 Each process sets the environment ``torchrun`` would set, joins the group with
-:func:`alfa.distributed.process_group` and runs its jobs in order (see :func:`run_job`). What
+:func:`alfa.runs.distributed.process_group` and runs its jobs in order (see :func:`run_job`). What
 each job returned (or raised) is written to ``OUT/rank-R.json`` and the process's stderr to
 ``OUT/rank-R.err``, so a test reads every rank's view after the processes end.
 """
@@ -32,7 +32,7 @@ def _inject(fault: tuple[str, int, int] | None) -> None:
     """Make this rank's sinusoid stream fail at an iteration: ``("nan", rank, i)`` gives its
     share of meta-batch ``i`` NaN targets, ``("exit", rank, i)`` ends the process there and
     ``("hang", rank, i)`` makes it stop answering for 8 seconds."""
-    from alfa.distributed import world
+    from alfa.runs.distributed import world
     from alfa.tasks.source import SinusoidSource
 
     if fault is None or fault[1] != world().rank:
@@ -83,10 +83,10 @@ def _images_as(dtype: torch.dtype) -> Iterator[None]:
 
 def _run(job: dict[str, Any]) -> Any:
     from alfa.config import load_config
-    from alfa.distributed import world
-    from alfa.evaluate import evaluate
-    from alfa.runs import load_run, resume_config
-    from alfa.train import train
+    from alfa.runs.distributed import world
+    from alfa.runs.evaluate import evaluate
+    from alfa.runs.reopen import load_run, resume_config
+    from alfa.runs.train import train
 
     if job["kind"] == "train":
         _inject(job.get("fault"))
@@ -122,7 +122,7 @@ def _process(
     )
     sys.stderr = open(Path(out, f"rank-{rank}.err"), "w", buffering=1)  # noqa: SIM115
     torch.set_num_threads(1)
-    from alfa.distributed import process_group
+    from alfa.runs.distributed import process_group
 
     results: list[Any] = []
     report = Path(out, f"rank-{rank}.json")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from alfa.config import RuleConfig
-from alfa.functional import FunctionalModel
-from alfa.meta_learner import MetaLearner
+from alfa.engine.functional import FunctionalModel
+from alfa.engine.meta_learner import MetaLearner
 from alfa.models.mlp import MLP
 from alfa.rules import build_rule
 from alfa.tasks import SinusoidTasks

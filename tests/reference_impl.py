@@ -1,10 +1,10 @@
 """An independent, official-style reference of the meta-objective, for the tests only.
 
 Written from the paper and from what the official ALFA code does (shared/docs/reference.md, A.2
-and A.5), sharing no code with the engine: it imports none of ``alfa.inner_loop``,
-``alfa.meta_learner``, ``alfa.rules``, ``alfa.functional`` or ``alfa.losses``. It only calls the
-base learner (an ``nn.Module``) through ``torch.func.functional_call`` with a dictionary of
-tensors, one task at a time, in a plain Python loop (no ``vmap``, no task axis).
+and A.5), sharing no code with the engine: it imports none of ``alfa.engine.inner_loop``,
+``alfa.engine.meta_learner``, ``alfa.rules``, ``alfa.engine.functional`` or ``alfa.engine.losses``.
+It only calls the base learner (an ``nn.Module``) through ``torch.func.functional_call`` with a
+dictionary of tensors, one task at a time, in a plain Python loop (no ``vmap``, no task axis).
 
 For every task and inner step ``j``::
 

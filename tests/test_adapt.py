@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alfa.cli import main
-from alfa.export import read_export
-from alfa.preprocessing import preprocessing_for
+from alfa.cli.main import main
+from alfa.runs.export import read_export
+from alfa.runs.preprocessing import preprocessing_for
 from test_classification import _tiny, _write_folder_dataset
 
 

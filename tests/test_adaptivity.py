@@ -1,4 +1,4 @@
-"""The task-adaptivity diagnostics (src/alfa/adaptivity.py) and their report."""
+"""The task-adaptivity diagnostics (src/alfa/paper/adaptivity.py) and their report."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from alfa.adaptivity import cv_r2, diagnose, record, task_averaged, validation_tasks
-from alfa.adaptivity_report import recommended, write
 from alfa.config import load_config
+from alfa.paper.adaptivity import cv_r2, diagnose, record, task_averaged, validation_tasks
+from alfa.paper.adaptivity_report import recommended, write
+from alfa.runs.train import train
 from alfa.tasks.source import build_source
-from alfa.train import train
 from alfa.typing import TaskBatch
 from metahelpers import make_learner
 

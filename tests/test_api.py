@@ -9,12 +9,12 @@ from torch import nn
 
 import alfa
 from alfa import ALFA, MAML, LearnedFixed, MetaLearner, SinusoidTasks, TaskBatch
-from alfa.build import build_learner
 from alfa.config import load_config
+from alfa.engine.functional import FunctionalModel
 from alfa.errors import ArgumentError, BatchError
-from alfa.functional import FunctionalModel
 from alfa.models import MLP
 from alfa.rules import L2F, build_rule
+from alfa.runs.build import build_learner
 
 
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:

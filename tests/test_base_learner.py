@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from alfa import MetaLearner, TaskBatch
+from alfa.engine.fast import FastModel
 from alfa.errors import ModelError
-from alfa.fast import FastModel
 from alfa.models.batchnorm import MetaBatchNorm2d
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from alfa.checkpoint import (
+from alfa.cli.main import main
+from alfa.runs.checkpoint import (
     LEGACY_MAGIC,
     TRAILER,
     CheckpointError,
@@ -29,8 +30,7 @@ from alfa.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from alfa.cli import main
-from alfa.train import _rng_state, _set_rng_state
+from alfa.runs.train import _rng_state, _set_rng_state
 from metahelpers import TINY
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alfa.cli import main
+from alfa.cli.main import main
 from shared_paths import OMNIGLOT_CONFIGS, real_omniglot_overrides
 
 

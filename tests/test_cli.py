@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alfa.cli import main
+from alfa.cli.main import main
 from metahelpers import TINY
 
 
@@ -175,7 +175,7 @@ def test_eval_works_and_reports_json(capsys, finished_run):
 
     import torch
 
-    from alfa.runs import load_run
+    from alfa.runs.reopen import load_run
     from reference_impl import copy_meta_tensors, reference_meta_loss
     from test_reference import spec_for
 
@@ -242,7 +242,7 @@ def test_eval_with_a_corrupt_best_checkpoint(capsys, finished_run, tmp_path):
 def _alfa(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", "alfa.cli", *argv],
+        [sys.executable, "-m", "alfa.cli.main", *argv],
         cwd=cwd,
         env=env,
         capture_output=True,

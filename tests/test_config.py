@@ -11,7 +11,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alfa.build import build_learner
 from alfa.config import (
     DATASETS,
     Config,
@@ -22,6 +21,7 @@ from alfa.config import (
     read_yaml,
 )
 from alfa.errors import ConfigError
+from alfa.runs.build import build_learner
 
 # --- plain cases -------------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-import alfa.memory
+import alfa.runs.memory
 from alfa import version as version_module
-from alfa.build import build_learner
-from alfa.cli import main
-from alfa.config import Config, _leaf_hints, config_to_dict, load_config
-from alfa.config_docs import field_comments, key_docs, render_markdown
-from alfa.dry_run import count_meta_parameters
+from alfa.cli.main import main
+from alfa.config.docs import field_comments, key_docs, render_markdown
+from alfa.config.load import Config, _leaf_hints, config_to_dict, load_config
+from alfa.runs.build import build_learner
+from alfa.runs.dry_run import count_meta_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 SINUSOID = ROOT / "configs" / "sinusoid" / "alfa_maml.yaml"
@@ -59,7 +59,7 @@ def empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def roomy(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine with a petabyte of memory, so that dry runs do not depend on this one."""
-    monkeypatch.setattr(alfa.memory, "host_memory", lambda: 2**50)
+    monkeypatch.setattr(alfa.runs.memory, "host_memory", lambda: 2**50)
 
 
 # --- alfa --version ---------------------------------------------------------------------------
@@ -216,14 +216,14 @@ def test_config_keys_of_an_unknown_section_is_one_line_exit_2(
 
 def test_docs_config_md_is_what_the_generator_writes() -> None:
     committed = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
-    assert committed == render_markdown(), "docs/config.md is stale: python -m alfa.config_docs"
+    assert committed == render_markdown(), "docs/config.md is stale: python -m alfa.config.docs"
     for doc in key_docs():
         assert f"| `{doc.key}` |" in committed
 
 
 def test_config_docs_module_writes_and_checks(tmp_path: Path) -> None:
     out = tmp_path / "config.md"
-    run = [sys.executable, "-m", "alfa.config_docs"]
+    run = [sys.executable, "-m", "alfa.config.docs"]
     assert subprocess.run([*run, "--check", str(out)], capture_output=True).returncode == 1
     assert subprocess.run([*run, str(out)], capture_output=True).returncode == 0
     assert out.read_text(encoding="utf-8") == render_markdown()
@@ -341,7 +341,7 @@ def test_dry_run_refuses_a_run_that_cannot_fit(
 def test_dry_run_names_what_to_lower(
     capsys: pytest.CaptureFixture[str], empty_cwd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(alfa.memory, "host_memory", lambda: 200_000)
+    monkeypatch.setattr(alfa.runs.memory, "host_memory", lambda: 200_000)
     code, _, err = run_cli(capsys, "train", str(SINUSOID), "--dry-run", "train.device=cpu")
     assert code == 2
     line = error_line(err)

@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.config import load_config
-from alfa.meta_learner import MetaOutput
-from alfa.runlog import ConsoleLog, format_duration, read_metrics
-from alfa.train import _iteration_stats, _training_state, _Window, train
+from alfa.engine.meta_learner import MetaOutput
+from alfa.runs.runlog import ConsoleLog, format_duration, read_metrics
+from alfa.runs.train import _iteration_stats, _training_state, _Window, train
 from metahelpers import TINY
 from shared_paths import OMNIGLOT_CONFIGS, real_omniglot_overrides
 

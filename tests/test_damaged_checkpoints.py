@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from alfa.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from alfa.cli import main
+from alfa.cli.main import main
+from alfa.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from metahelpers import TINY
 from test_rough_edges import error_line, run_cli
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.data._files import as_path
 from alfa.errors import DataError
 from shared_paths import OMNIGLOT_CONFIGS, REAL_OMNIGLOT, REPO
@@ -52,7 +52,9 @@ def test_a_shipped_config_without_alfa_data(tmp_path, monkeypatch, capsys, comma
     run = tmp_path / "run"
     argv = ["train", str(SHIPPED[0]), "--run-dir", str(run), "--no-progress"]
     if command == "dry-run":  # needs no data, so no variable either
-        monkeypatch.setattr("alfa.memory.host_memory", lambda: 2**50)  # whatever this machine has
+        monkeypatch.setattr(
+            "alfa.runs.memory.host_memory", lambda: 2**50
+        )  # whatever this machine has
         code, out, err = run_cli(capsys, *argv, "--dry-run", "train.device=cpu")
         assert code == 0 and "ALFA_DATA" not in err and "estimated peak memory" in out, err
         return

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.config import load_config
-from alfa.table8_cells import controlled_config
+from alfa.paper.table8_cells import controlled_config
 
 
 def test_demo_trains_and_tests_the_three_rows(tmp_path, capsys):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from alfa.checkpoint import list_checkpoints, load_checkpoint
-from alfa.cli import main
-from alfa.durable import append_record
-from alfa.runlog import read_metrics
+from alfa.cli.main import main
+from alfa.runs.checkpoint import list_checkpoints, load_checkpoint
+from alfa.runs.durable import append_record
+from alfa.runs.runlog import read_metrics
 from metahelpers import TINY
 from test_resume import assert_same
 from test_rough_edges import error_line, run_cli

@@ -1,4 +1,4 @@
-"""Data-parallel meta-training (alfa.distributed) with gloo on the CPU: 2 processes equal 1.
+"""Data-parallel meta-training (alfa.runs.distributed) with gloo on the CPU: 2 processes equal 1.
 
 One 2-process job (``runs`` fixture) trains 20 meta-iterations of ALFA on sinusoid (float64)
 and of a small 4-CONV on the real minimal Omniglot set (float64 too: in float32 the rounding
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from alfa.checkpoint import load_checkpoint
-from alfa.distributed import World, share
 from alfa.errors import ConfigError
-from alfa.rundir import lock_run_dir, unlock_run_dir
-from alfa.runlog import read_metrics
+from alfa.runs.checkpoint import load_checkpoint
+from alfa.runs.distributed import World, share
+from alfa.runs.rundir import lock_run_dir, unlock_run_dir
+from alfa.runs.runlog import read_metrics
 from distributed_helpers import launch, run_job
 from shared_paths import OMNIGLOT_CONFIGS, REAL_OMNIGLOT, real_omniglot_overrides
 

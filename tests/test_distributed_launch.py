@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from alfa.checkpoint import load_checkpoint
-from alfa.cli import main
-from alfa.distributed import process_group
+from alfa.cli.main import main
 from alfa.errors import AlfaError
-from alfa.runlog import read_metrics
+from alfa.runs.checkpoint import load_checkpoint
+from alfa.runs.distributed import process_group
+from alfa.runs.runlog import read_metrics
 from distributed_helpers import free_port
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -83,7 +83,7 @@ def test_torchrun_restarts_a_job_that_lost_a_rank_from_its_last_checkpoint(tmp_p
                 return real(self, tasks)
             if os.environ.get("ALFA_TEST_FAULT") == "1":
                 SinusoidSource.sample = sample
-            from alfa.cli import exit_with, main
+            from alfa.cli.main import exit_with, main
             exit_with(main(sys.argv[1:]))
             """
         )

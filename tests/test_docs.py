@@ -1,24 +1,65 @@
-"""The docs cannot go stale: links and anchors resolve, named config keys exist, generated pages
-(docs/api.md, docs/config.md, docs/paper-map.md) are what their generators write."""
+"""The docs cannot go stale: named config keys exist, generated pages (docs/config.md,
+docs/paper-map.md) are what their generators write, the site's navigation lists every page.
+
+Links and anchors between the pages, and the API reference rendered from the docstrings, are
+checked by ``mkdocs build --strict`` in scripts/test.sh.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from alfa import docs_check, paper_map
 from alfa.config import config_from_dict, leaf_keys
+from alfa.config.docs import key_docs
 from alfa.errors import ConfigError
-from alfa.recipes import PAPER_CELLS
+from alfa.paper import paper_map
+from alfa.paper.recipes import PAPER_CELLS
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = ("README.md", "docs/*.md")
+SECTIONS = ("data", "model", "rule", "meta", "train", "eval")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_SPAN = re.compile(r"`([^`\n]+)`")
+_KEY = re.compile(rf"^(?:{'|'.join(SECTIONS)})\.[a-z_]+(?![\w(.])")
+_CODE_KEY = re.compile(rf"(?<![\w.$/-])((?:{'|'.join(SECTIONS)})\.[a-z_]+)=")
+_FILE_SUFFIXES = {"py", "md", "yaml", "yml", "json", "jsonl", "sh", "pt", "csv", "png", "txt"}
 
 
-def test_the_repository_docs_have_no_problem():
-    assert docs_check.check(ROOT) == []
+def _lines(text: str) -> Iterator[tuple[int, str, bool]]:
+    """(line number, line, inside a fenced code block) of every line but the fences."""
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        yield number, line, fenced
+
+
+def config_key_problems(page: Path, root: Path, known: set[str]) -> list[str]:
+    """Config keys named in ``page`` (backticks, or ``key=value`` in code) that do not exist."""
+    problems = []
+    name = page.relative_to(root).as_posix()
+    for number, line, fenced in _lines(page.read_text(encoding="utf-8")):
+        named = [m.group(1) for m in _CODE_KEY.finditer(line)] if fenced else []
+        for span in [] if fenced else _SPAN.findall(line):
+            match = _KEY.match(span.strip())
+            if match and match.group(0).rsplit(".", 1)[1] not in _FILE_SUFFIXES:  # train.py
+                named.append(match.group(0))
+        problems += [f"{name}:{number}: unknown config key '{k}'" for k in named if k not in known]
+    return problems
+
+
+def test_every_config_key_the_docs_name_exists():
+    known = {d.key for d in key_docs()}
+    pages = sorted(p for pattern in PAGES for p in ROOT.glob(pattern))
+    assert len(pages) > 10
+    assert [problem for page in pages for problem in config_key_problems(page, ROOT, known)] == []
 
 
 def test_the_committed_paper_map_is_what_the_generator_writes(tmp_path, capsys):
@@ -37,31 +78,6 @@ def _write(root: Path, name: str, text: str) -> Path:
     return path
 
 
-def test_slugs_follow_github():
-    assert docs_check.slug("Tasks per group (`train.task_group`)") == (
-        "tasks-per-group-traintask_group"
-    )
-    assert docs_check.slug("Table 1") == "table-1"
-    text = '# Setup\n## Setup\n```\n# not a heading\n```\n<a id="x.y"></a>\n'
-    assert docs_check.anchors(text) == {"setup", "setup-1", "x.y"}
-
-
-def test_broken_links_and_anchors_are_reported_and_good_ones_not(tmp_path):
-    _write(tmp_path, "docs/other.md", "# Other page\n\n## A part\n")
-    _write(tmp_path, "src/x.py", "")
-    page = _write(
-        tmp_path,
-        "README.md",
-        "[ok](docs/other.md) [ok](docs/other.md#a-part) [ok](src/x.py) [web](https://x.org/y)\n"
-        "[gone](docs/gone.md) [bad anchor](docs/other.md#nope) [self](#top-page)\n"
-        "```\n[in code](nowhere.md)\n```\n# Top page\n",
-    )
-    assert docs_check.link_problems(page, tmp_path) == [
-        "README.md:2: link 'docs/gone.md': no file docs/gone.md",
-        "README.md:2: link 'docs/other.md#nope': no anchor #nope in other.md",
-    ]
-
-
 def test_unknown_config_keys_are_reported_in_text_and_code(tmp_path):
     page = _write(
         tmp_path,
@@ -70,11 +86,53 @@ def test_unknown_config_keys_are_reported_in_text_and_code(tmp_path):
         "`train.py` is a file and `model.eval()` a call.\n"
         "```bash\nalfa train c.yaml train.iterations=5 meta.stepz=3 x.name=1\n```\n",
     )
-    known = docs_check.config_keys()
-    assert docs_check.config_key_problems(page, tmp_path, known) == [
+    known = {d.key for d in key_docs()}
+    assert config_key_problems(page, tmp_path, known) == [
         "docs/a.md:1: unknown config key 'rule.generatr'",
         "docs/a.md:4: unknown config key 'meta.stepz'",
     ]
+
+
+def _nav_pages(nav: object) -> Iterator[str]:
+    if isinstance(nav, str):
+        yield nav
+    elif isinstance(nav, list):
+        for item in nav:
+            yield from _nav_pages(item)
+    elif isinstance(nav, dict):
+        for value in nav.values():
+            yield from _nav_pages(value)
+
+
+def test_the_site_navigation_lists_every_page_and_only_pages_that_exist():
+    text = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    site = yaml.load(text, Loader=yaml.BaseLoader)  # no tags: the !!python/name lines stay text
+    listed = [p for p in _nav_pages(site["nav"]) if p.endswith(".md")]
+    on_disk = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md"))
+    assert sorted(listed) == on_disk
+
+
+def test_the_api_reference_renders_every_module():
+    """A new module shows up in docs/api/ (``::: alfa.x.y``), on the page of its layer."""
+    named = set()
+    for page in (ROOT / "docs" / "api").glob("*.md"):
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if line.startswith("::: "):
+                module = line[4:].strip()
+                layer = module.split(".")[1] if module.count(".") else ""
+                assert page.stem == layer or (page.stem == "index" and module.count(".") <= 1), (
+                    f"{module} is rendered on docs/api/{page.name}, not its layer's page"
+                )
+                named.add(module)
+    modules = set()
+    for path in (ROOT / "src" / "alfa").rglob("*.py"):
+        parts = list(path.relative_to(ROOT / "src").with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if parts[-1] != "__main__" and not any(p.startswith("_") for p in parts):
+            modules.add(".".join(parts))
+    assert sorted(modules - named) == [], "modules missing from docs/api/"
+    assert sorted(named - modules) == [], "docs/api/ names modules that do not exist"
 
 
 def test_keys_that_tell_configs_apart():

@@ -6,12 +6,12 @@ import json
 
 import torch
 
-from alfa.checkpoint import list_top, load_checkpoint
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.config import load_config
-from alfa.evaluate import evaluate
-from alfa.runs import load_ensemble, load_run
-from alfa.train import train
+from alfa.runs.checkpoint import list_top, load_checkpoint
+from alfa.runs.evaluate import evaluate
+from alfa.runs.reopen import load_ensemble, load_run
+from alfa.runs.train import train
 
 OVERRIDES = [
     "rule.name=alfa",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.config import load_config
 from alfa.data.every_class import MergedClasses
 from alfa.data.splits import class_identity, overlapping_classes

@@ -7,7 +7,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from alfa.cli import main
+from alfa.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

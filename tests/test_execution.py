@@ -1,4 +1,4 @@
-"""Execution options of the training meta-iteration (``alfa.execution``): they change how the
+"""Execution options of the training meta-iteration (``alfa.engine.execution``): they change how the
 meta-iteration runs, never what it computes (bf16 within its rounding)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from alfa.config import TrainConfig
+from alfa.engine.execution import check_execution, meta_step
+from alfa.engine.functional import FunctionalModel
+from alfa.engine.meta_learner import MetaLearner
 from alfa.errors import ConfigError
-from alfa.execution import check_execution, meta_step
-from alfa.functional import FunctionalModel
-from alfa.meta_learner import MetaLearner
 from alfa.models import MLP
 from alfa.models.conv4 import Conv4
 from alfa.rules import ALFA
@@ -113,7 +113,7 @@ def test_compiled_meta_iteration_matches_eager():
 @pytest.mark.slow
 def test_train_with_compile_logs_the_eager_losses(tmp_path, capsys):
     """``alfa train ... train.compile=true`` trains the same run as eager (float32 rounding)."""
-    from alfa.cli import main
+    from alfa.cli.main import main
 
     torch._dynamo.reset()
     base = [

@@ -9,10 +9,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from alfa.checkpoint import load_checkpoint
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.config import config_to_dict
-from alfa.runs import load_run_config
+from alfa.runs.checkpoint import load_checkpoint
+from alfa.runs.reopen import load_run_config
 from test_classification import _tiny, _write_folder_dataset
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alfa.fast.batchnorm import BatchNorm
-from alfa.fast.layers import Conv, LeakyReLU, Linear, ReLU
-from alfa.fast.pooling import MaxPool
+from alfa.engine.fast.batchnorm import BatchNorm
+from alfa.engine.fast.layers import Conv, LeakyReLU, Linear, ReLU
+from alfa.engine.fast.pooling import MaxPool
 from alfa.models.batchnorm import MetaBatchNorm2d
 
 pytestmark = pytest.mark.usefixtures("float64")

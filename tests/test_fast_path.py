@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from alfa.fast import FastModel, compile_program
-from alfa.functional import FunctionalModel
-from alfa.meta_learner import MetaLearner
+from alfa.engine.fast import FastModel, compile_program
+from alfa.engine.functional import FunctionalModel
+from alfa.engine.meta_learner import MetaLearner
 from alfa.models import MLP
 from alfa.models.batchnorm import MetaBatchNorm2d
 from alfa.models.conv4 import Conv4

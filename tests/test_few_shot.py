@@ -14,7 +14,7 @@ from alfa import FewShotEpisodes, MetaLearner
 from alfa.config import load_config
 from alfa.data import from_torch_dataset
 from alfa.errors import DataError
-from alfa.evaluate import evaluate
+from alfa.runs.evaluate import evaluate
 from alfa.tasks.source import build_source
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from alfa.cli import main
-from alfa.plots import CSV_COLUMNS, draw_hyperparameters, hyperparameter_table
-from alfa.runs import load_run
+from alfa.cli.main import main
+from alfa.runs.plots import CSV_COLUMNS, draw_hyperparameters, hyperparameter_table
+from alfa.runs.reopen import load_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -36,8 +36,8 @@ def test_cuda_meta_gradient_equals_cpu(rule):
 
 def test_cuda_conv4_training_step():
     from alfa.config import RuleConfig
-    from alfa.functional import FunctionalModel
-    from alfa.meta_learner import MetaLearner
+    from alfa.engine.functional import FunctionalModel
+    from alfa.engine.meta_learner import MetaLearner
     from alfa.models.conv4 import Conv4
     from alfa.rules import build_rule
 

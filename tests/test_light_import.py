@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from alfa.cli import build_parser
+from alfa.cli.main import build_parser
 
 
 def _imports_torch(code: str) -> bool:
@@ -38,7 +38,7 @@ def test_import_alfa_does_not_import_torch():
 @pytest.mark.parametrize("words", _commands(), ids=lambda w: " ".join(w) or "alfa")
 def test_help_of_every_command_does_not_import_torch(words):
     code = (
-        "from alfa.cli import main\n"
+        "from alfa.cli.main import main\n"
         f"try:\n    main({[*words, '--help']!r})\nexcept SystemExit:\n    pass"
     )
     assert not _imports_torch(code)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.data.metadataset import MetaDatasetSource
 from alfa.data.metadataset_convert import OMNIGLOT_TEST_ALPHABETS, OMNIGLOT_TRAIN_ALPHABETS
 from metadataset_writer import Example

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from alfa.data.metadataset import MetaDatasetSource
-from alfa.metadataset_run import main
+from alfa.paper.metadataset_run import main
 from alfa.tasks.metadataset import build_episode, fixed_episodes
 from metadataset_writer import write_source
 
@@ -101,7 +101,7 @@ def test_alfa_train_points_to_the_metadataset_runner(tmp_path) -> None:
     from alfa.tasks.source import build_source
 
     config = load_config(_config(tmp_path, tmp_path))
-    with pytest.raises(ConfigError, match=r"alfa.metadataset_run"):
+    with pytest.raises(ConfigError, match=r"alfa.paper.metadataset_run"):
         build_source(config)
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from alfa.config import load_config
+from alfa.engine.multi_step import annealed_weights, step_loss_weights
 from alfa.errors import ConfigError
-from alfa.multi_step import annealed_weights, step_loss_weights
 from reference_impl import Spec, copy_meta_tensors, reference_meta_loss
 from test_reference import (
     MLP_CASES,
@@ -116,8 +116,8 @@ def test_config_keys():
 
 def test_training_passes_each_iteration_to_the_outer_loss(tmp_path, monkeypatch):
     """``alfa train`` hands the meta-iteration to the learner (what the annealed weights read)."""
-    from alfa.meta_learner import MetaLearner
-    from alfa.train import train
+    from alfa.engine.meta_learner import MetaLearner
+    from alfa.runs.train import train
     from metahelpers import TINY
 
     seen: list[int] = []

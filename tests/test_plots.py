@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.config import load_config
-from alfa.train import train
+from alfa.runs.train import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

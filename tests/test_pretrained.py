@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from alfa.cli import main
-from alfa.pretrained import pretrained_names, pretrained_path
+from alfa.cli.main import main
+from alfa.runs.pretrained import pretrained_names, pretrained_path
 from shared_paths import REAL_OMNIGLOT
 
 HELD_OUT = ("Early_Aramaic", "Tagalog")

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from alfa.config import RuleConfig
-from alfa.meta_learner import MetaLearner
+from alfa.engine.meta_learner import MetaLearner
+from alfa.engine.proto_head import HeadInit, class_prototypes, prototype_head
 from alfa.models.conv4 import Conv4
-from alfa.proto_head import HeadInit, class_prototypes, prototype_head
 from alfa.rules import build_rule
 from alfa.tasks.metadataset import meta_batch_loss
 from alfa.typing import TaskBatch
@@ -161,9 +161,9 @@ def test_head_init_needs_embed_and_classifier() -> None:
 
 
 def test_head_init_is_a_config_switch() -> None:
-    from alfa.build import build_learner
     from alfa.config import load_config
     from alfa.errors import ConfigError
+    from alfa.runs.build import build_learner
 
     base = ["data.name=omniglot", "data.root=x", "data.query=1", "model.name=conv4"]
     base += ["data.image_size=16", "model.filters=4"]

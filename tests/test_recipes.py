@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.config import load_config
-from alfa.table8_cells import PAPER_TABLE8, controlled_config, shipped_config
+from alfa.paper.table8_cells import PAPER_TABLE8, controlled_config, shipped_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -71,7 +71,7 @@ def test_reproduce_table8_is_the_recipe_and_eval_reproduces_its_rows(tmp_path, c
 
 
 def test_shipped_paper_configs_match_the_recipes():
-    from alfa.recipes import PAPER_CELLS, paper_config
+    from alfa.paper.recipes import PAPER_CELLS, paper_config
 
     shipped = {p.stem for p in (CONFIGS / "paper").glob("*.yaml")}
     shipped -= {p.stem for p in (CONFIGS / "paper").glob("table3_*.yaml")}  # test_table3_recipes
@@ -87,7 +87,7 @@ def test_shipped_paper_configs_match_the_recipes():
 
 
 def test_paper_cells_cover_tables_1_2_and_4():
-    from alfa.recipes import PAPER_CELLS
+    from alfa.paper.recipes import PAPER_CELLS
 
     tables = {cell[0] for cell in PAPER_CELLS}
     assert tables == {"table1", "table2", "table4", "table5", "table6", "table7"}
@@ -104,7 +104,7 @@ def test_paper_cells_cover_tables_1_2_and_4():
 
 
 def test_ablation_recipes_switch_what_the_tables_vary():
-    from alfa.recipes import PAPER_CELLS, paper_config
+    from alfa.paper.recipes import PAPER_CELLS, paper_config
 
     cells = {c[6]: paper_config(*c) for c in PAPER_CELLS if c[0] in ("table5", "table6", "table7")}
     assert cells["input-weights"].rule.generator_input == "weights"

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from alfa.config import RuleConfig
-from alfa.functional import FunctionalModel
-from alfa.meta_learner import MetaLearner
+from alfa.engine.functional import FunctionalModel
+from alfa.engine.meta_learner import MetaLearner
 from alfa.models.conv4 import Conv4
 from alfa.models.mlp import MLP
 from alfa.models.resnet12 import ResNet12

@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from alfa import checkpoint as ckpt
-from alfa.build import build_learner
-from alfa.checkpoint import (
+from alfa.cli.main import main
+from alfa.config import load_config
+from alfa.errors import DivergenceError
+from alfa.rules.generator import HyperparameterGenerator
+from alfa.runs import checkpoint as ckpt
+from alfa.runs.build import build_learner
+from alfa.runs.checkpoint import (
     CheckpointError,
     latest_good_checkpoint,
     list_checkpoints,
@@ -24,14 +28,10 @@ from alfa.checkpoint import (
     remove_temporaries,
     save_checkpoint,
 )
-from alfa.cli import main
-from alfa.config import load_config
-from alfa.divergence import meta_parameters_finite
-from alfa.errors import DivergenceError
-from alfa.rules.generator import HyperparameterGenerator
-from alfa.runlog import RunLog, read_metrics
+from alfa.runs.divergence import meta_parameters_finite
+from alfa.runs.runlog import RunLog, read_metrics
+from alfa.runs.train import _better, _rng_state, _set_rng_state
 from alfa.tasks.source import SinusoidSource
-from alfa.train import _better, _rng_state, _set_rng_state
 from alfa.typing import TaskBatch
 
 BASE = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from alfa.cli import main
+from alfa.cli.main import main
 from shared_paths import REAL_OMNIGLOT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +70,7 @@ def test_every_results_file_records_its_commit_and_command():
     # The runs behind the Meta-Dataset results: their commit, and each run's command.
     assert re.fullmatch(r"[0-9a-f]{40}", metadataset["runs_source"]["commit"])
     assert all(
+        # recorded at the runs' commit, before the module moved into alfa.paper
         r["command"].startswith("python -m alfa.metadataset_run --config ")
         for r in metadataset["runs"].values()
     )

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from alfa.checkpoint import list_checkpoints, load_checkpoint
-from alfa.cli import main
-from alfa.runlog import read_metrics
+from alfa.cli.main import main
+from alfa.runs.checkpoint import list_checkpoints, load_checkpoint
+from alfa.runs.runlog import read_metrics
 
 ITERATIONS = 300
 ARGS = [
@@ -41,7 +41,7 @@ FINAL = f"step-{ITERATIONS:07d}.pt"
 
 
 def _command(run_dir: Path, *, resume: bool) -> list[str]:
-    base = [sys.executable, "-m", "alfa.cli", "train", "--no-progress"]
+    base = [sys.executable, "-m", "alfa.cli.main", "train", "--no-progress"]
     if resume:
         return [*base, "--resume", str(run_dir)]
     return [*base, *ARGS, "--run-dir", str(run_dir)]

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import alfa
-from alfa.checkpoint import load_checkpoint
-from alfa.cli import main
-from alfa.runlog import read_metrics
+from alfa.cli.main import main
+from alfa.runs.checkpoint import load_checkpoint
+from alfa.runs.runlog import read_metrics
 from shared_paths import OMNIGLOT_CONFIGS, real_omniglot_overrides
 from test_resume import assert_same
 
@@ -43,9 +43,9 @@ def _train(run: Path, *extra: str) -> int:
 
 def _stop_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGINT to this process as the first periodic checkpoint is written (a user's Ctrl-C)."""
-    import alfa.train
+    import alfa.runs.train
 
-    real = alfa.train.save_checkpoint
+    real = alfa.runs.train.save_checkpoint
     sent: list[int] = []
 
     def save(path: Path, state: dict) -> None:
@@ -54,7 +54,7 @@ def _stop_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
             sent.append(signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(alfa.train, "save_checkpoint", save)
+    monkeypatch.setattr(alfa.runs.train, "save_checkpoint", save)
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +96,17 @@ def test_an_interrupted_omniglot_run_resumes_bit_exactly(reference, tmp_path, mo
 
 _KILL_AFTER_LOGGING = """
 import os, signal, sys
-import alfa.runlog
-from alfa.cli import main
+import alfa.runs.runlog
+from alfa.cli.main import main
 
-log = alfa.runlog.RunLog.log
+log = alfa.runs.runlog.RunLog.log
 
 def log_then_die(self, split, iteration, values):
     log(self, split, iteration, values)
     if split == "train" and iteration == int(sys.argv[1]):
         os.kill(os.getpid(), signal.SIGKILL)
 
-alfa.runlog.RunLog.log = log_then_die
+alfa.runs.runlog.RunLog.log = log_then_die
 sys.exit(main(sys.argv[2:]))
 """
 

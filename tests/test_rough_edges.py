@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alfa.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from alfa.cli import main
-from alfa.runlog import read_metrics
+from alfa.cli.main import main
+from alfa.runs.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alfa.runs.runlog import read_metrics
 from metahelpers import TINY
 
 HUGE = 2**80
@@ -220,9 +220,9 @@ def test_no_lock_file_is_left_after_a_run_or_an_error(tmp_path, run, capsys):
 
 def _signal_at_first_checkpoint(monkeypatch, *signals: int) -> None:
     """Deliver ``signals`` to this process while the first periodic checkpoint is written."""
-    import alfa.train
+    import alfa.runs.train
 
-    real = alfa.train.save_checkpoint
+    real = alfa.runs.train.save_checkpoint
     sent = []
 
     def save(path: Path, state: dict) -> None:
@@ -234,7 +234,7 @@ def _signal_at_first_checkpoint(monkeypatch, *signals: int) -> None:
                 for _ in range(1000):  # let the handler run before the next signal
                     pass
 
-    monkeypatch.setattr(alfa.train, "save_checkpoint", save)
+    monkeypatch.setattr(alfa.runs.train, "save_checkpoint", save)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -321,7 +321,7 @@ def test_threads_beyond_the_bound(in_tmp, capsys):
 @pytest.fixture
 def small_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine with 16 GiB, whatever this one has (so the refusals below are deterministic)."""
-    monkeypatch.setattr("alfa.memory.host_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr("alfa.runs.memory.host_memory", lambda: 16 * 2**30)
 
 
 @pytest.mark.parametrize(
@@ -348,7 +348,7 @@ def test_eval_of_more_tasks_than_fit_is_refused(finished, capsys, small_machine)
 
 def test_the_shipped_configs_fit_on_a_small_machine(small_machine):
     from alfa.config import load_config
-    from alfa.memory import check_memory
+    from alfa.runs.memory import check_memory
 
     for path in sorted(Path(__file__).parents[1].glob("configs/*/*.yaml")):
         config = load_config(path)

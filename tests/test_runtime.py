@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from alfa.build import build_optimizer, default_threads
 from alfa.config import config_from_dict
+from alfa.runs.build import build_optimizer, default_threads
 
 CONV = {"model": {"name": "conv4"}, "data": {"name": "omniglot", "query": 1, "root": "x"}}
 
@@ -27,7 +27,7 @@ def test_the_mlp_takes_one_thread_on_an_idle_machine(monkeypatch):
 
 
 def test_the_outer_optimiser_is_adam_in_its_multi_tensor_form():
-    from alfa.build import build_learner
+    from alfa.runs.build import build_learner
 
     config = config_from_dict({"model": {"hidden": [4]}})
     optimiser = build_optimizer(config, build_learner(config, task="regression", in_channels=1))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.config import config_to_dict, load_config
-from alfa.metadataset_recipes import TABLE3, TABLE3_COLUMNS, TABLE3_SOURCES, table3_config
+from alfa.paper.metadataset_recipes import TABLE3, TABLE3_COLUMNS, TABLE3_SOURCES, table3_config
 from metadataset_writer import write_source
 from shared_paths import REPO, SHARED
 
@@ -102,7 +102,7 @@ def test_dry_run_of_every_recipe(path: Path, tmp_path, monkeypatch, capsys) -> N
 def test_a_recipe_runs_on_records(tmp_path, capsys) -> None:
     """One outer step and two test episodes of fo-Proto-MAML + ALFA with the recipe's ResNet-18
     on a small synthetic source (smaller images and fewer steps than the recipe)."""
-    from alfa.metadataset_run import main as run
+    from alfa.paper.metadataset_run import main as run
 
     root = tmp_path / "source"
     write_source(root, [4] * 10, alphabets={"TRAIN": [5], "VALID": [], "TEST": [5]}, size=8)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alfa.build import build_learner
 from alfa.config import Config, config_to_dict, leaf_keys
-from alfa.inner_loop import inner_loop
-from alfa.losses import mse
-from alfa.recipes import ABLATIONS, paper_config
+from alfa.engine.inner_loop import inner_loop
+from alfa.engine.losses import mse
+from alfa.paper.recipes import ABLATIONS, paper_config
 from alfa.rules import ALFA, LearnedFixed
+from alfa.runs.build import build_learner
 
 ROWS = [m for m in ABLATIONS if m.split("-")[0] in ("maml", "random")]
 SWAPS = {
@@ -123,7 +123,7 @@ def test_the_meta_parameters_of_each_pair(init, which):
 def _history(rule, steps: int = 3):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
-    from alfa.functional import FunctionalModel
+    from alfa.engine.functional import FunctionalModel
 
     functional = FunctionalModel(model)
     params = {k: v.unsqueeze(0).expand(2, *v.shape) for k, v in functional.initial().items()}

@@ -1,4 +1,4 @@
-"""Table 8 (src/alfa/table8_cells.py, table8_run.py): recipe, paired statistics, shipped
+"""Table 8 (src/alfa/paper/table8_cells.py, table8_run.py): recipe, paired statistics, shipped
 evidence."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from alfa.config import config_to_dict, leaf_keys, load_config
-from alfa.evaluate import evaluate
-from alfa.runs import load_run
-from alfa.table8_cells import ADAPTIVITY, CELLS, MAIN, RULES, controlled_config
-from alfa.table8_report import paired
-from alfa.table8_run import run
+from alfa.paper.table8_cells import ADAPTIVITY, CELLS, MAIN, RULES, controlled_config
+from alfa.paper.table8_report import paired
+from alfa.paper.table8_run import run
+from alfa.runs.evaluate import evaluate
+from alfa.runs.reopen import load_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

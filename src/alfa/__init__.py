@@ -1,15 +1,23 @@
 """ALFA: meta-learning with adaptive hyperparameters (Baik et al., NeurIPS 2020) on torch.func.
 
-The main pieces:
+The public API is the names of ``__all__``, imported from here (``alfa.MetaLearner``):
 
 - :class:`alfa.MetaLearner`: a base learner + an update rule + the outer objective (Eq. 2),
   vectorised over tasks: ``MetaLearner(model, rule="alfa", steps=5, **rule_options)``.
-- :mod:`alfa.rules`: inner-loop update rules (``MAML``, ``LearnedFixed``, ``ALFA``, ``L2F``).
+- ``alfa.ALFA``, ``alfa.MAML``, ``alfa.LearnedFixed``, ``alfa.L2F``: the inner-loop update rules
+  (:mod:`alfa.rules`).
 - :class:`alfa.FewShotEpisodes`: a user's images (a folder or a ``torch.utils.data.Dataset``)
-  as a stream of training meta-batches and the fixed seeded test episodes of ``alfa eval``.
-- :mod:`alfa.tasks`, :mod:`alfa.data`: sinusoid regression and few-shot image episodes.
-- :func:`alfa.train.train`, :func:`alfa.evaluate.evaluate`: the outer loop and the protocol.
-- :mod:`alfa.distributed`: both over the processes of a ``torchrun`` job (data parallel).
+  as a stream of training meta-batches and the fixed seeded test episodes of ``alfa eval``;
+  :class:`alfa.SinusoidTasks`: the regression tasks of Table 8.
+- :func:`alfa.train`, :func:`alfa.evaluate`: the outer loop (with checkpoints, resumable, over
+  the processes of a ``torchrun`` job) and the evaluation protocol; :func:`alfa.load_config`.
+
+The package is cut into layers, each a subpackage that imports only from the layers below it
+(checked by ``lint-imports``, see ``docs/architecture.md``): :mod:`alfa.cli` >
+:mod:`alfa.paper` > :mod:`alfa.runs` > :mod:`alfa.engine` and :mod:`alfa.tasks` >
+:mod:`alfa.rules`, :mod:`alfa.models` and :mod:`alfa.data` > :mod:`alfa.config` > the modules
+beside this one (:mod:`alfa.typing`, :mod:`alfa.batch_checks`, :mod:`alfa.errors`,
+:mod:`alfa.version`).
 
 Importing the package is cheap: the names below are loaded on first use, so the command line
 (``alfa --help``) answers without importing torch.
@@ -21,10 +29,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from alfa.config import Config, load_config
     from alfa.data.few_shot import FewShotEpisodes
-    from alfa.functional import FunctionalModel
-    from alfa.meta_learner import MetaLearner, MetaOutput
+    from alfa.engine.functional import FunctionalModel
+    from alfa.engine.meta_learner import MetaLearner, MetaOutput
     from alfa.rules import ALFA, L2F, MAML, LearnedFixed, UpdateRule, build_rule, make_rule
+    from alfa.runs.evaluate import evaluate
+    from alfa.runs.train import train
     from alfa.tasks import SinusoidTasks
     from alfa.typing import Params, TaskBatch
 
@@ -36,19 +47,28 @@ _LAZY = {
     "UpdateRule": "alfa.rules",
     "build_rule": "alfa.rules",
     "make_rule": "alfa.rules",
+    "Config": "alfa.config",
+    "load_config": "alfa.config",
     "FewShotEpisodes": "alfa.data.few_shot",
-    "FunctionalModel": "alfa.functional",
-    "MetaLearner": "alfa.meta_learner",
-    "MetaOutput": "alfa.meta_learner",
+    "FunctionalModel": "alfa.engine.functional",
+    "MetaLearner": "alfa.engine.meta_learner",
+    "MetaOutput": "alfa.engine.meta_learner",
     "SinusoidTasks": "alfa.tasks",
     "Params": "alfa.typing",
     "TaskBatch": "alfa.typing",
+    "evaluate": "alfa.runs.evaluate",
+    "train": "alfa.runs.train",
 }
+
+SUBPACKAGES = ("cli", "config", "data", "engine", "models", "paper", "rules", "runs", "tasks")
+"""The layers (see the module docstring); ``alfa.errors``, ``alfa.typing``,
+``alfa.batch_checks`` and ``alfa.version`` are the modules beside them."""
 
 __all__ = [
     "ALFA",
     "L2F",
     "MAML",
+    "Config",
     "FewShotEpisodes",
     "FunctionalModel",
     "LearnedFixed",
@@ -59,22 +79,23 @@ __all__ = [
     "TaskBatch",
     "UpdateRule",
     "build_rule",
+    "evaluate",
+    "load_config",
     "make_rule",
+    "train",
 ]
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """Load a public name (and its module, with torch) on first use (PEP 562)."""
+    """Load a public name (and its module, with torch) on first use (PEP 562); a subpackage or a
+    module beside this one (``alfa.runs``, ``alfa.errors``) is imported as usual."""
     module = _LAZY.get(name)
-    if module is None:  # a submodule (alfa.errors, alfa.evaluate, ...)
-        try:
+    if module is None:
+        if name in SUBPACKAGES or name in ("batch_checks", "errors", "typing", "version"):
             return importlib.import_module(f"alfa.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"alfa.{name}":
-                raise
-            raise AttributeError(f"module 'alfa' has no attribute {name!r}") from None
+        raise AttributeError(f"module 'alfa' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -10,17 +10,29 @@ except for the label range, which costs one ``aminmax`` per call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from alfa.errors import ArgumentError, BatchError
 
-if TYPE_CHECKING:
-    from alfa.typing import TaskBatch
+__all__ = ["TASKS", "MetaBatch", "check_batch", "check_labels", "check_task", "check_tensors"]
 
-__all__ = ["TASKS", "check_batch", "check_labels", "check_task", "check_tensors"]
+
+class MetaBatch(Protocol):
+    """What :func:`check_batch` reads: the four tensors of a meta-batch, e.g. an
+    :class:`alfa.typing.TaskBatch` (this module stays below :mod:`alfa.typing`, which calls it)."""
+
+    @property
+    def support_x(self) -> Tensor: ...
+    @property
+    def support_y(self) -> Tensor: ...
+    @property
+    def query_x(self) -> Tensor: ...
+    @property
+    def query_y(self) -> Tensor: ...
+
 
 TASKS = ("regression", "classification")
 """The kinds of task: MSE on real-valued targets, or cross-entropy on class indices."""
@@ -91,7 +103,7 @@ def check_tensors(x: object, y: object, task: str, *, split: str = "support") ->
         raise BatchError(f"{split}_x has shape {_shape(x)}; expected at least one task and example")
 
 
-def check_batch(batch: TaskBatch, task: str) -> None:
+def check_batch(batch: MetaBatch, task: str) -> None:
     """Check a whole meta-batch: both sets, and that they agree with each other.
 
     Raises:

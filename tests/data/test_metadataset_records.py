@@ -187,7 +187,7 @@ def test_data_check_cli_on_records(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "format: metadataset (detected)" in out
     assert "split synthetic/TRAIN: 5 classes, 10 images" in out
-    cmd = [sys.executable, "-m", "alfa.cli", "data", "check", str(tmp_path / "records")]
+    cmd = [sys.executable, "-m", "alfa.cli.main", "data", "check", str(tmp_path / "records")]
     (root / "7.tfrecords").write_bytes(b"\x00" * 40)
     bad = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert bad.returncode == 2

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from alfa.cli import main
+from alfa.cli.main import main
 from alfa.data import load_dataset
 from alfa.data._containers import load_pickle
 from alfa.data.folder import load_folder

@@ -176,7 +176,7 @@ def test_second_order_under_vmap_matches_loop(name: str, norm: str) -> None:
 
 def test_package_selects_the_documented_adapted_tensors() -> None:
     """The package's own selection of adapted tensors agrees with reference.md A.1 (N=10, N=18)."""
-    functional = pytest.importorskip("alfa.functional")
+    functional = pytest.importorskip("alfa.engine.functional")
     conv4 = Conv4(5, filters=4, image_size=32)
     assert list(functional.adapted_parameter_names(conv4)) == adapted_names(conv4)
     assert len(adapted_names(conv4)) == 10

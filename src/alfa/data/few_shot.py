@@ -7,8 +7,8 @@ do for a dataset on disk (:class:`~alfa.tasks.episodic.EpisodicSource`):
   (:class:`~alfa.data.prefetch.PrefetchingLoader`), whatever the number of worker processes;
 * the validation and test tasks are :func:`~alfa.data.episodes.fixed_episodes` seeded with
   ``seed`` (test) and ``seed + 1`` (validation), where ``seed`` is the evaluation seed
-  (``eval.seed``, 1234 by default), so :func:`alfa.evaluate.evaluate` scores a learner on the same
-  600 test tasks as ``alfa eval`` on the same classes.
+  (``eval.seed``, 1234 by default), so :func:`alfa.runs.evaluate.evaluate` scores a learner on the
+  same 600 test tasks as ``alfa eval`` on the same classes.
 
 The images come from a class-per-folder tree (:meth:`FewShotEpisodes.from_folder`), any
 ``torch.utils.data.Dataset`` of ``(image, label)`` pairs (:meth:`FewShotEpisodes.from_dataset`,
@@ -36,13 +36,16 @@ __all__ = ["FewShotEpisodes"]
 class FewShotEpisodes:
     """N-way K-shot episodes of a training split and optional validation and test splits.
 
-    It is a task source (:class:`~alfa.tasks.source.TaskSource`): :func:`alfa.evaluate.evaluate`
-    takes it as it is.
+    It is a task source (:class:`~alfa.tasks.source.TaskSource`):
+    :func:`alfa.runs.evaluate.evaluate` takes it as it is.
 
     Args:
         train: the training classes.
-        val, test: the validation and test classes (disjoint from ``train``), if any.
-        ways, shots, query: N, K and query images per class of every task.
+        val: the validation classes (disjoint from ``train``), if any.
+        test: the test classes (disjoint from ``train``), if any.
+        ways: N, the classes of every task.
+        shots: K, the support images per class of every task.
+        query: the query images per class of every training task.
         test_query: query images per class of the validation and test tasks (default:
             ``query``).
         meta_batch: tasks per training meta-batch (:meth:`sample`, iteration).
@@ -160,7 +163,7 @@ class FewShotEpisodes:
 
     def fixed_chunks(self, split: str, tasks: int, seed: int, batch: int) -> FixedEpisodes:
         """The tasks of :meth:`fixed` as a sequence of batches, each generated when it is read
-        (what :func:`alfa.evaluate.evaluate` shares among the ranks of a distributed job).
+        (what :func:`alfa.runs.evaluate.evaluate` shares among the ranks of a distributed job).
 
         Raises:
             DataError: no such split was given.

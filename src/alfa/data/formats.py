@@ -211,7 +211,7 @@ def load_dataset(
     if format == "metadataset":
         raise DataError(
             f"{paths[0]} holds Meta-Dataset records: use data.name=metadataset "
-            "(python -m alfa.metadataset_run)"
+            "(python -m alfa.paper.metadataset_run)"
         )
     loader = LOADERS.get(format)
     if loader is None:

@@ -48,7 +48,9 @@ class ALFA(UpdateRule):
     """The ALFA update rule.
 
     Args:
-        names, shapes, steps: see :class:`~alfa.rules.base.UpdateRule`.
+        names: the adapted tensors' names (see :class:`~alfa.rules.base.UpdateRule`).
+        shapes: their shapes.
+        steps: inner steps S.
         lr: initial alpha0 (0.01).
         weight_decay: lambda; beta0 starts at ``lr * weight_decay`` (5e-6).
         generator_input: ``"both"`` (default), ``"weights"`` or ``"gradients"`` (Table 5).
@@ -63,9 +65,11 @@ class ALFA(UpdateRule):
             (:mod:`alfa.rules.state_encoding`).
         generator_output: ``"linear"`` (paper) or ``"bounded"``: multipliers in (0, 2)
             (:class:`~alfa.rules.generator.HyperparameterGenerator`).
-        per_step, per_layer: whether alpha and beta differ across steps / layers (the
-            post-multipliers' layout and the generator's, see above).
-        learn_alpha, learn_beta: whether alpha0/beta0 are meta-learned.
+        per_step: whether alpha and beta differ across steps (the post-multipliers' layout
+            and the generator's, see above).
+        per_layer: whether they differ across layers.
+        learn_alpha: whether alpha0 is meta-learned.
+        learn_beta: whether beta0 is meta-learned.
         per_element_decay: the random-init variant's meta-learned per-element weight-decay
             tensor (``rule.per_element_decay``).
         detach_gradient_state: cut the meta-gradient through the gradient means fed to g_phi

@@ -182,7 +182,7 @@ class UpdateRule(nn.Module):
         theta = flatten(params, self.names)
         grad = flatten(grads, self.names)
         # The tensors' own shapes: a per-episode head may have fewer rows than at build time
-        # (variable ways, alfa.proto_head); the rules' hyperparameters are per layer.
+        # (variable ways, alfa.engine.proto_head); the rules' hyperparameters are per layer.
         shapes = tuple(params[n].shape[1:] for n in self.names)
         hyper = self.hyperparameters(
             step,

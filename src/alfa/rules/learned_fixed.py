@@ -27,8 +27,10 @@ class LearnedFixed(UpdateRule):
     Args:
         lr: initial alpha0 (0.01).
         weight_decay: beta0 starts at ``lr * weight_decay`` (reference A.2: 5e-6).
-        per_step, per_layer: table layout (Table 6 rows).
-        learn_alpha, learn_beta: which table is meta-learned; the other stays at its initial value.
+        per_step: whether the tables differ across steps (Table 6 rows).
+        per_layer: whether they differ across layers.
+        learn_alpha: whether the alpha table is meta-learned (else it stays at its initial value).
+        learn_beta: whether the beta table is meta-learned.
         per_element_decay: a meta-learned per-element weight-decay tensor (see above).
     """
 

@@ -23,7 +23,8 @@ class StepLayerTable(nn.Module):
         steps: inner steps S.
         layers: number of adapted tensors N.
         init: initial value of every entry.
-        per_step, per_layer: whether values differ across steps / layers.
+        per_step: whether values differ across steps.
+        per_layer: whether values differ across layers.
         learn: whether the table is meta-learned (a parameter) or a constant (a buffer).
     """
 

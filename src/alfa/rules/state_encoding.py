@@ -2,7 +2,7 @@
 
 The layer-wise means that ALFA's generator reads (Sec. 3.3) span orders of magnitude: on the
 sinusoid 40x2 network the gradient mean of the output bias varies across tasks by about 1.7
-while those of the hidden layers vary by about 0.01 (``python -m alfa.adaptivity``, reference
+while those of the hidden layers vary by about 0.01 (``python -m alfa.paper.adaptivity``, reference
 run ``results/table8/40x2-k5-alfa_maml-s0``). A linear first layer then sees the small ones as
 noise until Adam, which moves each weight at about the same rate whatever its input's scale, has
 grown their weights by orders of magnitude.

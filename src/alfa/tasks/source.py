@@ -91,7 +91,7 @@ def build_source(config: Config) -> TaskSource:
 
         raise ConfigError(
             "config key 'data.name' is metadataset: Meta-Dataset runs use "
-            "`python -m alfa.metadataset_run` (docs/metadataset.md)"
+            "`python -m alfa.paper.metadataset_run` (docs/metadataset.md)"
         )
     from alfa.tasks.episodic import EpisodicSource
 

@@ -1,0 +1,113 @@
+"""How a training meta-iteration executes: compiled or eager, precision, memory layout.
+
+:func:`meta_step` wraps a :class:`~alfa.engine.meta_learner.MetaLearner`'s forward pass (inner loop
+and outer loss, Eqs. 2 and 6) for the training loop; the numbers it computes are those of the eager
+forward (up to floating-point reassociation, and bf16 rounding when asked for). Options
+(``train.*`` keys):
+
+* ``compile``: ``torch.compile`` the whole meta-iteration (and the outer optimiser's step,
+  :func:`optimizer_step`). The fast path (:mod:`alfa.engine.fast`) writes the inner gradients as
+  ordinary operations, so even a second-order meta-iteration is one graph that compiles without
+  a break and is differentiated once by the compiled backward; the generic autograd path needs
+  double backward, which ``torch.compile`` cannot differentiate, so compiling requires the fast
+  path. Compiling takes tens of seconds once per run (its cost and
+  the speed-up are measured by ``benchmarks/speed.py --compile``); evaluation stays eager.
+* ``cuda_graph`` (CUDA only): compile with ``mode="reduce-overhead"``, which replays the forward
+  and backward as CUDA graphs: one launch per graph instead of one per kernel.
+* ``channels_last``: convolution inputs in channels-last (NHWC) memory layout, usually the faster
+  layout for cuDNN on tensor-core GPUs (fast path only).
+* ``autocast`` (CUDA only): ``"bf16"`` runs matrix products and convolutions in bfloat16 under
+  ``torch.autocast`` while the meta-parameters and the inner-loop weights stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+from alfa.config import TrainConfig
+from alfa.engine.meta_learner import MetaLearner, MetaOutput
+from alfa.errors import ConfigError
+from alfa.typing import TaskBatch
+
+__all__ = ["check_execution", "meta_step", "optimizer_step"]
+
+MetaStep = Callable[[TaskBatch, int], MetaOutput]
+
+
+def check_execution(train: TrainConfig, learner: MetaLearner, device: torch.device) -> None:
+    """Refuse option combinations that cannot run, naming the key (before anything is written)."""
+    fast = learner.engine == "fast"
+    if (train.compile or train.cuda_graph) and not fast:
+        key = "train.cuda_graph" if train.cuda_graph else "train.compile"
+        raise ConfigError(
+            f"{key}: the base learner {type(learner.model).__name__} is not on the fast path "
+            "(alfa.engine.fast), and the generic path's double backward cannot be compiled"
+        )
+    if (train.compile or train.cuda_graph) and learner.multi_step_loss == "annealed":
+        key = "train.cuda_graph" if train.cuda_graph else "train.compile"
+        raise ConfigError(
+            f"{key}: meta.multi_step_loss 'annealed' changes the outer loss every epoch and "
+            "would recompile the meta-iteration; use true or false, or leave compiling off"
+        )
+    if train.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graph: needs a CUDA device, the run uses {device.type}")
+    if train.autocast != "none" and device.type != "cuda":
+        raise ConfigError(
+            f"train.autocast: {train.autocast} needs a CUDA device, the run uses {device.type} "
+            "(bfloat16 convolutions are not available on every processor)"
+        )
+    if train.channels_last and not fast:
+        raise ConfigError(
+            f"train.channels_last: the base learner {type(learner.model).__name__} is not on "
+            "the fast path (alfa.engine.fast)"
+        )
+
+
+def meta_step(learner: MetaLearner, train: TrainConfig, device: torch.device) -> MetaStep:
+    """The training forward ``(batch, iteration) -> MetaOutput`` that ``train.*`` asks for.
+
+    Raises:
+        ConfigError: an option this learner or device cannot run (see :func:`check_execution`).
+    """
+    check_execution(train, learner, device)
+    if train.channels_last:
+        learner.functional.channels_last = True  # type: ignore[attr-defined]
+    precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    if train.autocast == "bf16":
+
+        def precision() -> contextlib.AbstractContextManager:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+
+    def forward(batch: TaskBatch, iteration: int = 1) -> MetaOutput:
+        # The training loop's own samplers draw valid batches: no per-batch host read of labels.
+        with precision():
+            return learner(batch, iteration=iteration, validate=False)
+
+    if not (train.compile or train.cuda_graph):
+        return forward
+    mode = "reduce-overhead" if train.cuda_graph else "default"
+
+    def graph(batch: TaskBatch) -> MetaOutput:
+        return forward(batch)  # no iteration: the annealed weights are refused above
+
+    # The meta-batch's shapes never change during training: one specialised graph.
+    compiled = torch.compile(graph, mode=mode, dynamic=False)
+
+    def run(batch: TaskBatch, iteration: int = 1) -> MetaOutput:
+        if train.cuda_graph:
+            # A new iteration: the previous replay's outputs (read by then) may be overwritten.
+            torch.compiler.cudagraph_mark_step_begin()
+        return compiled(batch)
+
+    return run
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, train: TrainConfig) -> Callable[[], None]:
+    """The outer update ``optimizer.step()``, compiled with ``train.compile`` (or
+    ``train.cuda_graph``): the same Adam update, its per-parameter arithmetic fused."""
+    if not (train.compile or train.cuda_graph):
+        return optimizer.step  # type: ignore[return-value]
+    return torch.compile(optimizer.step, dynamic=False)  # type: ignore[return-value]

@@ -1,6 +1,0 @@
-"""The closed-form fast path of the inner loop for standard layers (see :mod:`alfa.fast.model`)."""
-
-from alfa.fast.model import FastModel, fast_model
-from alfa.fast.program import Program, compile_program
-
-__all__ = ["FastModel", "Program", "compile_program", "fast_model"]

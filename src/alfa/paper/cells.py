@@ -1,0 +1,124 @@
+"""Cells: a config trained into its run directory, then its best checkpoint tested.
+
+The Table 8 recipe (:mod:`alfa.paper.table8_run`) and the Quick-start demo (:mod:`alfa.cli.demo`)
+train many small cells; each cell runs on one thread, several at once in worker processes, and the
+results come back as each finishes. A cell is resumable: a run directory that already holds a
+config continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from alfa.config import Config
+
+__all__ = ["train_and_test", "train_and_test_all"]
+
+
+def train_and_test(
+    config: Config,
+    run_dir: Path,
+    tasks: int,
+    *,
+    position: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) one cell, then test its best checkpoint on ``tasks`` fixed test tasks.
+
+    Returns the evaluation (with each task's value under ``"per_task"``) and ``name``,
+    ``seconds``, ``checkpoint_iteration`` and ``diverged`` (the message, or None). A run that
+    diverged is tested at its best checkpoint before that point; one that diverged before any
+    checkpoint returns only ``name``, ``seconds`` and ``diverged``; a stopped run (Ctrl-C) only
+    ``stopped``.
+    """
+    import torch
+
+    from alfa.errors import DivergenceError
+    from alfa.runs.evaluate import evaluate
+    from alfa.runs.reopen import load_run
+    from alfa.runs.train import train
+
+    torch.set_num_threads(1)
+    run_dir = Path(run_dir)
+    start = time.time()
+    diverged = None
+    try:
+        resume = (run_dir / "config.yaml").is_file()
+        outcome = train(config, run_dir, resume=resume, progress=progress, position=position)
+        if outcome.status == "stopped":
+            return {"name": config.name, "stopped": True}
+    except DivergenceError as exc:
+        diverged = str(exc)
+        if not (run_dir / "checkpoints" / "best.pt").is_file():
+            return {"name": config.name, "diverged": diverged, "seconds": time.time() - start}
+    _, learner, source, state = load_run(run_dir)  # the best checkpoint by validation
+    result = evaluate(
+        learner,
+        source,
+        tasks=tasks,
+        seed=config.eval.seed,
+        batch=config.eval.batch,
+        first_order=config.eval.first_order,
+        per_task=True,
+    )
+    result.update(
+        name=config.name,
+        seconds=time.time() - start,
+        checkpoint_iteration=state["iteration"],
+        diverged=diverged,
+    )
+    return result
+
+
+def train_and_test_all(
+    work: Sequence[tuple[Config, Path]],
+    tasks: int,
+    *,
+    jobs: int = 1,
+    deadline: float | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Train and test each ``(config, run_dir)`` of ``work``, ``jobs`` at a time, yielding
+    ``(index in work, result)`` as each finishes. No new cell starts after ``deadline`` (a
+    ``time.time()`` value). With ``jobs`` 1 the cells run in this process, in order."""
+
+    def late() -> bool:
+        if deadline is not None and time.time() > deadline:
+            print("deadline passed; no new cell started")
+            return True
+        return False
+
+    if jobs <= 1:
+        for index, (config, run_dir) in enumerate(work):
+            if late():
+                return
+            yield index, train_and_test(config, run_dir, tasks, progress=progress)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    waiting = list(enumerate(work))
+    free = list(range(jobs))  # the progress bars' lines
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        running: dict[Any, tuple[int, int]] = {}
+        while waiting or running:
+            if waiting and late():
+                waiting.clear()
+            while waiting and free:
+                index, (config, run_dir) = waiting.pop(0)
+                slot = free.pop(0)
+                future = pool.submit(
+                    train_and_test, config, run_dir, tasks, position=slot, progress=progress
+                )
+                running[future] = (index, slot)
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                index, slot = running.pop(future)
+                free.append(slot)
+                yield index, future.result()

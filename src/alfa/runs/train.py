@@ -1,0 +1,456 @@
+"""The outer loop, top to bottom: sample a meta-batch, adapt, step the meta-optimiser, log, save.
+
+A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, TensorBoard
+events and ``checkpoints/`` (``step-NNNNNNN.pt``, the last ``train.keep_last`` kept, plus
+``best.pt`` by validation; see :mod:`alfa.runs.rundir`). A checkpoint holds everything needed to
+continue bit for bit (:mod:`alfa.runs.train_state`). Resuming drops the log records written after the
+checkpoint, so a run killed at any moment and resumed ends exactly as an uninterrupted one.
+Validation, with the best and top-k checkpoints, is :mod:`alfa.runs.validation`.
+
+The console (stderr) shows the validation metric with its 95% CI at each validation and, for
+classification, the training query accuracy of the last logged window (also logged as
+``train_accuracy``). Without a progress bar (``--no-progress``, or stderr is not a terminal, as in
+a cluster job's log) one plain line per ``train.log_every`` interval gives the iteration, loss,
+training accuracy, iterations per second and the time left (:class:`~alfa.runs.runlog.ConsoleLog`).
+
+SIGINT or SIGTERM stops after the current iteration with a checkpoint (a second one stops at
+once). A NaN or inf in a loss, a gradient, a generated hyperparameter or a meta-parameter stops
+the run with :class:`~alfa.errors.DivergenceError` naming where it appeared, without writing a
+checkpoint, so the last good one stays.
+
+While a run trains, ``RUN_DIR/.lock`` holds an advisory lock, so the same run cannot be trained
+by two processes at once (the operating system releases it even when the process is killed). The
+file is removed when training ends, normally, with an error or when interrupted.
+
+Resuming compares the run's ``config.yaml`` with the config stored in the checkpoint and refuses
+a change of any key but those of :data:`alfa.runs.reopen.RESUMABLE_KEYS` (e.g. ``train.iterations``,
+which extends a run). It never truncates a log that no checkpoint accounts for.
+
+Launched by ``torchrun`` with several processes, each process adapts its share of every
+meta-batch and the meta-gradients are averaged (:mod:`alfa.runs.distributed`): the run equals the
+single-process run, rank 0 alone writes the run directory and the console, and the run resumes
+with any number of processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from alfa.runs.build import build_learner, build_optimizer, configure_runtime
+from alfa.runs.checkpoint import checkpoint_name, prune_checkpoints, prune_top
+from alfa.runs.checkpoint import save_checkpoint as save_checkpoint
+from alfa.config import Config, config_to_dict
+from alfa.runs.distributed import (
+    World,
+    announce,
+    broadcast,
+    broadcast_parameters,
+    check_same_parameters,
+    first_divergence,
+    mean_over_ranks,
+    on_main,
+    share,
+    shared_error,
+    world,
+)
+from alfa.runs.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
+from alfa.runs.durable import is_disk_full
+from alfa.errors import AlfaError, DivergenceError
+from alfa.engine.execution import check_execution, meta_step, optimizer_step
+from alfa.runs.last_good import last_good_checkpoint
+from alfa.runs.memory import check_memory
+from alfa.engine.meta_learner import MetaLearner, MetaOutput
+from alfa.runs.rundir import (
+    check_new_run_dir,
+    lock_run_dir,
+    prepare_new_run,
+    run_paths,
+    unlock_run_dir,
+)
+from alfa.runs.runlog import ConsoleLog, NoLog, RunLog
+from alfa.runs.reopen import check_path_names
+from alfa.tasks.source import TaskSource, build_source
+from alfa.runs.train_state import (
+    Window,
+    better,
+    record_config,
+    restore,
+    resume_point,
+    rng_state,
+    set_rng_state,
+    training_state,
+)
+from alfa.runs.validation import validate
+
+__all__ = ["TrainResult", "check_new_run_dir", "run_paths", "train"]
+
+# The names these helpers had when they lived in this module.
+_Window, _training_state, _rng_state, _set_rng_state, _better = (
+    Window,
+    training_state,
+    rng_state,
+    set_rng_state,
+    better,
+)
+
+
+@dataclass
+class TrainResult:
+    """How :func:`train` ended."""
+
+    iteration: int
+    status: str  # "finished" | "stopped"
+    best: float | None = None
+    signal: int | None = None
+
+
+class Aborted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM stopped training at once; ``signal`` is its number (the CLI
+    exits with 128 + it, as a process killed by it would)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signum
+
+
+class _StopRequest:
+    """Signal handler state: the first SIGINT/SIGTERM asks for a clean stop, a second aborts."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None:
+            raise Aborted(signum)
+        self.signal = signum
+
+
+def _stat_parts(out: MetaOutput, query_y: torch.Tensor | None) -> torch.Tensor:
+    """The iteration's statistics on the device: outer loss, mean generated alpha and beta of
+    every inner step (over tasks and layers) and, for classification (``query_y`` given), the
+    query accuracy of the adapted learners."""
+    parts = [out.loss.detach().reshape(1)]
+    parts += [h.alpha.detach().mean().reshape(1) for h in out.hyperparameters]
+    parts += [h.beta.detach().mean().reshape(1) for h in out.hyperparameters]
+    if query_y is not None:
+        hits = out.outputs.detach().argmax(-1) == query_y
+        # at least float32, so a half-precision loss does not round the accuracy (torch.cat
+        # promotes the other parts losslessly)
+        dtype = torch.promote_types(parts[0].dtype, torch.float32)
+        parts.append(hits.to(dtype).mean().reshape(1))
+    return torch.cat(parts)
+
+
+def _read_stats(
+    learner: torch.nn.Module, stats: torch.Tensor, steps: int, classify: bool
+) -> tuple[float, list[float], list[float], float, float | None]:
+    """``stats`` of :func:`_stat_parts` and the largest meta-gradient magnitude (NaN when any
+    is NaN), read in one transfer."""
+    parts = [stats]
+    grads = [p.grad.detach().abs().amax() for p in learner.parameters() if p.grad is not None]
+    if grads:
+        parts.append(torch.stack(grads).amax().reshape(1).to(stats.dtype))
+    values = torch.cat(parts).tolist()
+    largest = values[-1] if grads else 0.0
+    accuracy = values[1 + 2 * steps] if classify else None
+    return values[0], values[1 : 1 + steps], values[1 + steps : 1 + 2 * steps], largest, accuracy
+
+
+def _iteration_stats(
+    learner: torch.nn.Module, out: MetaOutput, query_y: torch.Tensor | None = None
+) -> tuple[float, list[float], list[float], float, float | None]:
+    """Outer loss, mean generated alpha and beta of every inner step (over tasks and layers),
+    the largest meta-gradient magnitude (NaN when any is NaN) and, for classification (when
+    ``query_y`` is given), the query accuracy of the adapted learners, read in one transfer."""
+    classify = query_y is not None and getattr(learner, "task", None) == "classification"
+    stats = _stat_parts(out, query_y if classify else None)
+    return _read_stats(learner, stats, len(out.hyperparameters), classify)
+
+
+def _share_config(config: Config, here: World) -> Config:
+    """The config as one process sees it: ``meta.batch_size`` is its share (memory estimate)."""
+    if not here.distributed:
+        return config
+    meta = dataclasses.replace(config.meta, batch_size=config.meta.batch_size // here.size)
+    return dataclasses.replace(config, meta=meta)
+
+
+def train(
+    config: Config,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    position: int | None = None,
+) -> TrainResult:
+    """Meta-train as ``config`` says, into ``run_dir`` (continuing it when ``resume``).
+
+    A new run refuses a folder that already holds one. ``resume`` continues from the newest
+    checkpoint that loads (falling back past damaged ones, with a message on stderr), or from
+    scratch when none was written yet (refused when the log shows that checkpoints existed).
+    ``config`` may differ from the checkpoint's only in :data:`~alfa.runs.reopen.RESUMABLE_KEYS`; a
+    change is written to ``config.yaml``. Everything that can refuse a run (memory estimate,
+    config, checkpoint, log) is checked before anything is built or written.
+
+    In a distributed job (:mod:`alfa.runs.distributed`) every rank calls this alike: rank 0 checks,
+    locks and writes the run directory and sends the checkpoint to resume from to the others.
+
+    Raises:
+        AlfaError: the run directory cannot be used, or a checkpoint or its log cannot be
+            resumed.
+        ConfigError: the run will not fit in memory, the config differs from the checkpoint's
+            in a key that may not change, or the processes cannot share the meta-batch.
+        DivergenceError: a NaN or inf appeared; the last good checkpoint is kept.
+        PeerError: another process of the job died or did not answer in time.
+    """
+    run_dir = Path(run_dir)
+    here = world()
+    paths = run_paths(run_dir)
+    check_path_names(run_dir)
+    first_task, last_task = share(config.meta.batch_size, here)
+
+    def check_run_dir() -> None:
+        if resume and not run_dir.is_dir():
+            raise AlfaError(f"run directory '{run_dir}' does not exist")
+        if not resume:
+            check_new_run_dir(run_dir)  # before any work, so a mistake costs nothing
+
+    on_main(check_run_dir, here)
+    device = configure_runtime(config)
+    check_memory(_share_config(config, here), device)  # before allocating anything
+    start, best, window = 0, None, Window()
+    top: list[tuple[float, int]] = []
+    lock, point = None, None
+
+    def open_run() -> Any:  # rank 0: every check that can refuse the resume
+        nonlocal lock
+        lock = lock_run_dir(run_dir)
+        return resume_point(config, run_dir)
+
+    try:
+        if resume:  # before anything is built
+            point = broadcast(on_main(open_run, here), here)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        source = build_source(config)
+        if here.distributed:
+            source.share(first_task, last_task)
+        learner = build_learner(config, task=source.task, in_channels=source.in_channels)
+        learner = learner.to(device)
+        check_execution(config.train, learner, device)
+        broadcast_parameters(learner, here)
+        optimizer = build_optimizer(config, learner)
+        if not resume:
+            lock = on_main(lambda: prepare_new_run(config, run_dir), here)
+        elif point is not None:
+            path, state, (start, best, window, top) = point
+            restore(path, state, learner, optimizer, source)
+            if here.main:
+                prune_top(paths["checkpoints"], set(), after=start)
+            announce(f"resuming {run_dir} from {path.name} (iteration {start})", here)
+        else:
+            announce(f"no checkpoint in {run_dir} yet; starting from iteration 0", here)
+        if resume:
+            on_main(lambda: record_config(config, run_dir), here)
+        return _loop(
+            config,
+            run_dir,
+            learner,
+            optimizer,
+            source,
+            device,
+            start,
+            best,
+            window,
+            top,
+            resume=resume,
+            progress=progress,
+            position=position,
+            here=here,
+        )
+    except AlfaError as exc:
+        if is_disk_full(exc) and paths["config"].is_file():  # what was written before stays
+            raise type(exc)(f"{exc}; free space, then: alfa train --resume {run_dir}") from exc
+        raise
+    finally:
+        unlock_run_dir(lock, run_dir)
+
+
+def _divergence(
+    learner: MetaLearner,
+    batch: Any,
+    local: torch.Tensor,
+    iteration: int,
+    first_task: int,
+    here: World,
+) -> DivergenceError:
+    """Where the NaN or inf of this iteration appeared, agreed by every rank (the lowest rank
+    whose own share diverged names it)."""
+    mine = None
+    if not bool(torch.isfinite(local).all()):
+        mine = diagnose(learner, batch, iteration, task_offset=first_task)
+    return first_divergence(mine, here)
+
+
+def _loop(
+    config: Config,
+    run_dir: Path,
+    learner: MetaLearner,
+    optimizer: torch.optim.Optimizer,
+    source: TaskSource,
+    device: torch.device,
+    start: int,
+    best: float | None,
+    window: Window,
+    top: list[tuple[float, int]],
+    *,
+    resume: bool,
+    progress: bool,
+    position: int | None,
+    here: World | None = None,
+) -> TrainResult:
+    here = here or World()
+    paths = run_paths(run_dir)
+    t = config.train
+    log = RunLog(run_dir, resume_iteration=start if resume else None) if here.main else NoLog()
+    first_task = share(config.meta.batch_size, here)[0]
+    classify = learner.task == "classification"
+
+    def checkpoint_state(
+        iteration: int, best: float | None, top: list[tuple[float, int]]
+    ) -> dict[str, Any]:
+        return {
+            "iteration": iteration,
+            "learner": learner.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "source": source.state_dict(),
+            "rng": rng_state(device),
+            "best": best,
+            "top": [list(entry) for entry in top],
+            "window": window.state(),
+            "config": config_to_dict(config),
+        }
+
+    stop = _StopRequest()
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, stop) for s in handled}
+    # Without a terminal a progress bar is noise in a log file: print plain lines instead.
+    plain = not progress or not sys.stderr.isatty()
+    bar = tqdm(
+        total=t.iterations,
+        initial=start,
+        desc=config.name or "train",
+        unit="it",
+        disable=plain or not here.main,
+        dynamic_ncols=True,
+        position=position,
+        mininterval=0.2,
+    )
+    if not here.main:
+        write = lambda line: None  # noqa: E731 - rank 0 alone talks to the console
+    else:
+        write = None if plain else lambda line: tqdm.write(line, file=sys.stderr)
+    console = ConsoleLog(config.name or "train", t.iterations, start, plain=plain, write=write)
+    iteration, stopping = start, False
+    saved: Path | None = None
+    forward = meta_step(learner, t, device)  # eager, or compiled (train.compile)
+    update = optimizer_step(optimizer, t)
+    try:
+        for iteration in range(start + 1, t.iterations + 1):
+            batch = source.sample(config.meta.batch_size).to(device)  # this rank's share
+            out = forward(batch, iteration)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            local = _stat_parts(out, batch.query_y if classify else None)
+            # Several processes: meta-gradients and statistics averaged in one all_reduce.
+            stats, stopping = mean_over_ranks(learner, local, stop.signal is not None, here)
+            # The iteration's one host synchronisation: loss, step means, the query accuracy
+            # and the largest meta-gradient magnitude (NaN-propagating) read together.
+            steps = len(out.hyperparameters)
+            loss, alpha, beta, largest, accuracy = _read_stats(learner, stats, steps, classify)
+            if not all(math.isfinite(v) for v in [loss, *alpha, *beta]):
+                raise _divergence(
+                    learner, batch, local[: 1 + 2 * steps], iteration, first_task, here
+                )
+            if not math.isfinite(largest):
+                meta_gradients_finite(learner, iteration)
+            if config.meta.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(learner.parameters(), config.meta.grad_clip)
+            update()
+            window.add(loss, alpha, beta, accuracy)
+            bar.update(1)
+            if iteration % t.log_every == 0:
+                values = window.values()
+                log.log("train", iteration, values)
+                postfix = {"loss": f"{values['loss']:.4f}"}
+                if "train_accuracy" in values:
+                    postfix["acc"] = f"{values['train_accuracy']:.3f}"
+                bar.set_postfix(postfix)
+                console.train(iteration, values)
+                window = Window()
+            if t.val_every and iteration % t.val_every == 0:
+                best, top = validate(
+                    config,
+                    run_dir,
+                    learner,
+                    source,
+                    device,
+                    iteration,
+                    best=best,
+                    top=top,
+                    window=window,
+                    log=log,
+                    console=console,
+                    checkpoint_state=checkpoint_state,
+                    here=here,
+                )
+            last = iteration == t.iterations
+            if not here.distributed:  # one process: a signal during validation counts too
+                stopping = stop.signal is not None
+            if iteration % t.checkpoint_every == 0 or last or stopping:
+                meta_parameters_finite(learner, iteration)
+                check_same_parameters(learner, iteration, here)
+                if here.main:
+                    saved = paths["checkpoints"] / checkpoint_name(iteration)
+                    save_checkpoint(saved, checkpoint_state(iteration, best, top))
+                    prune_checkpoints(paths["checkpoints"], t.keep_last)
+                    # top-k files leave only once a checkpoint records the new list (exact resume)
+                    prune_top(paths["checkpoints"], {i for _, i in top})
+            if stopping and not last:
+                break
+    except DivergenceError as exc:
+        log.event(iteration, event="diverged", message=str(exc))
+        good = None  # a checkpoint is good when it loads, is finite and validates finitely
+        if here.main:
+            good = last_good_checkpoint(config, paths["checkpoints"], source, device).describe()
+        good = broadcast(good, here)  # every rank raises rank 0's message
+        error = DivergenceError(f"training diverged: {exc}; {good}")
+        raise (shared_error(error) if here.distributed else error) from exc
+    finally:
+        bar.close()
+        log.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if not stopping or iteration >= t.iterations:
+        return TrainResult(iteration, "finished", best)
+    name = signal.Signals(stop.signal or signal.SIGTERM).name
+    announce(
+        f"stopped by {name} after iteration {iteration}; checkpoint saved to '{saved}'. "
+        f"Resume with: alfa train --resume {run_dir}",
+        here,
+    )
+    return TrainResult(iteration, "stopped", best, stop.signal or signal.SIGTERM)
