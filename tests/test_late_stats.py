@@ -135,9 +135,7 @@ def test_a_divergence_found_late_is_named_as_when_read_at_once(tmp_path, monkeyp
     assert "task 2" in messages[True]
 
 
-def test_a_non_finite_meta_gradient_found_late_names_the_parameter(
-    tmp_path, monkeypatch, capsys
-):
+def test_a_non_finite_meta_gradient_found_late_names_the_parameter(tmp_path, monkeypatch, capsys):
     """A finite loss with a NaN meta-gradient (one parameter's) from iteration 7 on: found late
     through the one multi-tensor reduction, named by the same check as before."""
     calls = _count_samples(monkeypatch)

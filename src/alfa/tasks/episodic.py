@@ -54,6 +54,7 @@ def default_workers(cuda: bool) -> int:
         cores = os.cpu_count() or 1
     return max(1, min(AUTO_WORKERS, cores - 1))
 
+
 _FORMATS = {
     "omniglot": ("omniglot",),
     "mini_imagenet": (
