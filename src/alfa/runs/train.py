@@ -3,9 +3,15 @@
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, TensorBoard
 events and ``checkpoints/`` (``step-NNNNNNN.pt``, the last ``train.keep_last`` kept, plus
 ``best.pt`` by validation; see :mod:`alfa.runs.rundir`). A checkpoint holds everything needed to
-continue bit for bit (:mod:`alfa.runs.train_state`). Resuming drops the log records written after the
-checkpoint, so a run killed at any moment and resumed ends exactly as an uninterrupted one.
+continue bit for bit (:mod:`alfa.runs.train_state`). Resuming drops the log records written after
+the checkpoint, so a run killed at any moment and resumed ends exactly as an uninterrupted one.
 Validation, with the best and top-k checkpoints, is :mod:`alfa.runs.validation`.
+
+A single process reads each iteration's statistics (loss, step means, accuracy, the meta-gradient
+check) one iteration late, so that a GPU is never left idle while the host logs and draws the next
+batch; iterations that log, validate, checkpoint or stop read their own at once. The log, the
+checkpoints and the divergence messages are those of reading every iteration at once
+(:mod:`alfa.runs.step_stats`).
 
 The console (stderr) shows the validation metric with its 95% CI at each validation and, for
 classification, the training query accuracy of the last logged window (also logged as
@@ -48,10 +54,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from alfa.config import Config, config_to_dict
+from alfa.engine.execution import check_execution, meta_step, optimizer_step
+from alfa.engine.meta_learner import MetaLearner, MetaOutput
+from alfa.errors import AlfaError, DivergenceError
 from alfa.runs.build import build_learner, build_optimizer, configure_runtime
 from alfa.runs.checkpoint import checkpoint_name, prune_checkpoints, prune_top
 from alfa.runs.checkpoint import save_checkpoint as save_checkpoint
-from alfa.config import Config, config_to_dict
 from alfa.runs.distributed import (
     World,
     announce,
@@ -67,11 +76,9 @@ from alfa.runs.distributed import (
 )
 from alfa.runs.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
 from alfa.runs.durable import is_disk_full
-from alfa.errors import AlfaError, DivergenceError
-from alfa.engine.execution import check_execution, meta_step, optimizer_step
 from alfa.runs.last_good import last_good_checkpoint
 from alfa.runs.memory import check_memory
-from alfa.engine.meta_learner import MetaLearner, MetaOutput
+from alfa.runs.reopen import check_path_names
 from alfa.runs.rundir import (
     check_new_run_dir,
     lock_run_dir,
@@ -87,8 +94,6 @@ from alfa.runs.step_stats import (
     read_stats,
     stat_parts,
 )
-from alfa.runs.reopen import check_path_names
-from alfa.tasks.source import TaskSource, build_source
 from alfa.runs.train_state import (
     Window,
     better,
@@ -100,6 +105,7 @@ from alfa.runs.train_state import (
     training_state,
 )
 from alfa.runs.validation import validate
+from alfa.tasks.source import TaskSource, build_source
 
 __all__ = ["TrainResult", "check_new_run_dir", "run_paths", "train"]
 
