@@ -189,9 +189,11 @@ def _earlier_reference(args: argparse.Namespace, config: str) -> dict:
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(row, dict):  # a row, or a scripts/gpu_check.sh record holding one
+                rows.append(row["result"] if isinstance(row.get("result"), dict) else row)
     device = _device_name(args.device)
     for row in reversed(rows):
         same = row.get("workload") == args.workload and row.get("config") == config
