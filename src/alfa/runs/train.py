@@ -8,7 +8,7 @@ the checkpoint, so a run killed at any moment and resumed ends exactly as an uni
 Validation, with the best and top-k checkpoints, is :mod:`alfa.runs.validation`.
 
 A single process reads each iteration's statistics (loss, step means, accuracy, the meta-gradient
-check) one iteration late, so that a GPU is never left idle while the host logs and draws the next
+check) one iteration late, so that a GPU does not wait while the host logs and draws the next
 batch; iterations that log, validate, checkpoint or stop read their own at once. The log, the
 checkpoints and the divergence messages are those of reading every iteration at once
 (:mod:`alfa.runs.step_stats`).
