@@ -9,6 +9,17 @@ are not trivial), and the benchmark exits with status 1 when their meta-losses d
 runs in its own process, so ``peak_mem_mb`` is that side's own peak (CUDA:
 ``torch.cuda.max_memory_allocated``; CPU: peak resident memory, interpreter included).
 
+On CUDA both sides run with the backend flags that ``alfa train`` sets
+(``alfa.runs.build.cuda_settings``: TF32 off unless ``--tf32``, as ``train.tf32``; cuDNN's
+autotuner on, the shapes being fixed), and ours steps the outer optimiser as ``alfa train`` does
+(fused Adam on CUDA, the multi-tensor form compiled with ``--compile``); the reference keeps the
+multi-tensor form. ``--reference-from FILE`` measures ours only and takes the reference's rate,
+memory and loss from the last line of ``FILE`` (JSON lines of this script) with the same
+workload, meta-batch and device: a reference is timed once for several variants of ours.
+``--side-timeout S`` stops a side after ``S`` seconds and still prints the row (the side's
+error in ``failed``). ``--max-memory-gb`` (an address-space limit) is for the CPU only: CUDA
+maps far more address space than it uses and would not start under it.
+
 ``--processes N``: data-parallel scaling instead, 1 against N processes launched with
 ``torchrun`` (``scaling.py``).
 
@@ -33,6 +44,8 @@ import torch
 
 from alfa.config import TrainConfig
 from alfa.engine.execution import meta_step, optimizer_step
+from alfa.runs.build import cuda_settings
+from alfa.runs.outer_optimizer import adam
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -60,10 +73,12 @@ def _peak_mb(device: torch.device) -> float:
 
 def measure_side(args: argparse.Namespace) -> dict:
     """One side (``ours`` or ``reference``) in this process: initial loss, rate, peak memory."""
-    if args.max_memory_gb:  # fail with an error, not the kernel's OOM killer
+    if args.max_memory_gb:  # fail with an error, not the kernel's OOM killer (CPU only)
         limit = int(args.max_memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     device = torch.device(args.device)
+    if device.type == "cuda":  # as alfa train sets them (train.tf32, fixed shapes)
+        cuda_settings(tf32=args.tf32, fixed_shapes=True)
     group = None if args.group == 0 else ("auto" if args.group < 0 else args.group)
     learner, batch, w = build(
         args.workload, tasks=args.tasks, engine=args.engine, group=group, device=args.device
@@ -92,10 +107,11 @@ def measure_side(args: argparse.Namespace) -> dict:
             return module.meta_loss(batch)
 
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, 1e-3, foreach=True)  # the same outer optimiser on both sides
+    opt = torch.optim.Adam(params, 1e-3, foreach=True)  # the reference: multi-tensor Adam
     update = opt.step
-    if args.side == "ours":
-        update = optimizer_step(opt, options)  # as alfa train runs it (compiled with --compile)
+    if args.side == "ours":  # as alfa train runs it: fused on CUDA, compiled with --compile
+        opt = adam(params, 1e-3, compiled=args.compile or args.cuda_graph)
+        update = optimizer_step(opt, options)
     start = time.perf_counter()
     initial = float(loss_fn())  # compiles, when asked to
     first_s = time.perf_counter() - start
@@ -141,7 +157,17 @@ def _child(args: argparse.Namespace, side: str) -> dict:
         cmd += ["--channels-last"] if args.channels_last else []
         cmd += ["--autocast", args.autocast]
     cmd += ["--max-memory-gb", str(args.max_memory_gb)] if args.max_memory_gb else []
-    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    cmd += ["--tf32"] if args.tf32 else []
+    try:
+        done = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+            timeout=args.side_timeout or None,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.side_timeout:g} s"}
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-2000:])
         killed = " (killed: out of memory?)" if done.returncode == -9 else ""
@@ -149,26 +175,60 @@ def _child(args: argparse.Namespace, side: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def _earlier_reference(args: argparse.Namespace, config: str) -> dict:
+    """The reference side of the last row of ``--reference-from`` with the same workload,
+    meta-batch and device (an error when there is none)."""
+    path = Path(args.reference_from)
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):  # a row, or a scripts/gpu_check.sh record holding one
+                rows.append(row["result"] if isinstance(row.get("result"), dict) else row)
+    device = _device_name(args.device)
+    for row in reversed(rows):
+        same = row.get("workload") == args.workload and row.get("config") == config
+        if same and row.get("device") == device and row.get("reference_per_s"):
+            return {
+                "per_s": row["reference_per_s"],
+                "peak_mem_mb": row.get("reference_peak_mem_mb"),
+                "loss": row.get("reference_loss"),
+            }
+    return {"error": f"no reference row for this workload, meta-batch and device in {path}"}
+
+
 def bench_engine(args: argparse.Namespace) -> dict:
     w = WORKLOADS[args.workload]
-    ours = _child(args, "ours")
-    ref = _child(args, "reference")
+    tasks = args.tasks or w.tasks
+    config = f"{w.description}, meta-batch {tasks}, {w.steps} steps, alfa, second order"
+    if args.reference_from:
+        ref = _earlier_reference(args, config)
+        ours = _child(args, "ours") if "error" not in ref else {"error": "not run"}
+    else:
+        ours = _child(args, "ours")
+        ref = _child(args, "reference")
     failed = {k: v["error"] for k, v in (("ours", ours), ("reference", ref)) if "error" in v}
     # bfloat16 rounds the loss at the percent level; everything else agrees to float32 rounding.
     tolerance = 2e-2 if args.autocast != "none" else 1e-4
     same = (
         None if failed else abs(ours["loss"] - ref["loss"]) <= tolerance * abs(ref["loss"]) + 1e-6
     )
-    tasks = args.tasks or w.tasks
     ours = {"per_s": None, "peak_mem_mb": None, "loss": None} | ours
     ref = {"per_s": None, "peak_mem_mb": None, "loss": None} | ref
     rate = ours["per_s"] / ref["per_s"] if ours["per_s"] and ref["per_s"] else None
     return {
         "workload": args.workload,
-        "config": f"{w.description}, meta-batch {tasks}, {w.steps} steps, alfa, second order",
-        "device": torch.cuda.get_device_name(args.device)
-        if args.device.startswith("cuda")
-        else f"cpu ({os.cpu_count()} cores)",
+        "config": config,
+        "device": _device_name(args.device),
         "threads": args.threads,
         "engine": args.engine,
         "group": args.group,
@@ -187,6 +247,8 @@ def bench_engine(args: argparse.Namespace) -> dict:
         "autocast": args.autocast,
         "loss_tolerance": tolerance,
         "first_iteration_s": ours.get("first_s"),
+        "tf32": args.tf32,
+        "reference_from": args.reference_from or None,
         "failed": failed,
     }
 
@@ -250,7 +312,14 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="ours: NHWC inputs")
     parser.add_argument("--autocast", choices=["none", "bf16"], default="none", help="ours (CUDA)")
     parser.add_argument(
-        "--max-memory-gb", type=float, default=0, help="address-space limit of each side"
+        "--max-memory-gb", type=float, default=0, help="address-space limit of each side (CPU)"
+    )
+    parser.add_argument("--tf32", action="store_true", help="CUDA: TF32 on (as train.tf32)")
+    parser.add_argument(
+        "--reference-from", default="", help="ours only; the reference from this JSONL file"
+    )
+    parser.add_argument(
+        "--side-timeout", type=float, default=0, help="seconds a side may take (0: no limit)"
     )
     parser.add_argument(
         "--processes", type=int, default=0, help="scaling of 1 vs N torchrun processes (0: off)"
@@ -259,6 +328,13 @@ def main() -> None:
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
+    if args.max_memory_gb and args.device.startswith("cuda"):
+        print(
+            "speed.py: error: --max-memory-gb limits the address space, which CUDA needs far "
+            "more of than memory (it would not start); use it with --device cpu only",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     torch.set_num_threads(args.threads)
     if args.side:
         print(json.dumps(measure_side(args)))

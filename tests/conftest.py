@@ -1,4 +1,5 @@
-"""Test-wide settings: a fixed seed per test and GPU tests skipped without CUDA."""
+"""Test-wide settings: a fixed seed per test, the unmarked tests on the CPU, and GPU tests
+skipped without CUDA."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ import torch
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_gpu(request, monkeypatch):
+    """The unmarked suite runs on the CPU also where a GPU is present: ``train.device: auto``
+    would pick it, and the exact-resume checks would meet cuDNN's nondeterminism. Tests
+    marked ``gpu`` see the GPU; the others, and the processes they start, see none."""
+    if request.node.get_closest_marker("gpu") is not None:
+        return
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from alfa.paper.table8_cells import ADAPTIVITY, CELLS, MAIN, RULES, controlled_c
 from alfa.paper.table8_report import paired
 from alfa.paper.table8_run import run
 from alfa.runs.evaluate import evaluate
-from alfa.runs.reopen import load_run
+from alfa.runs.reopen import changed_keys, load_run, resumable
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -70,7 +70,10 @@ def test_shipped_cells_were_trained_with_the_recipe_configs():
         key = f"{row['net']}-k{row['shots']}-{row['method']}-s{row['seed']}"
         shipped = load_config(RESULTS / "table8" / key / "config.yaml")
         want = controlled_config(row["net"], row["shots"], row["method"], row["seed"])
-        assert shipped == want, key
+        # keys that change how fast a run computes, not what it learns, may differ (the cells
+        # were written when data.workers defaulted to 0)
+        changed = changed_keys(config_to_dict(shipped), want)
+        assert [k for k in changed if not resumable(k)] == [], key
 
 
 def test_paired_difference_is_the_mean_of_per_task_differences():

@@ -404,6 +404,7 @@ def validate(config: Config) -> None:
             "meta.init",
             "is random, which needs a learned rule (rule.name=alfa or learned_fixed), not maml",
         )
+    _require(d.workers >= -1, "data.workers", f"must be -1 (automatic), 0 or more; got {d.workers}")
     _require(t.iterations >= 1, "train.iterations", f"must be at least 1; got {t.iterations}")
     _require(t.log_every >= 1, "train.log_every", f"must be at least 1; got {t.log_every}")
     _require(t.val_every >= 0, "train.val_every", f"must be 0 (off) or more; got {t.val_every}")

@@ -42,7 +42,7 @@ class DataConfig:
     test_split_file: str = ""  # optional class-list file of the meta-test classes
     val_split_file: str = ""  # optional class-list file of the validation classes
     train_classes: Literal["split", "all"] = "split"  # split: the training split; all: every class
-    workers: int = 0  # decoding worker processes for large datasets
+    workers: int = -1  # decoding worker processes; -1: automatic (4 on a GPU, none on the CPU)
     test_query: int = 0  # query images per class of validation/test episodes; 0: as `query`
     test_name: str = ""  # cross-domain: dataset of the test episodes (e.g. cub); "": as `name`
     test_root: str = ""  # cross-domain: its path

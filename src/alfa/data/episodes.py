@@ -61,12 +61,14 @@ def derive_seed(seed: int, index: int) -> int:
 
 
 def to_float(images: Tensor, normalise: str) -> Tensor:
-    """``uint8 [..., C, H, W]`` -> float32 in ``[0, 1]``, then ``imagenet`` or ``none``."""
+    """``uint8 [..., C, H, W]`` -> float32 in ``[0, 1]``, then ``imagenet`` or ``none``, on the
+    images' device (the same correctly rounded operations on a CPU and a GPU: the same numbers).
+    """
     x = images.to(torch.float32).div_(255.0)
     if normalise == "imagenet":
         shape = (3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(shape)
-        std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(shape)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
         x = x.sub_(mean).div_(std)
     return x
 
@@ -139,12 +141,16 @@ def sample_tasks(
     num_tasks: int,
     *,
     part: tuple[int, int] | None = None,
+    raw: bool = False,
 ) -> TaskBatch:
     """Draw ``num_tasks`` tasks with ``generator`` and stack them along a leading axis.
 
     With ``part = (start, stop)`` only those tasks are returned: every task is still drawn (so
     the generator advances alike), but only the kept ones read their images. The result equals
     the slice ``[start:stop]`` of the whole batch (one process's share of a meta-batch).
+
+    ``raw=True`` leaves the images ``uint8`` (a quarter of the bytes to copy to a GPU); the
+    caller applies :func:`to_float` with ``spec.normalise`` where they arrive.
     """
     counts = dataset.images_per_class()
     per_class = spec.shots + spec.query
@@ -158,7 +164,9 @@ def sample_tasks(
         images = dataset.gather(classes, picks)
         tasks.append(images.reshape(spec.ways, per_class, *images.shape[1:]))
     num_tasks = len(tasks)
-    grouped = to_float(torch.stack(tasks), spec.normalise)  # [T, N, K+Q, C, H, W]
+    grouped = torch.stack(tasks)  # [T, N, K+Q, C, H, W]
+    if not raw:
+        grouped = to_float(grouped, spec.normalise)
     shape = grouped.shape[3:]
     labels = torch.arange(spec.ways, dtype=torch.long)
     support_y = labels.repeat_interleave(spec.shots).expand(num_tasks, -1).contiguous()

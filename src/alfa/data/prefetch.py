@@ -24,17 +24,25 @@ __all__ = ["PrefetchingLoader", "benchmark_episodes"]
 
 class _MetaBatches(Dataset[TaskBatch]):
     def __init__(
-        self, dataset: ImageClassDataset, spec: EpisodeSpec, meta_batch: int, seed: int
+        self,
+        dataset: ImageClassDataset,
+        spec: EpisodeSpec,
+        meta_batch: int,
+        seed: int,
+        raw: bool = False,
     ) -> None:
         self.dataset = dataset
         self.spec = spec
         self.meta_batch = meta_batch
         self.seed = seed
+        self.raw = raw
         self.part: tuple[int, int] | None = None
 
     def __getitem__(self, index: int) -> TaskBatch:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
-        return sample_tasks(self.dataset, self.spec, generator, self.meta_batch, part=self.part)
+        return sample_tasks(
+            self.dataset, self.spec, generator, self.meta_batch, part=self.part, raw=self.raw
+        )
 
 
 class _Indices(Sampler[int]):
@@ -73,6 +81,8 @@ class PrefetchingLoader:
         normalise: ``auto``, ``imagenet`` or ``none``.
         pin_memory: Pin batches for faster host-to-GPU copies.
         multiprocessing_context: e.g. ``"spawn"``; ``None`` uses the platform default.
+        raw: Yield ``uint8`` images, not normalised (see
+            :func:`~alfa.data.episodes.sample_tasks`); :attr:`spec` says how to normalise them.
 
     Raises:
         DataError: Bad counts (see :class:`~alfa.data.episodes.EpisodeSpec`) or worker settings.
@@ -93,6 +103,7 @@ class PrefetchingLoader:
         normalise: str = "auto",
         pin_memory: bool = False,
         multiprocessing_context: str | None = None,
+        raw: bool = False,
     ) -> None:
         self.spec = EpisodeSpec.create(dataset, ways, shots, query, normalise)
         if meta_batch < 1 or num_workers < 0 or prefetch_factor < 1:
@@ -102,7 +113,7 @@ class PrefetchingLoader:
             )
         if num_batches is not None and num_batches < 0:
             raise DataError(f"num_batches must be >= 0 or None, got {num_batches}")
-        self.batches = _MetaBatches(dataset, self.spec, meta_batch, int(seed))
+        self.batches = _MetaBatches(dataset, self.spec, meta_batch, int(seed), raw)
         self.num_batches = num_batches
         self.num_workers = num_workers
         self.prefetch_factor = prefetch_factor

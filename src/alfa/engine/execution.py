@@ -17,7 +17,14 @@ forward (up to floating-point reassociation, and bf16 rounding when asked for). 
 * ``channels_last``: convolution inputs in channels-last (NHWC) memory layout, usually the faster
   layout for cuDNN on tensor-core GPUs (fast path only).
 * ``autocast`` (CUDA only): ``"bf16"`` runs matrix products and convolutions in bfloat16 under
-  ``torch.autocast`` while the meta-parameters and the inner-loop weights stay float32.
+  ``torch.autocast`` while the meta-parameters and the inner-loop weights stay float32. The fast
+  path's convolution backward follows autocast's dtype (:mod:`alfa.engine.fast.layers`), and
+  the update rule's arithmetic stays float32 (:meth:`alfa.rules.base.UpdateRule.update`), in
+  eager and compiled mode alike.
+
+Compiling the optimiser step on CUDA makes ``torch.compile`` set Adam's ``capturable=True``;
+checkpoints keep the flag, and :func:`alfa.runs.outer_optimizer.load_optimizer_state` gives a
+resumed run its own flags back (a CPU resume would otherwise fail at its first step).
 """
 
 from __future__ import annotations

@@ -208,11 +208,19 @@ class MetaLearner(nn.Module):
             )
 
     def initial_params(self, tasks: int) -> Params:
-        """Per-task copies ``[T, ...]`` of the initialisation, differentiable w.r.t. theta."""
+        """Per-task copies ``[T, ...]`` of the initialisation, differentiable w.r.t. theta.
+
+        A fixed initialisation (``learn_init=False``) becomes a leaf that requires a gradient
+        on the generic path, whose autograd inner loop differentiates with respect to it. The
+        fast path computes the inner gradients in closed form and needs no such leaf: there
+        the copies stay plain tensors, and a compiled meta-iteration (``train.compile``) has
+        no ``requires_grad_`` inside it (which ``torch.compile`` cannot trace: a graph break).
+        """
         out = {}
+        leaf = self.engine != "fast"
         for name, p in self.functional.initial().items():
             t = p.unsqueeze(0).expand(tasks, *p.shape)
-            out[name] = t if t.requires_grad else t.detach().requires_grad_(True)
+            out[name] = t if t.requires_grad or not leaf else t.detach().requires_grad_(True)
         return out
 
     def adapt(

@@ -69,9 +69,13 @@ class HeadInit:
     Args:
         model: the base learner (with ``embed`` and a linear ``classifier``).
         mode: ``learned`` (first N rows of the meta-learned head), ``zero`` or ``proto``.
+        ways: the number of ways of every episode when it is fixed (N-way episodes of one
+            dataset); None (variable ways, Meta-Dataset) reads it from each episode's support
+            labels, which on a GPU waits for the device once per episode (the head's shape
+            depends on it).
     """
 
-    def __init__(self, model: nn.Module, mode: HeadMode = "proto") -> None:
+    def __init__(self, model: nn.Module, mode: HeadMode = "proto", ways: int | None = None) -> None:
         if mode not in HEAD_INITS:
             raise ValueError(f"head init must be one of {', '.join(HEAD_INITS)}, got {mode!r}")
         head = getattr(model, "classifier", None)
@@ -80,7 +84,10 @@ class HeadInit:
                 f"{type(model).__name__} has no feature extractor `embed` and linear "
                 "`classifier` head; Proto-MAML and variable ways need both"
             )
+        if ways is not None and not 1 <= ways <= head.out_features:
+            raise ValueError(f"ways must be in 1..{head.out_features}, got {ways!r}")
         self.mode = mode
+        self.ways = ways
         self.model = model
         self.weight, self.bias = "classifier.weight", "classifier.bias"
         self.has_bias = head.bias is not None
@@ -106,7 +113,7 @@ class HeadInit:
 
     def __call__(self, params: Params, support_x: Tensor, support_y: Tensor) -> Params:
         """The initial parameters ``params`` (``[T, ...]``) with each task's head set."""
-        ways = int(support_y.max()) + 1
+        ways = self.ways if self.ways is not None else int(support_y.max()) + 1
         out = dict(params)
         weight = params[self.weight]
         if self.mode == "learned":

@@ -14,6 +14,10 @@ steps Adam on the mean loss (:func:`alfa.tasks.metadataset.meta_batch_loss`). Ev
 on ``eval.tasks`` fixed episodes of the test split (seed ``eval.seed``) with ``eval.steps`` first
 order steps and reports the mean episode accuracy with its 95% confidence interval.
 
+The run uses ``train.device`` (``auto``: CUDA when present): the learner, every episode and the
+saved model are moved to it; the training loss is summed on the device and read once per log
+line, the episode accuracies once at the end of the evaluation.
+
 Writes ``<out>/config.yaml``, ``<out>/metrics.jsonl`` (training), ``<out>/model.pt`` and
 ``<out>/result.json`` (with every episode's accuracy); ``--eval-only`` evaluates the
 ``model.pt`` of ``--out`` again.
@@ -37,7 +41,7 @@ from alfa.engine.losses import accuracy
 from alfa.engine.meta_learner import MetaLearner
 from alfa.engine.proto_head import HeadInit
 from alfa.errors import AlfaError, ConfigError
-from alfa.runs.build import build_learner, build_optimizer
+from alfa.runs.build import build_learner, build_optimizer, configure_runtime
 from alfa.tasks.metadataset import EpisodeStream, build_episode, fixed_episodes, meta_batch_loss
 
 __all__ = ["evaluate_source", "main", "make_learner", "train_source"]
@@ -52,25 +56,35 @@ def make_learner(config: Config) -> MetaLearner:
     return learner
 
 
+def _device(learner: torch.nn.Module) -> torch.device:
+    """The device the learner's parameters are on (where its episodes must go)."""
+    return next(learner.parameters()).device
+
+
 def train_source(
     config: Config, learner: MetaLearner, source: MetaDatasetSource, out: Path
 ) -> list[dict]:
-    """``train.iterations`` outer steps on training episodes; returns the logged lines."""
+    """``train.iterations`` outer steps on training episodes, on the learner's device; returns
+    the logged lines."""
+    device = _device(learner)
     optimizer = build_optimizer(config, learner)
     stream = EpisodeStream(source, "train", seed=config.seed)
     log: list[dict] = []
     start = time.perf_counter()
-    running, ways = 0.0, 0
+    running: torch.Tensor | float = 0.0
+    ways = 0
     with open(out / "metrics.jsonl", "w") as f:
         for it in range(1, config.train.iterations + 1):
             batches = [stream.next_batch() for _ in range(config.meta.batch_size)]
+            ways += sum(int(b.support_y.max()) + 1 for b in batches)  # on the host
+            batches = [b.to(device) for b in batches]
             optimizer.zero_grad(set_to_none=True)
             loss = meta_batch_loss(learner, batches)
             if config.meta.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(learner.parameters(), config.meta.grad_clip)
             optimizer.step()
-            running += float(loss)
-            ways += sum(int(b.support_y.max()) + 1 for b in batches)
+            # summed in float64 as the floats it replaces, read at the log line only
+            running = running + loss.to(torch.float64)
             if it % config.train.log_every == 0 or it == config.train.iterations:
                 n = (
                     config.train.log_every
@@ -79,7 +93,7 @@ def train_source(
                 )
                 line = {
                     "iteration": it,
-                    "loss": running / n,
+                    "loss": float(running) / n,
                     "mean_ways": ways / (n * config.meta.batch_size),
                     "seconds": round(time.perf_counter() - start, 1),
                 }
@@ -93,15 +107,18 @@ def train_source(
 def evaluate_source(
     config: Config, learner: MetaLearner, source: MetaDatasetSource, split: str = "test"
 ) -> dict:
-    """Mean accuracy and 95% CI over ``eval.tasks`` fixed episodes of ``split``."""
+    """Mean accuracy and 95% CI over ``eval.tasks`` fixed episodes of ``split`` (on the
+    learner's device)."""
+    device = _device(learner)
     episodes = fixed_episodes(source, split, config.eval.tasks, seed=config.eval.seed)
     steps = config.eval.steps or config.meta.steps
-    accs = []
+    parts = []
     start = time.perf_counter()
     for episode in episodes:
-        batch = build_episode(source, episode)
+        batch = build_episode(source, episode).to(device)
         out = learner(batch, steps=steps, first_order=True, keep_graph=False)
-        accs.append(float(accuracy(out.outputs, batch.query_y).mean()))
+        parts.append(accuracy(out.outputs, batch.query_y).mean().reshape(1))
+    accs = torch.cat(parts).tolist()  # one read for every episode
     mean = sum(accs) / len(accs)
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1))
     ways = [e.description.ways for e in episodes]
@@ -136,16 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
+        device = configure_runtime(config)  # train.device, TF32 as train.tf32 says
         torch.set_num_threads(config.train.threads or 1)
         source = MetaDatasetSource(config.data.root, image_size=config.data.image_size)
-        learner = make_learner(config)
+        learner = make_learner(config).to(device)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         extra: dict = {}
         if args.eval_only:
             if not (out / "model.pt").is_file():
                 raise ConfigError(f"--eval-only: {out / 'model.pt'} not found")
-            learner.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+            saved = torch.load(out / "model.pt", map_location=device, weights_only=True)
+            learner.load_state_dict(saved)
             previous = out / "result.json"
             if previous.is_file():
                 keep = ("iterations", "train_seconds", "final_train_loss")

@@ -18,6 +18,7 @@ and never mutates itself inside the inner loop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "Hyperparameters",
     "UpdateRule",
     "flatten",
+    "full_precision",
     "layer_means",
     "layer_rms",
     "per_element_decays",
@@ -128,6 +130,14 @@ def layer_rms(tensors: Params, names: Sequence[str], eps: float = 1e-12) -> Tens
     return (layer_means(squares, names) + eps).sqrt()
 
 
+def full_precision(device_type: str) -> contextlib.AbstractContextManager:
+    """A context in which ``torch.autocast`` is off on ``device_type`` (nothing to do when it is
+    off already): operations run in their operands' own precision."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def per_element_decays(shapes: Sequence[torch.Size], init: float) -> nn.ParameterDict:
     """The per-element weight-decay tensors ``w`` of ``rule.per_element_decay`` (reference A.2,
     the official random-init variant): one meta-learned tensor of each adapted tensor's shape,
@@ -178,7 +188,17 @@ class UpdateRule(nn.Module):
 
         Computed on the flat ``[T, P]`` buffers of all adapted tensors, with ``alpha`` and
         ``beta`` spread from ``[T, N]`` to ``[T, P]`` by each element's layer index.
+
+        Always in the weights' own precision, also under ``torch.autocast`` (``train.autocast``):
+        in bfloat16 the multiplier ``1 - beta`` (beta about 5e-6) rounds to exactly 1, so weight
+        decay would vanish, and the layer means that the generator reads would lose most of
+        their digits. The rule's arithmetic is a few small operations per step; the base
+        learner's convolutions and matrix products keep autocast's precision.
         """
+        with full_precision(next(iter(params.values())).device.type):
+            return self._update(step, params, grads)
+
+    def _update(self, step: int, params: Params, grads: Params) -> tuple[Params, Hyperparameters]:
         theta = flatten(params, self.names)
         grad = flatten(grads, self.names)
         # The tensors' own shapes: a per-episode head may have fewer rows than at build time

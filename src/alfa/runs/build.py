@@ -12,6 +12,8 @@ from alfa.engine.functional import FunctionalModel
 from alfa.engine.meta_learner import MetaLearner
 from alfa.models import build_model
 from alfa.rules import UpdateRule, build_rule, rule_options
+from alfa.runs.distributed import check_gpu_per_process
+from alfa.runs.outer_optimizer import adam
 
 __all__ = [
     "build_learner",
@@ -19,19 +21,24 @@ __all__ = [
     "build_model_and_rule",
     "build_optimizer",
     "configure_runtime",
+    "cuda_settings",
     "default_threads",
     "resolve_device",
 ]
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error, and so is a
+    ``torchrun`` job with more processes on this machine than it has GPUs
+    (:func:`alfa.runs.distributed.check_gpu_per_process`)."""
     from alfa.errors import ConfigError
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key 'train.device' is cuda but no CUDA device is available")
+    if name == "cuda":
+        check_gpu_per_process()
     return torch.device(name)
 
 
@@ -94,7 +101,9 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
     if config.meta.head_init != "learned" or config.data.name == "metadataset":  # Proto-MAML
         from alfa.engine.proto_head import HeadInit
 
-        learner.head_init = HeadInit(model, config.meta.head_init)
+        # N-way episodes of one dataset: the ways are known, no per-batch read of the labels
+        ways = None if config.data.name == "metadataset" else config.data.ways
+        learner.head_init = HeadInit(model, config.meta.head_init, ways=ways)
     return learner
 
 
@@ -107,10 +116,13 @@ def build_learner_for(config: Config) -> MetaLearner:
 
 
 def build_optimizer(config: Config, learner: MetaLearner) -> torch.optim.Optimizer:
-    """Adam over every meta-parameter that requires a gradient (reference A.3), in its
-    multi-tensor form (a few kernels for all parameters instead of several per parameter)."""
+    """Adam over every meta-parameter that requires a gradient (reference A.3), for the device
+    the learner is on (:func:`alfa.runs.outer_optimizer.adam`): fused on CUDA unless the step
+    is compiled, else multi-tensor (a few kernels for all parameters instead of several per
+    parameter). Build it after moving the learner to its device."""
     params = [p for p in learner.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=config.meta.lr, foreach=True)
+    compiled = config.train.compile or config.train.cuda_graph
+    return adam(params, config.meta.lr, compiled=compiled)
 
 
 def configure_runtime(config: Config) -> torch.device:
@@ -123,6 +135,23 @@ def configure_runtime(config: Config) -> torch.device:
     device = resolve_device(config.train.device)
     torch.set_num_threads(config.train.threads or default_threads(config, device))
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
-        torch.backends.cudnn.allow_tf32 = config.train.tf32
+        cuda_settings(tf32=config.train.tf32, fixed_shapes=config.data.name != "metadataset")
     return device
+
+
+def cuda_settings(*, tf32: bool, fixed_shapes: bool) -> None:
+    """The CUDA backend flags of a run (``benchmarks/speed.py`` sets the same ones, so that it
+    measures what training runs).
+
+    * TF32 on exactly when ``tf32`` is, for matrix products and cuDNN convolutions alike
+      (PyTorch's own default enables it for convolutions only);
+    * cuDNN's autotuner (``cudnn.benchmark``) when the shapes are fixed (N-way K-shot
+      episodes, a fixed meta-batch): each convolution shape is timed once, at its first call,
+      and its fastest algorithm kept. Meta-Dataset's episodes change shape every time, which
+      would re-time every call, so it stays off there. The algorithm chosen may differ between
+      processes, which changes float32 results in the last bits (a resumed run on a GPU
+      matches an uninterrupted one to rounding, not bit for bit).
+    """
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = fixed_shapes

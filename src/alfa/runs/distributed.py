@@ -55,6 +55,7 @@ __all__ = [
     "World",
     "broadcast",
     "broadcast_parameters",
+    "check_gpu_per_process",
     "check_same_parameters",
     "first_divergence",
     "gather",
@@ -134,12 +135,25 @@ def shared_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _backend() -> str:
-    """Gloo for CPU tensors, and NCCL for CUDA tensors when CUDA is present."""
+def _per_machine(local: int) -> int:
+    """Processes of the job on this machine: torchrun's ``LOCAL_WORLD_SIZE`` (at least
+    ``local + 1``)."""
+    try:
+        return max(int(os.environ.get("LOCAL_WORLD_SIZE", "0")), local + 1)
+    except ValueError:
+        return local + 1
+
+
+def _backend(local: int = 0) -> str:
+    """Gloo for CPU tensors, and NCCL for CUDA tensors when CUDA is present with a GPU for
+    every process of this machine (otherwise gloo alone: a CPU job runs, and a CUDA one is
+    refused with :func:`check_gpu_per_process` instead of failing inside NCCL)."""
     dist = _dist()
-    if torch.cuda.is_available() and dist.is_nccl_available():
-        return "cpu:gloo,cuda:nccl"
-    return "gloo"
+    if not (torch.cuda.is_available() and dist.is_nccl_available()):
+        return "gloo"
+    if _per_machine(local) > torch.cuda.device_count():
+        return "gloo"
+    return "cpu:gloo,cuda:nccl"
 
 
 def _environment() -> tuple[int, int, int]:
@@ -165,6 +179,35 @@ def _environment() -> tuple[int, int, int]:
     return rank, size, local
 
 
+def check_gpu_per_process() -> None:
+    """Refuse a ``torchrun`` job that trains on CUDA with more processes on this machine than it
+    has GPUs: each process takes GPU ``LOCAL_RANK`` (:func:`process_group`), and processes that
+    share one would meet again as an obscure NCCL failure. Checked when a run resolves its
+    device to CUDA (``train.device``), so a CPU job on a GPU machine may have any number.
+
+    Raises:
+        ConfigError: ``LOCAL_WORLD_SIZE`` (or ``LOCAL_RANK + 1``) is above the GPU count; raised
+            on every process of the machine alike when torchrun says ``LOCAL_WORLD_SIZE``.
+    """
+    if not launched():
+        return
+    try:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        return  # process_group names the variable that is not an integer
+    count = torch.cuda.device_count()
+    needed = _per_machine(local)
+    if needed <= count:
+        return
+    error = ConfigError(
+        f"train.device: cuda: this machine runs {needed} processes of the job (LOCAL_RANK "
+        f"{local}) but has {count} GPU(s), and each process needs its own; launch at most "
+        f"{count} per machine (torchrun --nproc-per-node {count}) or set train.device=cpu"
+    )
+    # LOCAL_WORLD_SIZE is the same on every process of the machine: they all refuse alike
+    raise shared_error(error) if "LOCAL_WORLD_SIZE" in os.environ else error
+
+
 @contextmanager
 def process_group(timeout: float = DEFAULT_TIMEOUT) -> Iterator[World]:
     """Join the job's process group for the duration of a command, when launched by torchrun
@@ -182,7 +225,7 @@ def process_group(timeout: float = DEFAULT_TIMEOUT) -> Iterator[World]:
         return
     rank, size, local = _environment()
     dist = _dist()
-    backend = _backend()
+    backend = _backend(local)
     if torch.cuda.is_available() and local < torch.cuda.device_count():
         torch.cuda.set_device(local)  # "cuda" is then this process's own device
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"

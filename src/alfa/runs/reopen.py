@@ -41,6 +41,7 @@ __all__ = [
 
 RESUMABLE_KEYS = (
     "name",
+    "data.workers",
     "train.iterations",
     "train.log_every",
     "train.val_every",
@@ -59,7 +60,8 @@ RESUMABLE_KEYS = (
 )
 """Config keys that may change between the invocations of a run (``eval.*``: the whole section):
 they change how long it runs, what it logs and keeps, and where and how fast it computes, not
-what it learns."""
+what it learns (``data.workers``: the episode stream is the same for any number of decoding
+processes)."""
 
 
 def key_matches(key: str, patterns: tuple[str, ...]) -> bool:

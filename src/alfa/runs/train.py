@@ -7,6 +7,12 @@ continue bit for bit (:mod:`alfa.runs.train_state`). Resuming drops the log reco
 the checkpoint, so a run killed at any moment and resumed ends exactly as an uninterrupted one.
 Validation, with the best and top-k checkpoints, is :mod:`alfa.runs.validation`.
 
+A single process reads each iteration's statistics (loss, step means, accuracy, the meta-gradient
+check) one iteration late, so that a GPU does not wait while the host logs and draws the next
+batch; iterations that log, validate, checkpoint or stop read their own at once. The log, the
+checkpoints and the divergence messages are those of reading every iteration at once
+(:mod:`alfa.runs.step_stats`).
+
 The console (stderr) shows the validation metric with its 95% CI at each validation and, for
 classification, the training query accuracy of the last logged window (also logged as
 ``train_accuracy``). Without a progress bar (``--no-progress``, or stderr is not a terminal, as in
@@ -81,6 +87,13 @@ from alfa.runs.rundir import (
     unlock_run_dir,
 )
 from alfa.runs.runlog import ConsoleLog, NoLog, RunLog
+from alfa.runs.step_stats import (
+    IterationStats,
+    ParamSnapshot,
+    PendingStats,
+    read_stats,
+    stat_parts,
+)
 from alfa.runs.train_state import (
     Window,
     better,
@@ -138,19 +151,8 @@ class _StopRequest:
 
 
 def _stat_parts(out: MetaOutput, query_y: torch.Tensor | None) -> torch.Tensor:
-    """The iteration's statistics on the device: outer loss, mean generated alpha and beta of
-    every inner step (over tasks and layers) and, for classification (``query_y`` given), the
-    query accuracy of the adapted learners."""
-    parts = [out.loss.detach().reshape(1)]
-    parts += [h.alpha.detach().mean().reshape(1) for h in out.hyperparameters]
-    parts += [h.beta.detach().mean().reshape(1) for h in out.hyperparameters]
-    if query_y is not None:
-        hits = out.outputs.detach().argmax(-1) == query_y
-        # at least float32, so a half-precision loss does not round the accuracy (torch.cat
-        # promotes the other parts losslessly)
-        dtype = torch.promote_types(parts[0].dtype, torch.float32)
-        parts.append(hits.to(dtype).mean().reshape(1))
-    return torch.cat(parts)
+    """See :func:`alfa.runs.step_stats.stat_parts`."""
+    return stat_parts(out, query_y)
 
 
 def _read_stats(
@@ -158,14 +160,7 @@ def _read_stats(
 ) -> tuple[float, list[float], list[float], float, float | None]:
     """``stats`` of :func:`_stat_parts` and the largest meta-gradient magnitude (NaN when any
     is NaN), read in one transfer."""
-    parts = [stats]
-    grads = [p.grad.detach().abs().amax() for p in learner.parameters() if p.grad is not None]
-    if grads:
-        parts.append(torch.stack(grads).amax().reshape(1).to(stats.dtype))
-    values = torch.cat(parts).tolist()
-    largest = values[-1] if grads else 0.0
-    accuracy = values[1 + 2 * steps] if classify else None
-    return values[0], values[1 : 1 + steps], values[1 + steps : 1 + 2 * steps], largest, accuracy
+    return read_stats(learner, stats, steps, classify).as_tuple()
 
 
 def _iteration_stats(
@@ -177,6 +172,13 @@ def _iteration_stats(
     classify = query_y is not None and getattr(learner, "task", None) == "classification"
     stats = _stat_parts(out, query_y if classify else None)
     return _read_stats(learner, stats, len(out.hyperparameters), classify)
+
+
+def _late_statistics(here: World) -> bool:
+    """Whether the loop reads an iteration's statistics one iteration late
+    (:mod:`alfa.runs.step_stats`): in a single process. Several processes read them at once:
+    the stop request travels with them, and every rank must see it at the same iteration."""
+    return not here.distributed
 
 
 def _share_config(config: Config, here: World) -> Config:
@@ -369,6 +371,62 @@ def _loop(
     saved: Path | None = None
     forward = meta_step(learner, t, device)  # eager, or compiled (train.compile)
     update = optimizer_step(optimizer, t)
+    steps = learner.steps
+    # One process reads an iteration's statistics one iteration late (alfa.runs.step_stats);
+    # the snapshot is what a late-found divergence goes back to.
+    late = _late_statistics(here)
+    snapshot = ParamSnapshot(learner) if late else None
+    pending: PendingStats | None = None
+    failed_at: int | None = None
+
+    def check(found: IterationStats, p: PendingStats) -> None:
+        """Raise the iteration's divergence, named, when its statistics are not finite (before
+        its optimiser step: the learner is as the iteration left it)."""
+        nonlocal failed_at
+        if not all(math.isfinite(v) for v in [found.loss, *found.alpha, *found.beta]):
+            failed_at = p.iteration
+            raise _divergence(
+                learner, p.batch, p.local[: 1 + 2 * steps], p.iteration, first_task, here
+            )
+        if not math.isfinite(found.largest):
+            failed_at = p.iteration
+            meta_gradients_finite(learner, p.iteration)
+
+    def settle(p: PendingStats) -> IterationStats:
+        """The statistics of an iteration whose optimiser step is applied; a divergence found
+        now goes back to the snapshot and runs the iteration again, to name it as before."""
+        nonlocal failed_at
+        found = p.read()
+        if all(math.isfinite(v) for v in [found.loss, *found.alpha, *found.beta, found.largest]):
+            return found
+        assert snapshot is not None
+        snapshot.restore()  # the meta-parameters before this iteration's step
+        optimizer.zero_grad(set_to_none=True)
+        out = forward(p.batch, p.iteration)
+        out.loss.backward()
+        local = _stat_parts(out, p.batch.query_y if classify else None)
+        again = PendingStats(p.iteration, learner, local, steps, classify, p.batch, local)
+        check(again.read(), again)
+        failed_at = p.iteration
+        raise DivergenceError(
+            f"iteration {p.iteration}: non-finite outer loss, hyperparameter mean or "
+            "meta-gradient (not seen again when the iteration was run a second time)"
+        )
+
+    def record(p: PendingStats, found: IterationStats) -> None:
+        nonlocal window
+        window.add(found.loss, found.alpha, found.beta, found.accuracy)
+        bar.update(1)
+        if p.iteration % t.log_every == 0:
+            values = window.values()
+            log.log("train", p.iteration, values)
+            postfix = {"loss": f"{values['loss']:.4f}"}
+            if "train_accuracy" in values:
+                postfix["acc"] = f"{values['train_accuracy']:.3f}"
+            bar.set_postfix(postfix)
+            console.train(p.iteration, values)
+            window = Window()
+
     try:
         for iteration in range(start + 1, t.iterations + 1):
             batch = source.sample(config.meta.batch_size).to(device)  # this rank's share
@@ -379,29 +437,36 @@ def _loop(
             # Several processes: meta-gradients and statistics averaged in one all_reduce.
             stats, stopping = mean_over_ranks(learner, local, stop.signal is not None, here)
             # The iteration's one host synchronisation: loss, step means, the query accuracy
-            # and the largest meta-gradient magnitude (NaN-propagating) read together.
-            steps = len(out.hyperparameters)
-            loss, alpha, beta, largest, accuracy = _read_stats(learner, stats, steps, classify)
-            if not all(math.isfinite(v) for v in [loss, *alpha, *beta]):
-                raise _divergence(
-                    learner, batch, local[: 1 + 2 * steps], iteration, first_task, here
-                )
-            if not math.isfinite(largest):
-                meta_gradients_finite(learner, iteration)
+            # and the largest meta-gradient magnitude (NaN-propagating) read together, now
+            # (several processes) or once the device has run on (one process).
+            current = PendingStats(iteration, learner, stats, steps, classify, batch, local)
+            del out
+            if pending is not None:  # the previous iteration's, copied by now
+                record(pending, settle(pending))
+                pending = None
+            if late:
+                assert snapshot is not None
+                snapshot.take()
+            else:
+                found = current.read()
+                check(found, current)
             if config.meta.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(learner.parameters(), config.meta.grad_clip)
             update()
-            window.add(loss, alpha, beta, accuracy)
-            bar.update(1)
-            if iteration % t.log_every == 0:
-                values = window.values()
-                log.log("train", iteration, values)
-                postfix = {"loss": f"{values['loss']:.4f}"}
-                if "train_accuracy" in values:
-                    postfix["acc"] = f"{values['train_accuracy']:.3f}"
-                bar.set_postfix(postfix)
-                console.train(iteration, values)
-                window = Window()
+            last = iteration == t.iterations
+            busy = (
+                iteration % t.log_every == 0
+                or (t.val_every and iteration % t.val_every == 0)
+                or iteration % t.checkpoint_every == 0
+                or last
+                or stop.signal is not None
+            )
+            if late and not busy:
+                pending = current  # read during the next iteration
+                continue
+            if late:
+                found = settle(current)
+            record(current, found)
             if t.val_every and iteration % t.val_every == 0:
                 best, top = validate(
                     config,
@@ -418,7 +483,6 @@ def _loop(
                     checkpoint_state=checkpoint_state,
                     here=here,
                 )
-            last = iteration == t.iterations
             if not here.distributed:  # one process: a signal during validation counts too
                 stopping = stop.signal is not None
             if iteration % t.checkpoint_every == 0 or last or stopping:
@@ -433,6 +497,7 @@ def _loop(
             if stopping and not last:
                 break
     except DivergenceError as exc:
+        iteration = failed_at if failed_at is not None else iteration
         log.event(iteration, event="diverged", message=str(exc))
         good = None  # a checkpoint is good when it loads, is finite and validates finitely
         if here.main:

@@ -30,6 +30,7 @@ from alfa.runs.checkpoint import (
     remove_temporaries,
 )
 from alfa.runs.last_good import set_aside_if_damaged
+from alfa.runs.outer_optimizer import load_optimizer_state
 from alfa.runs.reopen import changed_keys, load_learner_state, load_run_config, resumable
 from alfa.runs.rundir import run_paths
 from alfa.runs.runlog import read_metrics
@@ -160,7 +161,7 @@ def restore(
     """Put a checkpoint's training state back, naming the file if it does not fit."""
     load_learner_state(learner, state, path)
     try:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])  # this run's fused/capturable
         source.load_state_dict(state["source"])
         set_rng_state(state["rng"] if "rng" in state else {"torch": state["torch_rng"]})
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as exc:

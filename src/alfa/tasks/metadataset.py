@@ -104,11 +104,15 @@ def meta_batch_loss(learner: torch.nn.Module, batches: Sequence[TaskBatch]) -> T
     """Mean outer loss of episodes of different sizes, backpropagated one episode at a time.
 
     Calls ``backward`` on each episode's share (``loss / len(batches)``), so the accumulated
-    gradient is that of the mean; returns the mean loss (detached).
+    gradient is that of the mean; returns the mean loss (detached, on the losses' device: no
+    host read here).
     """
-    total = torch.zeros(())
+    total: Tensor | None = None
     for batch in batches:
         out = learner(batch)
         (out.loss / len(batches)).backward()
-        total += out.loss.detach() / len(batches)
+        share = out.loss.detach() / len(batches)
+        total = share if total is None else total + share
+    if total is None:
+        raise ValueError("meta_batch_loss needs at least one episode")
     return total

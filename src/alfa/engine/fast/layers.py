@@ -84,10 +84,13 @@ class Linear(Layer):
         return torch.baddbmm(params[self.bias].unsqueeze(1), x, w.transpose(1, 2)), x
 
     def backward(self, params, x, dy, need_dx=True):
-        grads = {self.weight: torch.bmm(dy.transpose(1, 2), x)}
+        w = params[self.weight]
+        # Under autocast the products run in its precision; the gradients are returned in the
+        # dtypes of the tensors they belong to (as autograd does).
+        grads = {self.weight: torch.bmm(dy.transpose(1, 2), x).to(w.dtype)}
         if self.bias is not None:
-            grads[self.bias] = dy.sum(1)
-        return (torch.bmm(dy, params[self.weight]) if need_dx else None), grads
+            grads[self.bias] = dy.sum(1, dtype=params[self.bias].dtype)
+        return (torch.bmm(dy, w).to(x.dtype) if need_dx else None), grads
 
 
 @dataclass
@@ -115,10 +118,12 @@ class Conv(Layer):
     def backward(self, params, x, dy, need_dx=True):
         w = params[self.weight]
         groups = w.shape[0]
+        # The convolution backward wants one dtype: the one the forward ran in (autocast's).
+        low = _autocast_dtype(x)
         dx, dw, _ = torch.ops.aten.convolution_backward(
-            dy,
-            x,
-            self._flat(w),
+            dy.to(low or dy.dtype),
+            x.to(low or x.dtype),
+            self._flat(w).to(low or w.dtype),
             None,
             [self.stride] * 2,
             [self.padding] * 2,
@@ -128,10 +133,11 @@ class Conv(Layer):
             groups,
             [need_dx, True, False],
         )
-        grads = {self.weight: dw.reshape(w.shape)}
+        grads = {self.weight: dw.reshape(w.shape).to(w.dtype)}
         if self.bias is not None:
-            grads[self.bias] = dy.sum((0, 2, 3)).view(groups, -1)
-        return dx, grads
+            bias = params[self.bias]
+            grads[self.bias] = dy.sum((0, 2, 3), dtype=bias.dtype).view(groups, -1)
+        return (dx.to(x.dtype) if dx is not None else None), grads
 
 
 class ReLU(Layer):
@@ -208,6 +214,18 @@ class Residual(Layer):
         dx = run_backward(self.main, params, saved_main, d_sum, grads, need_dx)
         dx_short = run_backward(self.shortcut, params, saved_short, d_sum, grads, need_dx)
         return (dx + dx_short if need_dx else None), grads
+
+
+def _autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The lower precision that autocast runs convolutions in on ``x``'s device (None: off).
+
+    Under ``torch.autocast`` the forward convolution casts its input and weight to it; the
+    backward, an aten call that autocast does not cast, must do the same by hand (and return
+    gradients in the dtypes of the tensors they belong to, as autograd would)."""
+    kind = x.device.type
+    if not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)
 
 
 def _groups(params: Params) -> int:

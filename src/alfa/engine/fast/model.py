@@ -18,7 +18,10 @@ and ``support_grads``) and computes the inner loop's gradient with the layers' o
 Tasks are processed in groups of ``group`` tasks (all at once by default). On the CPU a grouped
 convolution over per-task weights is several times slower than the same work as ``G``
 dense convolutions, so convolutional programs default to one task per group there; the
-benchmark ``benchmarks/speed.py --group`` measures both forms.
+benchmark ``benchmarks/speed.py --group`` measures both forms. On a GPU the default stays one
+grouped convolution for the whole meta-batch (one launch per layer instead of ``G``); it has
+not been compared there with one task per group, which ``scripts/gpu_check.sh`` measures
+(``--group 1``) for the default to follow.
 """
 
 from __future__ import annotations

@@ -69,11 +69,13 @@ def _pool_backward(
 class MaxPool(Layer):
     """Max-pooling (floor mode, padding with -inf).
 
-    For 2x2 windows with stride 2, the backbones' case, the forward takes elementwise maxima of
-    the four strided quarter planes and derives the indices from them (on the CPU an order of
-    magnitude faster than the pooling kernel on ``[B, C, H, W]``); the backward is PyTorch's
-    own pooling backward with those indices, whose derivative is its own. Other shapes use the
-    pooling kernel throughout.
+    On the CPU, for 2x2 windows with stride 2 (the backbones' case), the forward takes
+    elementwise maxima of the four strided quarter planes and derives the indices from them (an
+    order of magnitude faster than the CPU's pooling kernel on ``[B, C, H, W]``); the backward
+    is PyTorch's own pooling backward with those indices, whose derivative is its own. On a GPU
+    that shortcut is about fifteen kernel launches where the GPU's pooling kernel is one, so
+    every other device, and other window shapes, use the pooling kernel throughout (the same
+    maxima and the same indices: the first maximum of each window).
     """
 
     kernel: int
@@ -81,7 +83,7 @@ class MaxPool(Layer):
     padding: int
 
     def forward(self, params, x, split):
-        if self.kernel != 2 or self.stride != 2:
+        if self.kernel != 2 or self.stride != 2 or x.device.type != "cpu":
             k, st, p = [self.kernel] * 2, [self.stride] * 2, [self.padding] * 2
             y, index = torch.ops.aten.max_pool2d_with_indices(x, k, st, p)
             return y, (x, index)
