@@ -173,9 +173,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval(args, here)
 
 
+def _eval_target(args: argparse.Namespace) -> Path:
+    """The run directory or export file that ``alfa eval`` tests (``--pretrained NAME``: the
+    shipped file)."""
+    from alfa.runs.pretrained import pretrained_path
+
+    if args.pretrained:
+        if args.run_dir is not None:
+            raise _everywhere("give either RUN or --pretrained NAME, not both")
+        if args.checkpoint is not None:
+            raise _everywhere("--checkpoint selects a checkpoint of a run, not --pretrained")
+        return pretrained_path(args.pretrained)
+    if args.run_dir is None:
+        raise _everywhere("alfa eval needs RUN (a run directory or export) or --pretrained NAME")
+    return Path(args.run_dir)
+
+
 def _eval(args: argparse.Namespace, here: World) -> int:
     from alfa.cli.eval_overrides import eval_config
     from alfa.runs.build import configure_runtime, resolve_device
+    from alfa.runs.class_lists import still_valid
     from alfa.runs.evaluate import evaluate
     from alfa.runs.memory import check_memory
     from alfa.runs.reopen import load_ensemble
@@ -188,8 +205,11 @@ def _eval(args: argparse.Namespace, here: World) -> int:
         raise _everywhere(f"--steps must be 0 (as trained) or more; got {args.steps}")
     if args.ensemble < 0:
         raise _everywhere(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
-    target = Path(args.run_dir)  # a run directory or an `alfa export` file
-    config = eval_config(trained_config(target), args.overrides)  # e.g. data.test_root=DIR
+    if args.run_dir is not None and "=" in args.run_dir and args.pretrained:
+        args.overrides, args.run_dir = [args.run_dir, *args.overrides], None
+    target = _eval_target(args)  # a run directory or an `alfa export` file
+    stored = trained_config(target)
+    config = eval_config(stored, args.overrides)  # e.g. data.test_root=DIR
     tasks = args.tasks or config.eval.tasks
     steps = _eval_steps(
         args.steps or config.eval.steps or config.meta.steps, config.meta.steps, config.rule.name
@@ -197,7 +217,9 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     check_memory(config, resolve_device(config.train.device), tasks=tasks)  # before allocating
     trained = open_trained(target, checkpoint=args.checkpoint)
     learner = trained.learner.to(configure_runtime(config))  # train.device/threads overrides
-    source = build_source(config)
+    # only the test classes are read, from the lists kept with the run or export
+    lists = still_valid(stored, config, trained.class_lists)
+    source = build_source(config, splits=("test",), class_lists=lists)
     learners = [learner]
     if args.ensemble > 1:
         if trained.is_export:

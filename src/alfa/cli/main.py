@@ -71,8 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     _timeout_option(p)
     p.set_defaults(func=commands.cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
-    p.add_argument("run_dir", metavar="RUN", help="a run directory or an 'alfa export' file")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run on fixed seeded test tasks",
+        usage="alfa eval [-h] (RUN | --pretrained NAME) [key=value ...] [options]",
+    )
+    p.add_argument(
+        "run_dir",
+        metavar="RUN",
+        nargs="?",
+        help="a run directory or an 'alfa export' file (not with --pretrained)",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
@@ -96,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train.keep_best >= K; off by default)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        help="evaluate a model shipped with alfa (alfa models lists them) on its test classes",
+    )
     _timeout_option(p)
     p.set_defaults(func=commands.cmd_eval)
 

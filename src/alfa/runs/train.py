@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from alfa.runs.build import build_learner, build_optimizer, configure_runtime
 from alfa.runs.checkpoint import checkpoint_name, prune_checkpoints, prune_top
+from alfa.runs.class_lists import read_run_class_lists, store_class_lists
 from alfa.runs.checkpoint import save_checkpoint as save_checkpoint
 from alfa.config import Config, config_to_dict
 from alfa.runs.distributed import (
@@ -237,14 +238,17 @@ def train(
     def open_run() -> Any:  # rank 0: every check that can refuse the resume
         nonlocal lock
         lock = lock_run_dir(run_dir)
-        return resume_point(config, run_dir)
+        point = resume_point(config, run_dir)
+        store_class_lists(config, run_dir, only_missing=True)  # a run from before the copies
+        return point
 
     try:
         if resume:  # before anything is built
             point = broadcast(on_main(open_run, here), here)
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
-        source = build_source(config)
+        # a resumed run reads its classes from its own copies of the class lists
+        source = build_source(config, class_lists=read_run_class_lists(run_dir) if resume else None)
         if here.distributed:
             source.share(first_task, last_task)
         learner = build_learner(config, task=source.task, in_channels=source.in_channels)
