@@ -93,9 +93,7 @@ def test_eval_reads_the_test_classes_from_test_root_without_the_training_data(
     assert _eval(capsys, str(run), f"data.test_root={moved_data}")["mean"] == before["mean"]
 
 
-def test_an_override_of_the_test_class_list_is_read_from_the_working_folder(
-    relative_run, capsys
-):
+def test_an_override_of_the_test_class_list_is_read_from_the_working_folder(relative_run, capsys):
     run, work = relative_run
     (work / "other.txt").write_text("class0\nclass1\nclass2\n")
     default = _eval(capsys, str(run))

@@ -73,7 +73,7 @@ def _train(args: argparse.Namespace, here: World) -> int:
         run_dir = Path(args.resume)
         config = broadcast(on_main(lambda: resume_config(run_dir, overrides), here), here)
         if args.dry_run:
-            return _dry_run(config, None) if here.main else 0
+            return _dry_run(config, None, resumed=run_dir) if here.main else 0
         result = train(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.config:
@@ -107,13 +107,16 @@ def _train(args: argparse.Namespace, here: World) -> int:
     return 0
 
 
-def _dry_run(config: Config, run_dir: Path | None) -> int:
-    """``alfa train --dry-run``: print the config, parameter count and memory; create nothing."""
+def _dry_run(config: Config, run_dir: Path | None, resumed: Path | None = None) -> int:
+    """``alfa train --dry-run``: print the config, the data it would read (checked: exit 2 when
+    it cannot be found), parameter count and memory; create nothing."""
     from alfa.runs.build import resolve_device
+    from alfa.runs.class_lists import read_run_class_lists
     from alfa.runs.dry_run import dry_run_report
     from alfa.runs.memory import check_memory
 
-    sys.stdout.write(dry_run_report(config, run_dir))
+    kept = read_run_class_lists(resumed) if resumed is not None else None
+    sys.stdout.write(dry_run_report(config, run_dir, kept))
     sys.stdout.flush()
     check_memory(config, resolve_device(config.train.device))  # exit 2 with what to lower
     print("dry run: nothing was created; drop --dry-run to train")

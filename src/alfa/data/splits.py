@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
-import os
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources

@@ -28,7 +28,7 @@ from alfa.data.splits import ClassList, overlapping_classes
 from alfa.errors import DataError
 from alfa.typing import TaskBatch
 
-__all__ = ["CLASS_LIST_KEYS", "EpisodicSource", "load_split"]
+__all__ = ["CLASS_LIST_KEYS", "EpisodicSource", "dataset_formats", "load_split"]
 
 _FORMATS = {
     "omniglot": ("omniglot",),
@@ -42,6 +42,11 @@ _FORMATS = {
     "cub": ("cub_json", "cub_raw"),
     "folder": ("folder",),
 }
+
+
+def dataset_formats(name: str) -> tuple[str, ...]:
+    """The on-disk formats that hold the dataset ``name`` (``data.name``)."""
+    return _FORMATS.get(name, ())
 
 
 def _format(name: str, root: str, fmt: str, key: str) -> str:
