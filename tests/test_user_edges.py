@@ -1,0 +1,80 @@
+"""Rough edges a new user hit: the evaluation protocol with random layers, image options of
+``FewShotEpisodes``, ``--ensemble`` of a run that kept only ``best.pt``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import alfa
+from alfa.cli.main import main
+from alfa.config import load_config
+from alfa.runs.evaluate import evaluate
+from alfa.tasks.source import SinusoidSource
+
+
+def test_evaluate_turns_random_layers_off_and_gives_the_mode_back():
+    model = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Dropout(0.5), nn.Linear(40, 1))
+    learner = alfa.MetaLearner(model, rule="maml", steps=2)
+    source = SinusoidSource(load_config(None, []))
+    assert learner.training
+    first = evaluate(learner, source, tasks=20, seed=3, batch=10)
+    second = evaluate(learner, source, tasks=20, seed=3, batch=10)
+    assert first["mean"] == second["mean"]  # the fixed seeded protocol is fixed
+    assert learner.training  # given back as it was
+    learner.eval()
+    assert evaluate(learner, source, tasks=20, seed=3, batch=10)["mean"] == first["mean"]
+    assert not learner.training
+
+
+def _drawings(root, dark_on_light: bool) -> None:
+    """Two classes of 28x28 grey drawings: a stroke (row or column) on a plain background."""
+    background, ink = (255, 0) if dark_on_light else (0, 255)
+    for c in range(2):
+        folder = root / "train" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            pixels = np.full((28, 28), background, np.uint8)
+            if c == 0:
+                pixels[10 + i, :] = ink
+            else:
+                pixels[:, 10 + i] = ink
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_few_shot_episodes_from_a_folder_take_the_image_options_of_load_folder(tmp_path):
+    _drawings(tmp_path / "dark", dark_on_light=True)
+    _drawings(tmp_path / "bright", dark_on_light=False)
+    options = dict(image_size=28, channels=1, ways=2, shots=1, query=1, meta_batch=1)
+    inverted = alfa.FewShotEpisodes.from_folder(tmp_path / "dark", invert=True, **options)
+    plain = alfa.FewShotEpisodes.from_folder(tmp_path / "bright", **options)
+    # dark-on-light drawings inverted as the CLI prepares Omniglot: the same images as drawn
+    # bright-on-dark
+    assert torch.equal(
+        inverted.sample(1).support_x.sort().values, plain.sample(1).support_x.sort().values
+    )
+    resampled = alfa.FewShotEpisodes.from_folder(
+        tmp_path / "dark", resample="lanczos", in_memory=False, **options
+    )
+    assert resampled.in_channels == 1
+    with pytest.raises(alfa.errors.DataError, match="unknown option 'colour'"):
+        alfa.FewShotEpisodes.from_folder(tmp_path / "dark", colour=True, **options)
+
+
+def test_ensemble_counts_best_pt_and_says_what_the_run_kept(tmp_path, capsys):
+    from test_classification import _tiny, _write_folder_dataset
+
+    data = _write_folder_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    val = f"data.val_split_file={tmp_path / 'test.txt'}"
+    args = _tiny(data, "train.val_every=2", "train.val_tasks=4", val)
+    assert main(["train", *args, "--run-dir", str(run), "--no-progress"]) == 0
+    assert (run / "checkpoints" / "best.pt").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--tasks", "4", "--ensemble", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds 1 (best.pt; the run kept train.keep_best=1)" in err
+    assert "train with train.keep_best=2" in err
