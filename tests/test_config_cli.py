@@ -326,7 +326,7 @@ def test_dry_run_of_image_configs_refuses_data_that_is_not_there(
     problem: str,
 ) -> None:
     monkeypatch.delenv("ALFA_DATA", raising=False)
-    code, out, err = run_cli(capsys, "train", str(path), "--dry-run", "train.device=cpu")
+    code, _, err = run_cli(capsys, "train", str(path), "--dry-run", "train.device=cpu")
     assert code == 2
     line = error_line(err)
     assert line.startswith("alfa: error: config key 'data.root': ") and problem in line, line
