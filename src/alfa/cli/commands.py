@@ -282,6 +282,12 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _per_step(rule: object) -> bool:
+    """Whether an update rule learned a table of hyperparameters per inner step (ALFA's
+    post-multipliers, learned-fixed values), which more steps than trained cannot extend."""
+    return getattr(rule, "name", "maml") != "maml" and bool(getattr(rule, "per_step", False))
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     from alfa.cli.adapt import adapt_to_images
     from alfa.runs.pretrained import describe_pretrained, pretrained_names, pretrained_path
@@ -305,8 +311,18 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     trained = open_trained(source, checkpoint=args.checkpoint, norm=norm)
     trained_steps = trained.config.meta.steps
     if args.steps is not None:
-        _eval_steps(args.steps, trained_steps, trained.config.rule.name)  # bound and warn
-    predictions = adapt_to_images(trained, Path(paths[0]), paths[1:], steps=args.steps)
+        rule = trained.config.rule
+        if args.steps > trained_steps and _per_step(rule) and not args.force:
+            raise AlfaError(
+                f"--steps {args.steps} is more than the {trained_steps} inner steps the rule "
+                f"learned hyperparameters for ({rule.name}, rule.per_step): steps "
+                f"{trained_steps + 1} to {args.steps} would reuse those of step {trained_steps} "
+                "and the model was never trained so; add --force to do it anyway"
+            )
+        _eval_steps(args.steps, trained_steps, rule.name)  # bound and warn
+    predictions = adapt_to_images(
+        trained, Path(paths[0]), paths[1:], steps=args.steps, strict=args.strict
+    )
     for p in predictions:
         print(f"{p.path}\t{p.label}\t{p.probabilities[p.label]:.3f}")
     if args.json:

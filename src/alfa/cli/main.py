@@ -167,7 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _checkpoint_option(p)
     p.add_argument(
-        "--steps", type=int, default=None, help="inner steps (default: as trained; 0: none)"
+        "--steps",
+        type=int,
+        default=None,
+        help="inner steps (default: as trained; 0: none; more than trained needs --force when "
+        "the rule learned per-step hyperparameters)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="adapt with more --steps than the rule learned hyperparameters for",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse images that do not fit the model (colour, size, polarity, blank, uneven "
+        "shots) instead of warning",
     )
     p.add_argument(
         "--transductive",

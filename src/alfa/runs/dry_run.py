@@ -96,7 +96,9 @@ def check_data(config: Config, kept: Mapping[str, Sequence[str]] | None = None) 
             )
         lines.append(f"data: {key} = {', '.join(map(str, paths))} ({', '.join(found)})")
     kept = dict(kept or {})
-    for split, names in (config_class_lists(config, only=set(CLASS_LIST_KEYS) - set(kept)) | kept).items():
+    for split, names in (
+        config_class_lists(config, only=set(CLASS_LIST_KEYS) - set(kept)) | kept
+    ).items():
         lines.append(f"data: {split} class list: {len(names)} classes")
     return lines
 

@@ -72,9 +72,7 @@ def open_trained(path: Path, *, checkpoint: str | None = None, norm: str | None 
                 "file (it holds one model)"
             )
         e = read_export(path, norm=norm)
-        return Trained(
-            e.config, e.learner, e.preprocessing, e.iteration, path, True, e.class_lists
-        )
+        return Trained(e.config, e.learner, e.preprocessing, e.iteration, path, True, e.class_lists)
     config, state, file = read_run_checkpoint(path, checkpoint or "best")
     if norm is not None and config.model.norm != norm:
         config = replace(config, model=replace(config.model, norm=norm))
