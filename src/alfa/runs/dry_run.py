@@ -5,10 +5,11 @@ It prints the resolved config, the number of meta-parameters and the estimated p
 (:func:`alfa.runs.memory.check_memory`).
 The data is checked without being loaded (:func:`check_data`): every dataset path exists
 (environment variables such as ``$ALFA_DATA`` set), holds a format of the configured dataset,
-and every class-list file can be read. No image is decoded: the base learner (:func:`alfa.models.build_model`) and the rule
-(:func:`alfa.rules.build_rule`) are built on PyTorch's ``meta`` device, which holds shapes
-only, so even a model far too large for the machine is counted without allocating it. An image
-dataset's channels are assumed from its name (1 for Omniglot, else 3), as the data would say.
+and every class-list file can be read. No image is decoded: the base learner
+(:func:`alfa.models.build_model`) and the rule (:func:`alfa.rules.build_rule`) are built on
+PyTorch's ``meta`` device, which holds shapes only, so even a model far too large for the
+machine is counted without allocating it. An image dataset's channels are assumed from its name
+(1 for Omniglot, else 3), as the data would say.
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ def dry_run_report(
         ConfigError: ``train.device`` is cuda and no GPU is present.
         DataError: the data cannot be found (:func:`check_data`).
     """
-    from alfa.runs.build import resolve_device
     from alfa.config.docs import config_yaml
+    from alfa.runs.build import resolve_device
     from alfa.runs.memory import _size, device_memory, estimate, host_memory
 
     device = resolve_device(config.train.device)

@@ -19,14 +19,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
 import torch
+from matplotlib.figure import Figure
 
 from alfa.config import Config
-from alfa.runs.memory import check_memory
 from alfa.engine.meta_learner import MetaLearner
-from alfa.runs.runlog import read_metrics
+from alfa.runs.memory import check_memory
 from alfa.runs.reopen import load_run
+from alfa.runs.runlog import read_metrics
 from alfa.tasks.source import TaskSource
 
 __all__ = [

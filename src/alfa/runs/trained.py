@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from alfa.config import Config
+from alfa.engine.meta_learner import MetaLearner
+from alfa.errors import AlfaError
 from alfa.runs.build import build_learner_for, configure_runtime
 from alfa.runs.class_lists import read_run_class_lists
-from alfa.config import Config
-from alfa.errors import AlfaError
 from alfa.runs.export import read_export
-from alfa.engine.meta_learner import MetaLearner
 from alfa.runs.preprocessing import Preprocessing, preprocessing_for
 from alfa.runs.reopen import (
     check_path_names,
