@@ -78,3 +78,43 @@ def test_ensemble_counts_best_pt_and_says_what_the_run_kept(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "holds 1 (best.pt; the run kept train.keep_best=1)" in err
     assert "train with train.keep_best=2" in err
+
+
+def test_each_invocation_of_a_run_records_its_provenance(tmp_path, capsys):
+    import json
+    import re
+    import sys
+
+    from alfa.runs.provenance import provenance
+    from alfa.version import package_version
+
+    run = tmp_path / "run"
+    args = ["model.hidden=[4]", "meta.steps=1", "meta.batch_size=2", "train.val_every=0"]
+    assert main(["train", *args, "train.iterations=2", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["train", "--resume", str(run), "train.iterations=3", "--no-progress"]) == 0
+    lines = (run / "provenance.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["alfa_version"] == package_version()
+    assert first["torch_version"] == torch.__version__
+    assert first["device"] == "cpu" and first["engine"] == "fast"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first["started"])
+    assert re.fullmatch(r"[0-9a-f]{40}", first["commit"])  # this checkout's
+    assert first["command"].startswith("python ")  # pytest's process
+    script = provenance("cpu", argv=[f"{sys.prefix}/bin/alfa", "train", "my config.yaml"])
+    assert script["command"] == "alfa train 'my config.yaml'"
+
+
+def test_the_generic_engine_says_why_it_was_chosen(caplog):
+    import logging
+
+    model = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 1))
+    with caplog.at_level(logging.INFO, logger="alfa"):
+        learner = alfa.MetaLearner(model, rule="maml", steps=1)
+    assert learner.engine == "generic"
+    assert learner.engine_reason == (
+        "the fast path does not take this model: it does not know the layer '2' (Dropout)"
+    )
+    assert "inner loop on the generic engine" in caplog.text and "(Dropout)" in caplog.text
+    fast = alfa.MetaLearner(nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1)), steps=1)
+    assert fast.engine == "fast" and fast.engine_reason is None

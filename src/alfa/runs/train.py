@@ -73,6 +73,7 @@ from alfa.runs.divergence import diagnose, meta_gradients_finite, meta_parameter
 from alfa.runs.durable import is_disk_full
 from alfa.runs.last_good import last_good_checkpoint
 from alfa.runs.memory import check_memory
+from alfa.runs.provenance import provenance, record_provenance
 from alfa.runs.reopen import check_path_names
 from alfa.runs.rundir import (
     check_new_run_dir,
@@ -253,6 +254,11 @@ def train(
             source.share(first_task, last_task)
         learner = build_learner(config, task=source.task, in_channels=source.in_channels)
         learner = learner.to(device)
+        if learner.engine_reason is not None:
+            announce(
+                f"alfa: note: the inner loop runs on the generic engine: {learner.engine_reason}",
+                here,
+            )
         check_execution(config.train, learner, device)
         broadcast_parameters(learner, here)
         optimizer = build_optimizer(config, learner)
@@ -268,6 +274,7 @@ def train(
             announce(f"no checkpoint in {run_dir} yet; starting from iteration 0", here)
         if resume:
             on_main(lambda: record_config(config, run_dir), here)
+        on_main(lambda: record_provenance(run_dir, provenance(device, engine=learner.engine)), here)
         return _loop(
             config,
             run_dir,
