@@ -118,3 +118,18 @@ def test_the_generic_engine_says_why_it_was_chosen(caplog):
     assert "inner loop on the generic engine" in caplog.text and "(Dropout)" in caplog.text
     fast = alfa.MetaLearner(nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1)), steps=1)
     assert fast.engine == "fast" and fast.engine_reason is None
+
+
+def test_alfa_models_lists_every_backbone_and_pretrained_model(capsys):
+    from alfa.config.load import MODELS
+    from alfa.models import BACKBONES
+    from alfa.runs.pretrained import pretrained_names
+
+    assert set(BACKBONES) == set(MODELS)
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in MODELS:
+        assert f"\n  {name} " in out, name
+    for name in pretrained_names():
+        assert f"\n  {name}: omniglot " in out, name

@@ -330,6 +330,21 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """``alfa models``: the backbones a config can name and the pretrained models shipped."""
+    from alfa.models import BACKBONES
+    from alfa.runs.pretrained import describe_pretrained, pretrained_names
+
+    print("backbones (model.name):")
+    width = max(map(len, BACKBONES))
+    for name, what in BACKBONES.items():
+        print(f"  {name:<{width}}  {what}")
+    print("pretrained models (alfa adapt --pretrained NAME, alfa eval --pretrained NAME):")
+    for name in pretrained_names():
+        print(f"  {describe_pretrained(name)}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from alfa.runs.export import export_run
 

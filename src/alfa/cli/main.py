@@ -1,5 +1,5 @@
-"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | export | data check |
-data convert | config``.
+"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | export | models |
+data check | data convert | config``.
 
 Only parsing and dispatch live here; the commands are in :mod:`alfa.cli.commands`. A user error
 prints one line ``alfa: error: ...`` on stderr and exits with code 2 (``--debug`` shows the
@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--to", required=True, metavar="FILE.safetensors", help="the file to write")
     p.set_defaults(func=commands.cmd_export)
+
+    p = sub.add_parser("models", help="list the backbones and the pretrained models shipped")
+    p.set_defaults(func=commands.cmd_models)
 
     p = sub.add_parser("plot", help="plot a run's learning curves and generated hyperparameters")
     p.add_argument("run_dir")

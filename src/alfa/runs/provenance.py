@@ -5,6 +5,8 @@ Each invocation of ``alfa train`` (a new run, and every resume) appends one JSON
 from a git checkout (with the tracked files under ``src/`` that differ from it), the versions of
 torch and Python, the device, the command line and the start time (UTC), and which engine runs
 the inner loop. The results scripts use :func:`source_commit` and :func:`command_line` too.
+
+Importing this module does not import torch (the command line's ``--help`` stays light).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from alfa.runs.checkpoint import atomic_write_bytes
 from alfa.version import package_version
 
 __all__ = ["FILE", "command_line", "provenance", "record_provenance", "source_commit"]
@@ -94,6 +95,8 @@ def provenance(
 def record_provenance(run_dir: Path, record: dict[str, Any]) -> Path:
     """Append ``record`` as one JSON line to ``run_dir/provenance.jsonl`` (the file is
     rewritten whole, atomically, so it never holds half a line)."""
+    from alfa.runs.checkpoint import atomic_write_bytes
+
     path = Path(run_dir) / FILE
     before = path.read_bytes() if path.is_file() else b""
     if before and not before.endswith(b"\n"):
