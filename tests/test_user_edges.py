@@ -133,3 +133,31 @@ def test_alfa_models_lists_every_backbone_and_pretrained_model(capsys):
         assert f"\n  {name} " in out, name
     for name in pretrained_names():
         assert f"\n  {name}: omniglot " in out, name
+
+
+def test_data_check_of_a_support_folder(tmp_path, capsys):
+    support = tmp_path / "support"
+    for i, name in enumerate(("cat", "dog")):
+        (support / name).mkdir(parents=True)
+        Image.new("L", (28, 28), 40 * i).save(support / name / "1.png")
+    capsys.readouterr()
+    assert main(["data", "check", str(support)]) == 2  # as a dataset: 1 image is too few
+    assert "has only 1 images" in capsys.readouterr().out
+    (support / "train").mkdir()  # a class may be named like a split
+    Image.new("L", (28, 28), 90).save(support / "train" / "1.png")
+    assert main(["data", "check", "--support", str(support)]) == 0
+    out = capsys.readouterr().out
+    assert "format: support" in out and "split support: 3 classes, 3 images" in out
+    assert "problems: none" in out and "note:" not in out
+    Image.new("L", (28, 28), 0).save(support / "cat" / "2.png")
+    (support / "dog" / "2.png").write_bytes(b"not an image")
+    assert main(["data", "check", "--support", str(support)]) == 2
+    out = capsys.readouterr().out
+    assert "note: the classes hold different numbers of images (cat 2, dog 2, train 1)" in out
+    assert "problems (1):" in out and "2.png" in out
+    (support / "dog" / "2.png").unlink()
+    import shutil
+
+    shutil.rmtree(support / "train")
+    assert main(["data", "check", str(support)]) == 2  # 1 or 2 images: fewer than 20
+    assert main(["data", "check", "--min-images", "1", str(support)]) == 0

@@ -272,7 +272,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from alfa.data.check import run_check
 
-    return run_check(args.path, args.format)
+    if args.support and args.format:
+        raise AlfaError("--support checks a support folder of alfa adapt; it takes no --format")
+    if args.min_images < 1:
+        raise AlfaError(f"--min-images must be at least 1; got {args.min_images}")
+    return run_check(args.path, args.format, min_images=args.min_images, support=args.support)
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:

@@ -136,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("check", help="detect a dataset's format and report every problem")
     p.add_argument("path")
     p.add_argument("--format", default=None)
+    p.add_argument(
+        "--support",
+        action="store_true",
+        help="the folder is a support set of alfa adapt: every sub-folder is a class, one "
+        "image per class is enough",
+    )
+    p.add_argument(
+        "--min-images",
+        type=int,
+        default=20,
+        metavar="N",
+        help="report classes with fewer images (default 20: 5 shots + 15 queries)",
+    )
     p.set_defaults(func=commands.cmd_data_check)
     p = dsub.add_parser(
         "convert", help="write a dataset in Meta-Dataset's record format (docs/metadataset.md)"
