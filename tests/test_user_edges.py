@@ -161,3 +161,15 @@ def test_data_check_of_a_support_folder(tmp_path, capsys):
     shutil.rmtree(support / "train")
     assert main(["data", "check", str(support)]) == 2  # 1 or 2 images: fewer than 20
     assert main(["data", "check", "--min-images", "1", str(support)]) == 0
+
+
+def test_one_default_rule_for_configs_and_python():
+    import inspect
+
+    from alfa.config import RuleConfig
+    from alfa.config.schema import DEFAULT_RULE
+    from alfa.models import MLP
+
+    default = inspect.signature(alfa.MetaLearner).parameters["rule"].default
+    assert default == RuleConfig().name == load_config(None, []).rule.name == DEFAULT_RULE
+    assert type(alfa.MetaLearner(MLP((4,)), steps=1).rule) is alfa.MAML

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from alfa.batch_checks import check_batch, check_labels, check_task, check_tensors
+from alfa.config.schema import DEFAULT_RULE
 from alfa.engine.base_learner import prepare_base_learner
 from alfa.engine.fast import fast_model, unsupported
 from alfa.engine.functional import FunctionalModel
@@ -82,7 +83,9 @@ class MetaLearner(nn.Module):
             their running statistics, and random layers draw per task; a module that cannot
             run once per task is refused, named.
         rule: the inner-loop update rule: a name of :data:`alfa.rules.RULES` (``"alfa"``,
-            ``"maml"``, ``"learned_fixed"``) or an :class:`~alfa.rules.UpdateRule` subclass,
+            ``"maml"``, ``"learned_fixed"``; default ``"maml"``, as a config's ``rule.name``:
+            :data:`alfa.config.schema.DEFAULT_RULE` says why) or an
+            :class:`~alfa.rules.UpdateRule` subclass,
             built here for the model's adapted tensors with ``rule_options``; or a rule that is
             already built (then ``steps`` may be left out and ``rule_options`` must be empty).
         steps: inner steps S (default: the built rule's, else 5); given once, for both the
@@ -121,7 +124,7 @@ class MetaLearner(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        rule: str | type[UpdateRule] | UpdateRule = "alfa",
+        rule: str | type[UpdateRule] | UpdateRule = DEFAULT_RULE,
         *,
         steps: int | None = None,
         task: Literal["regression", "classification"] = "regression",
