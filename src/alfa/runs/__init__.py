@@ -7,9 +7,12 @@ directory and its logs; :mod:`~alfa.runs.validation`, :mod:`~alfa.runs.divergenc
 :mod:`~alfa.runs.memory`, :mod:`~alfa.runs.dry_run`: refusing what cannot fit;
 :mod:`~alfa.runs.distributed`: ``torchrun``), building a meta-learner from a config
 (:mod:`~alfa.runs.build`, :mod:`~alfa.runs.preprocessing`), the evaluation protocol
-(:mod:`~alfa.runs.evaluate`), and a finished run: reopened (:mod:`~alfa.runs.reopen`),
-plotted (:mod:`~alfa.runs.plots`), exported (:mod:`~alfa.runs.export`), shipped
-(:mod:`~alfa.runs.pretrained`) or loaded to adapt (:mod:`~alfa.runs.trained`).
+(:mod:`~alfa.runs.evaluate`), where a run came from (:mod:`~alfa.runs.provenance`) and the
+class lists it keeps (:mod:`~alfa.runs.class_lists`), and a finished run: reopened
+(:mod:`~alfa.runs.reopen`), plotted (:mod:`~alfa.runs.plots`), exported
+(:mod:`~alfa.runs.export`), shipped (:mod:`~alfa.runs.pretrained`), loaded to adapt
+(:mod:`~alfa.runs.trained`, with the checks of a user's images: :mod:`~alfa.runs.input_checks`)
+or saved and loaded from Python (:mod:`~alfa.runs.saving`).
 
 May import: :mod:`alfa.engine`, :mod:`alfa.rules`, :mod:`alfa.models`, :mod:`alfa.tasks`,
 :mod:`alfa.data`, :mod:`alfa.config` and the bottom modules (:mod:`alfa.typing`,
