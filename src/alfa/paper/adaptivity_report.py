@@ -288,7 +288,7 @@ def draw_panels(panels: list[tuple[str, Any, dict[str, Any]]], out: Path, column
     cols = min(columns, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(
-        rows, cols, figsize=(3.4 * cols, 2.9 * rows + 0.6), squeeze=False, sharey=True
+        rows, cols, figsize=(3.4 * cols, 2.9 * rows + 0.35), squeeze=False, sharey=True
     )
     for ax, (method, amplitude, curves) in zip(axes.flat, panels, strict=False):
         for name, values in curves.items():
@@ -304,7 +304,7 @@ def draw_panels(panels: list[tuple[str, Any, dict[str, Any]]], out: Path, column
     fig.legend(
         handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=7, markerscale=3
     )
-    fig.tight_layout(rect=(0, 0.6 / (2.9 * rows + 0.6), 1, 1))
+    fig.tight_layout(rect=(0, 0.35 / (2.9 * rows + 0.35), 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
