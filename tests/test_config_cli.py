@@ -315,7 +315,7 @@ def test_dry_run_counts_the_meta_parameters_build_learner_trains(overrides: list
             "dataset path not found",
         ),
     ],
-    ids=lambda p: getattr(p, "stem", ""),
+    ids=["omniglot", "mini_imagenet", "tiered_imagenet", "mini_imagenet_to_cub"],
 )
 def test_dry_run_of_image_configs_refuses_data_that_is_not_there(
     capsys: pytest.CaptureFixture[str],

@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from alfa.cli.main import main
-from alfa.runs.class_lists import FOLDER
 from shared_paths import REAL_OMNIGLOT, REPO
 from test_classification import _tiny, _write_folder_dataset
 
@@ -49,6 +48,8 @@ def relative_run(tmp_path, monkeypatch) -> tuple[Path, Path]:
 
 
 def test_a_run_keeps_a_copy_of_its_class_lists(relative_run):
+    from alfa.runs.class_lists import FOLDER
+
     run, work = relative_run
     for split in ("train", "test"):
         copy = run / FOLDER / f"{split}.txt"
@@ -253,6 +254,8 @@ def test_a_moved_omniglot_run_works_from_anywhere_with_only_alfa_data(tmp_path):
         "HOME": str(tmp_path),
         "OMP_NUM_THREADS": "1",
     }
+    if os.environ.get("PYTHONPATH"):  # where the code under test is, when it is not installed
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     first = tmp_path / "first"
     config = "configs/omniglot/alfa_maml_5way_1shot.yaml"
     overrides = ["train.iterations=50", "train.checkpoint_every=50", "meta.batch_size=2"]
