@@ -8,7 +8,10 @@ name (``train``, ``val`` and ``test`` included). The inner loop adapts the learn
 initialisation with the learned update rule to the support images (``steps`` updates; 0 keeps
 the initialisation), then each query image is classified. Images get the preprocessing of the
 training data (size, channels, filter, crop, normalisation, and for Omniglot-trained models the
-inversion that makes strokes bright), see :mod:`alfa.runs.preprocessing`.
+inversion that makes strokes bright), see :mod:`alfa.runs.preprocessing`. Before that, every
+image is checked against what the model saw in training (:mod:`alfa.runs.input_checks`: colour,
+size, blank or transparent images, polarity, uneven shots): a warning each, or with ``strict``
+an error.
 
 Batch normalisation of the query images:
 

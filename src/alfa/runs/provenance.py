@@ -1,6 +1,7 @@
 """Where a run came from: the code, the software, the machine and the command.
 
-Each invocation of ``alfa train`` (a new run, and every resume) appends one JSON line to
+Each invocation of ``alfa train`` that trains (a new run, and every resume of an unfinished
+one) appends one JSON line to
 ``RUN/provenance.jsonl``: the alfa version, the git commit of the source tree when alfa runs
 from a git checkout (with the tracked files under ``src/`` that differ from it), the versions of
 torch and Python, the device, the command line and the start time (UTC), and which engine runs

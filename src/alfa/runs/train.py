@@ -274,7 +274,9 @@ def train(
             announce(f"no checkpoint in {run_dir} yet; starting from iteration 0", here)
         if resume:
             on_main(lambda: record_config(config, run_dir), here)
-        on_main(lambda: record_provenance(run_dir, provenance(device, engine=learner.engine)), here)
+        if start < config.train.iterations:  # an invocation that trains (a finished run: none)
+            engine = learner.engine
+            on_main(lambda: record_provenance(run_dir, provenance(device, engine=engine)), here)
         return _loop(
             config,
             run_dir,

@@ -192,10 +192,13 @@ class EpisodicSource:
             raise ValueError(f"this source reads only the {' and '.join(self._only)} split(s)")
         if split not in self._splits:
             self._splits[split] = load_split(self._config, split, self._lists)
+            data = self._splits[split]
             if self.train is not None:
-                _warn_overlap(self.train.class_names, self._splits[split], split)
+                _warn_overlap(self.train.class_names, data, split)
             elif "train" in self._lists:  # the training classes are known by name
-                _warn_overlap(self._lists["train"], self._splits[split], split)
+                _warn_overlap(self._lists["train"], data, split)
+            elif data is not None and self._trained_on_every_class(split):
+                _warn_overlap(data.class_names, data, split)
         data = self._splits[split]
         if data is None:
             key = "data.val_split_file" if split == "val" else "data.test_split_file"
@@ -204,6 +207,13 @@ class EpisodicSource:
                 + (" or train.val_every=0" if split == "val" else "")
             )
         return data
+
+    def _trained_on_every_class(self, split: str) -> bool:
+        """Whether ``split``'s classes were all meta-training classes, known from the config
+        alone (``data.train_classes: all`` trains on every class of the dataset, test ones
+        included, unless the test classes come from another dataset)."""
+        d = self._config.data
+        return d.train_classes == "all" and not (split == "test" and d.test_name)
 
     def _training(self) -> PrefetchingLoader:
         if self.loader is None:
