@@ -204,6 +204,12 @@ def test_a_pretrained_model_is_evaluated_with_only_alfa_data(tmp_path, capsys, m
     assert "156 of the 156 test classes are also meta-training classes" in captured.err
     assert main(["eval", "--pretrained", "omniglot-5way", "--checkpoint", "last"]) == 2
     assert "--checkpoint selects a checkpoint of a run" in _one_error(capsys)
+    assert main(["eval", "run", "--pretrained", "omniglot-5way"]) == 2
+    assert "give either RUN or --pretrained NAME, not both" in _one_error(capsys)
+    assert main(["eval"]) == 2
+    assert "alfa eval needs RUN (a run directory or export) or --pretrained NAME" in (
+        _one_error(capsys)
+    )
 
 
 # --- the whole journey, as a user does it ------------------------------------------------------
