@@ -13,24 +13,26 @@
 # Runs go to $RUNS (default runs/pretrained); a finished run (marked TRAINED) is not trained
 # again. The commit, each command and its CPU time are appended to $RUNS/PROVENANCE.txt.
 #
-#   OMNIGLOT_DIR=/path/to/omniglot bash scripts/train_pretrained.sh
+#   ALFA_DATA=/path/to/data bash scripts/train_pretrained.sh
 #
-# OMNIGLOT_DIR holds images_background_small1.zip and images_background_small2.zip (default
-# ../shared/data/omniglot beside the repository). WAYS="20 5" by default. ALFA is the command
+# $ALFA_DATA/omniglot holds images_background_small1.zip and images_background_small2.zip
+# (default ALFA_DATA: ../shared/data beside the repository). The runs and the exported files
+# store the data path as ${ALFA_DATA}/omniglot/..., not as a path of this machine. WAYS="20 5" by default. ALFA is the command
 # that runs the CLI (default: `alfa`). One thread per run (OMP_NUM_THREADS=1, train.threads=1)
 # on the CPU: a rerun gives the same weights bit for bit on the same machine and software.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
-OMNIGLOT_DIR=${OMNIGLOT_DIR:-../shared/data/omniglot}
+export ALFA_DATA=${ALFA_DATA:-../shared/data}
 RUNS=${RUNS:-runs/pretrained}
 WAYS=${WAYS:-20 5}
 read -r -a ALFA <<< "${ALFA:-alfa}"
 OUT=src/alfa/resources/pretrained
 SPLITS=configs/omniglot/splits
-ROOT="$OMNIGLOT_DIR/images_background_small1.zip,$OMNIGLOT_DIR/images_background_small2.zip"
-for zip in "$OMNIGLOT_DIR"/images_background_small{1,2}.zip; do
-  [[ -f $zip ]] || { echo "missing $zip (set OMNIGLOT_DIR)" >&2; exit 2; }
+# shellcheck disable=SC2016  # the variable is stored as written, expanded when the data is read
+ROOT='${ALFA_DATA}/omniglot/images_background_small1.zip,${ALFA_DATA}/omniglot/images_background_small2.zip'
+for zip in "$ALFA_DATA"/omniglot/images_background_small{1,2}.zip; do
+  [[ -f $zip ]] || { echo "missing $zip (set ALFA_DATA)" >&2; exit 2; }
 done
 mkdir -p "$RUNS" "$OUT"
 log="$RUNS/PROVENANCE.txt"

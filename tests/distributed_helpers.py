@@ -31,13 +31,16 @@ def free_port() -> int:
 def _inject(fault: tuple[str, int, int] | None) -> None:
     """Make this rank's sinusoid stream fail at an iteration: ``("nan", rank, i)`` gives its
     share of meta-batch ``i`` NaN targets, ``("exit", rank, i)`` ends the process there and
-    ``("hang", rank, i)`` makes it stop answering for 8 seconds."""
+    ``("hang", rank, i, seconds)`` makes it stop answering for that long (8 seconds when not
+    given), writing the moment it starts (``time.monotonic()``, the same clock in every process
+    of this machine) to ``hang-<rank>.txt`` in the job's output folder."""
     from alfa.runs.distributed import world
     from alfa.tasks.source import SinusoidSource
 
     if fault is None or fault[1] != world().rank:
         return
-    kind, _, at = fault
+    kind, _, at = fault[:3]
+    hang = float(fault[3]) if len(fault) > 3 else 8.0
     real = SinusoidSource.sample
     drawn = [0]
 
@@ -48,7 +51,9 @@ def _inject(fault: tuple[str, int, int] | None) -> None:
             if kind == "exit":
                 os._exit(9)
             if kind == "hang":
-                time.sleep(8)
+                marker = Path(os.environ["ALFA_TEST_OUT"], f"hang-{world().rank}.txt")
+                marker.write_text(repr(time.monotonic()))
+                time.sleep(hang)
             batch.query_y[-1] = float("nan")
         return batch
 
@@ -119,6 +124,7 @@ def _process(
         WORLD_SIZE=str(size),
         LOCAL_RANK=str(rank),
         OMP_NUM_THREADS="1",
+        ALFA_TEST_OUT=out,
     )
     sys.stderr = open(Path(out, f"rank-{rank}.err"), "w", buffering=1)  # noqa: SIM115
     torch.set_num_threads(1)
@@ -139,6 +145,7 @@ def _process(
                             "message": str(exc),
                             "every_rank": bool(getattr(exc, "every_rank", False)),
                             "seconds": time.monotonic() - started,
+                            "ended_at": time.monotonic(),
                         }
                     )
                 report.write_text(json.dumps(results))

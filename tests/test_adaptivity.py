@@ -150,3 +150,19 @@ def test_report_on_a_trained_cell(tmp_path):
     assert diag["tasks"] == 12 and diag["iteration"] == best
     assert (results / "adaptivity.png").stat().st_size > 1000
     assert "| 40x2 | alfa_maml | 0 |" in (results / "adaptivity.md").read_text()
+
+
+def test_the_adaptivity_figure_is_a_grid_readable_at_page_width(tmp_path):
+    """Eight methods (ALFA+MAML and the switches) in two rows of four, not one strip."""
+    import numpy as np
+    from PIL import Image
+
+    from alfa.paper.adaptivity_report import draw_panels
+
+    amplitude = np.linspace(0.1, 5.0, 50)
+    curves = {f"net.{i}.weight": amplitude * (i + 1) for i in range(3)}
+    panels = [(f"method{k}", amplitude, curves) for k in range(8)]
+    out = draw_panels(panels, tmp_path / "adaptivity.png")
+    width, height = Image.open(out).size
+    assert width / height < 2.5, (width, height)
+    assert width <= 1600

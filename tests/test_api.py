@@ -94,7 +94,10 @@ def test_step_counts_of_a_built_rule_and_the_learner_must_agree():
         ({"task": "regresion"}, "task must be 'regression' or 'classification', got 'regresion'"),
         ({"rule": "alpha"}, "unknown rule 'alpha'; choose one of maml, learned_fixed, alfa"),
         ({"rule": "l2f"}, "L2F wraps another rule: pass l2f=True"),
-        ({"lrr": 0.1}, "rule ALFA has no option 'lrr'; its options are lr, weight_decay"),
+        (
+            {"rule": "alfa", "lrr": 0.1},
+            "rule ALFA has no option 'lrr'; its options are lr, weight_decay",
+        ),
         ({"steps": 0}, "steps must be a positive integer, got 0"),
         ({"steps": 2.5}, "steps must be a positive integer, got 2.5"),
         ({"engine": "vmap"}, "engine must be 'auto', 'fast' or 'generic', got 'vmap'"),

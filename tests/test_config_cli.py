@@ -302,22 +302,68 @@ def test_dry_run_counts_the_meta_parameters_build_learner_trains(overrides: list
 
 
 @pytest.mark.parametrize(
-    "path",
+    ("path", "problem"),
     [
-        OMNIGLOT,
-        PAPER / "table1_mini_imagenet_conv4_5way_1shot_alfa_maml.yaml",
-        PAPER / "table1_tiered_imagenet_resnet12_5way_5shot_alfa_random.yaml",
-        PAPER / "table2_mini_imagenet_to_cub_conv4_5way_5shot_maml_l2f.yaml",
+        (OMNIGLOT, "uses $ALFA_DATA, which is not set"),
+        (PAPER / "table1_mini_imagenet_conv4_5way_1shot_alfa_maml.yaml", "dataset path not found"),
+        (
+            PAPER / "table1_tiered_imagenet_resnet12_5way_5shot_alfa_random.yaml",
+            "dataset path not found",
+        ),
+        (
+            PAPER / "table2_mini_imagenet_to_cub_conv4_5way_5shot_maml_l2f.yaml",
+            "dataset path not found",
+        ),
     ],
-    ids=lambda p: p.stem,
+    ids=["omniglot", "mini_imagenet", "tiered_imagenet", "mini_imagenet_to_cub"],
 )
-def test_dry_run_of_image_configs_needs_no_data(
-    capsys: pytest.CaptureFixture[str], empty_cwd: Path, roomy: None, path: Path
+def test_dry_run_of_image_configs_refuses_data_that_is_not_there(
+    capsys: pytest.CaptureFixture[str],
+    empty_cwd: Path,
+    roomy: None,
+    monkeypatch: pytest.MonkeyPatch,
+    path: Path,
+    problem: str,
 ) -> None:
-    code, out, err = run_cli(capsys, "train", str(path), "--dry-run", "train.device=cpu")
-    assert code == 0, err
-    assert "meta-parameters: " in out and "estimated peak memory" in out
+    monkeypatch.delenv("ALFA_DATA", raising=False)
+    code, _, err = run_cli(capsys, "train", str(path), "--dry-run", "train.device=cpu")
+    assert code == 2
+    line = error_line(err)
+    assert line.startswith("alfa: error: config key 'data.root': ") and problem in line, line
     assert files_under(empty_cwd) == []
+
+
+def test_dry_run_checks_the_data_and_its_class_lists(
+    capsys: pytest.CaptureFixture[str],
+    roomy: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from shared_paths import REAL_OMNIGLOT
+
+    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.skip("real Omniglot zips not available")
+    monkeypatch.chdir(ROOT)  # the config's class lists are relative to the repository root
+    monkeypatch.setenv("ALFA_DATA", str(REAL_OMNIGLOT.parent))
+    run_dir = tmp_path / "run"
+    args = ["train", str(OMNIGLOT), "--dry-run", "--run-dir", str(run_dir), "train.device=cpu"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "data: data.root = " in out and "(omniglot)" in out
+    assert "data: train class list: 812 classes" in out
+    assert "data: test class list: 156 classes" in out
+    monkeypatch.setenv("ALFA_DATA", str(tmp_path / "nowhere"))
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and "dataset path not found" in error_line(err)
+    monkeypatch.setenv("ALFA_DATA", str(REAL_OMNIGLOT.parent))
+    code, out, err = run_cli(capsys, *args, "data.split_file=missing.txt")
+    line = error_line(err)
+    assert code == 2 and "data.split_file: class list file not found: missing.txt" in line
+    code, out, err = run_cli(capsys, *args, "data.name=mini_imagenet", "data.image_size=28")
+    assert code == 2 and "holds format 'omniglot', which is not a mini_imagenet format" in (
+        error_line(err)
+    )
+    assert not run_dir.exists()
 
 
 def test_dry_run_refuses_a_run_that_cannot_fit(

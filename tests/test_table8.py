@@ -127,3 +127,44 @@ def test_cells_start_with_the_40x2_five_shot_main_rows():
     first = [(n, k, m, s) for n, k, m, s in CELLS[: 3 * len(MAIN)]]
     assert {(n, k) for n, k, _, _ in first} == {("40x2", 5)}
     assert {m for _, _, m, _ in first} == set(MAIN)
+
+
+def test_the_report_text_follows_its_numbers_and_options():
+    """table8.md says the test tasks, the comparison with the paper's MAML and the results
+    folder of this table, not those of the shipped one."""
+    from alfa.paper.table8_cells import PAPER_TABLE8
+    from alfa.paper.table8_report import markdown, summaries
+
+    paper_maml = PAPER_TABLE8[("40x2", 5)]["maml"][0]
+    rows = [
+        {
+            "net": "40x2",
+            "shots": 5,
+            "method": method,
+            "seed": 0,
+            "mse": mse,
+            "ci95": 0.01,
+            "test_tasks": 50,
+            "eval_seed": 7,
+            "iterations": 4,
+            "checkpoint_iteration": 4,
+            "commit": "0" * 40,
+        }
+        for method, mse in (("maml", 0.8 * paper_maml), ("alfa_maml", 0.3 * paper_maml))
+    ]
+    doc = {
+        "rows": rows,
+        "summary": summaries(rows),
+        "paired": [],
+        "iterations": 4,
+        "command": "alfa reproduce table8 --tasks 50",
+        "results": "runs/mine",
+        "source": {"commit": "0" * 40},
+    }
+    text = markdown(doc)
+    assert "the same 50 fixed test tasks (seed 7)" in text
+    assert "sqrt(50)" in text and "(same 50 test tasks)" in text
+    assert "600" not in text
+    assert "our MAML MSE is 0.80 times its" in text and "about half" not in text
+    assert "`alfa eval runs/mine/table8/<cell>`" in text
+    assert "results/table8" not in text

@@ -11,6 +11,9 @@ The public API is the names of ``__all__``, imported from here (``alfa.MetaLearn
   :class:`alfa.SinusoidTasks`: the regression tasks of Table 8.
 - :func:`alfa.train`, :func:`alfa.evaluate`: the outer loop (with checkpoints, resumable, over
   the processes of a ``torchrun`` job) and the evaluation protocol; :func:`alfa.load_config`.
+- :func:`alfa.save`, :func:`alfa.load`, :func:`alfa.export`, :func:`alfa.pretrained`: a learner
+  to and from a file (:mod:`alfa.runs.saving`): any learner's tensors, a learner with the
+  config and preprocessing that ``alfa eval`` and ``alfa adapt`` take, a shipped model.
 
 The package is cut into layers, each a subpackage that imports only from the layers below it
 (checked by ``lint-imports``, see ``docs/architecture.md``): :mod:`alfa.cli` >
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from alfa.engine.meta_learner import MetaLearner, MetaOutput
     from alfa.rules import ALFA, L2F, MAML, LearnedFixed, UpdateRule, build_rule, make_rule
     from alfa.runs.evaluate import evaluate
+    from alfa.runs.saving import export, load, pretrained, save
     from alfa.runs.train import train
     from alfa.tasks import SinusoidTasks
     from alfa.typing import Params, TaskBatch
@@ -57,6 +61,10 @@ _LAZY = {
     "Params": "alfa.typing",
     "TaskBatch": "alfa.typing",
     "evaluate": "alfa.runs.evaluate",
+    "export": "alfa.runs.saving",
+    "load": "alfa.runs.saving",
+    "pretrained": "alfa.runs.saving",
+    "save": "alfa.runs.saving",
     "train": "alfa.runs.train",
 }
 
@@ -80,8 +88,12 @@ __all__ = [
     "UpdateRule",
     "build_rule",
     "evaluate",
+    "export",
+    "load",
     "load_config",
     "make_rule",
+    "pretrained",
+    "save",
     "train",
 ]
 

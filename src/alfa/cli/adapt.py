@@ -8,7 +8,10 @@ name (``train``, ``val`` and ``test`` included). The inner loop adapts the learn
 initialisation with the learned update rule to the support images (``steps`` updates; 0 keeps
 the initialisation), then each query image is classified. Images get the preprocessing of the
 training data (size, channels, filter, crop, normalisation, and for Omniglot-trained models the
-inversion that makes strokes bright), see :mod:`alfa.runs.preprocessing`.
+inversion that makes strokes bright), see :mod:`alfa.runs.preprocessing`. Before that, every
+image is checked against what the model saw in training (:mod:`alfa.runs.input_checks`: colour,
+size, blank or transparent images, polarity, uneven shots): a warning each, or with ``strict``
+an error.
 
 Batch normalisation of the query images:
 
@@ -25,6 +28,7 @@ Batch normalisation of the query images:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +36,11 @@ import torch
 
 from alfa.data._files import list_class_dirs, list_images, require_dir
 from alfa.errors import AlfaError, DataError
+from alfa.runs.input_checks import check_images, check_shots, inspect_image
 from alfa.runs.trained import Trained
 from alfa.typing import TaskBatch
 
-__all__ = ["NORM_CHOICES", "Prediction", "adapt_to_images", "read_support"]
+__all__ = ["NORM_CHOICES", "Prediction", "adapt_to_images", "input_problems", "read_support"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 NORM_CHOICES = ("support", "transductive")
@@ -86,17 +91,40 @@ def read_support(folder: Path) -> tuple[list[str], list[list[Path]]]:
     return names, files
 
 
+def input_problems(
+    model: Trained, names: list[str], files: list[list[Path]], queries: list[Path]
+) -> list[str]:
+    """What does not fit the model in the support and query images
+    (:mod:`alfa.runs.input_checks`), one line per kind of problem."""
+    assert model.preprocessing is not None
+    facts = [inspect_image(p) for p in [*(f for group in files for f in group), *queries]]
+    return check_shots(names, files, model.config.data.shots) + check_images(
+        model.preprocessing, facts
+    )
+
+
 def adapt_to_images(
-    model: Trained, support: Path, queries: list[str], *, steps: int | None = None
+    model: Trained,
+    support: Path,
+    queries: list[str],
+    *,
+    steps: int | None = None,
+    strict: bool = False,
 ) -> list[Prediction]:
     """Adapt ``model`` to the images in ``support`` and classify every query image.
 
+    The images are first checked against the model's preprocessing
+    (:mod:`alfa.runs.input_checks`): each problem is printed as a warning, or with ``strict``
+    the images are refused.
+
     Args:
         steps: Inner steps (None: as trained; 0: no adaptation).
+        strict: refuse images that do not fit the model instead of warning.
 
     Raises:
         AlfaError: a regression model, or a support set with the wrong number of classes.
-        DataError: a missing or unreadable image or folder.
+        DataError: a missing or unreadable image or folder; with ``strict``, images that do
+            not fit the model (the first problem, and how many there are).
     """
     config, prep = model.config, model.preprocessing
     if prep is None:
@@ -108,9 +136,15 @@ def adapt_to_images(
             f"support folder '{support}' has {len(names)} classes but the model was "
             f"trained for {ways}-way tasks; give it exactly {ways} class folders"
         )
+    paths = _query_paths(queries)
+    problems = input_problems(model, names, files, paths)
+    if problems and strict:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(f"--strict: {problems[0]}{more}")
+    for problem in problems:
+        print(f"alfa: warning: {problem}", file=sys.stderr)
     support_x = prep.load([f for group in files for f in group])
     support_y = torch.tensor([k for k, group in enumerate(files) for _ in group])
-    paths = _query_paths(queries)
     query_x = prep.load(paths)
     device = next(model.learner.parameters()).device
     batch = TaskBatch(

@@ -73,7 +73,7 @@ def _train(args: argparse.Namespace, here: World) -> int:
         run_dir = Path(args.resume)
         config = broadcast(on_main(lambda: resume_config(run_dir, overrides), here), here)
         if args.dry_run:
-            return _dry_run(config, None) if here.main else 0
+            return _dry_run(config, None, resumed=run_dir) if here.main else 0
         result = train(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.config:
@@ -107,13 +107,16 @@ def _train(args: argparse.Namespace, here: World) -> int:
     return 0
 
 
-def _dry_run(config: Config, run_dir: Path | None) -> int:
-    """``alfa train --dry-run``: print the config, parameter count and memory; create nothing."""
+def _dry_run(config: Config, run_dir: Path | None, resumed: Path | None = None) -> int:
+    """``alfa train --dry-run``: print the config, the data it would read (checked: exit 2 when
+    it cannot be found), parameter count and memory; create nothing."""
     from alfa.runs.build import resolve_device
+    from alfa.runs.class_lists import read_run_class_lists
     from alfa.runs.dry_run import dry_run_report
     from alfa.runs.memory import check_memory
 
-    sys.stdout.write(dry_run_report(config, run_dir))
+    kept = read_run_class_lists(resumed) if resumed is not None else None
+    sys.stdout.write(dry_run_report(config, run_dir, kept))
     sys.stdout.flush()
     check_memory(config, resolve_device(config.train.device))  # exit 2 with what to lower
     print("dry run: nothing was created; drop --dry-run to train")
@@ -173,9 +176,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval(args, here)
 
 
+def _eval_target(args: argparse.Namespace) -> Path:
+    """The run directory or export file that ``alfa eval`` tests (``--pretrained NAME``: the
+    shipped file)."""
+    from alfa.runs.pretrained import pretrained_path
+
+    if args.pretrained:
+        if args.run_dir is not None:
+            raise _everywhere("give either RUN or --pretrained NAME, not both")
+        if args.checkpoint is not None:
+            raise _everywhere("--checkpoint selects a checkpoint of a run, not --pretrained")
+        return pretrained_path(args.pretrained)
+    if args.run_dir is None:
+        raise _everywhere("alfa eval needs RUN (a run directory or export) or --pretrained NAME")
+    return Path(args.run_dir)
+
+
 def _eval(args: argparse.Namespace, here: World) -> int:
     from alfa.cli.eval_overrides import eval_config
     from alfa.runs.build import configure_runtime, resolve_device
+    from alfa.runs.class_lists import still_valid
     from alfa.runs.evaluate import evaluate
     from alfa.runs.memory import check_memory
     from alfa.runs.reopen import load_ensemble
@@ -188,8 +208,11 @@ def _eval(args: argparse.Namespace, here: World) -> int:
         raise _everywhere(f"--steps must be 0 (as trained) or more; got {args.steps}")
     if args.ensemble < 0:
         raise _everywhere(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
-    target = Path(args.run_dir)  # a run directory or an `alfa export` file
-    config = eval_config(trained_config(target), args.overrides)  # e.g. data.test_root=DIR
+    if args.run_dir is not None and "=" in args.run_dir and args.pretrained:
+        args.overrides, args.run_dir = [args.run_dir, *args.overrides], None
+    target = _eval_target(args)  # a run directory or an `alfa export` file
+    stored = trained_config(target)
+    config = eval_config(stored, args.overrides)  # e.g. data.test_root=DIR
     tasks = args.tasks or config.eval.tasks
     steps = _eval_steps(
         args.steps or config.eval.steps or config.meta.steps, config.meta.steps, config.rule.name
@@ -197,7 +220,9 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     check_memory(config, resolve_device(config.train.device), tasks=tasks)  # before allocating
     trained = open_trained(target, checkpoint=args.checkpoint)
     learner = trained.learner.to(configure_runtime(config))  # train.device/threads overrides
-    source = build_source(config)
+    # only the test classes are read, from the lists kept with the run or export
+    lists = still_valid(stored, config, trained.class_lists)
+    source = build_source(config, splits=("test",), class_lists=lists)
     learners = [learner]
     if args.ensemble > 1:
         if trained.is_export:
@@ -247,7 +272,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from alfa.data.check import run_check
 
-    return run_check(args.path, args.format)
+    if args.support and args.format:
+        raise AlfaError("--support checks a support folder of alfa adapt; it takes no --format")
+    if args.min_images < 1:
+        raise AlfaError(f"--min-images must be at least 1; got {args.min_images}")
+    return run_check(args.path, args.format, min_images=args.min_images, support=args.support)
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
@@ -255,6 +284,12 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 
     print(convert_omniglot(args.zips, args.to).line())
     return 0
+
+
+def _per_step(rule: object) -> bool:
+    """Whether an update rule learned a table of hyperparameters per inner step (ALFA's
+    post-multipliers, learned-fixed values), which more steps than trained cannot extend."""
+    return getattr(rule, "name", "maml") != "maml" and bool(getattr(rule, "per_step", False))
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -280,12 +315,37 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     trained = open_trained(source, checkpoint=args.checkpoint, norm=norm)
     trained_steps = trained.config.meta.steps
     if args.steps is not None:
-        _eval_steps(args.steps, trained_steps, trained.config.rule.name)  # bound and warn
-    predictions = adapt_to_images(trained, Path(paths[0]), paths[1:], steps=args.steps)
+        rule = trained.config.rule
+        if args.steps > trained_steps and _per_step(rule) and not args.force:
+            raise AlfaError(
+                f"--steps {args.steps} is more than the {trained_steps} inner steps the rule "
+                f"learned hyperparameters for ({rule.name}, rule.per_step): steps "
+                f"{trained_steps + 1} to {args.steps} would reuse those of step {trained_steps} "
+                "and the model was never trained so; add --force to do it anyway"
+            )
+        _eval_steps(args.steps, trained_steps, rule.name)  # bound and warn
+    predictions = adapt_to_images(
+        trained, Path(paths[0]), paths[1:], steps=args.steps, strict=args.strict
+    )
     for p in predictions:
         print(f"{p.path}\t{p.label}\t{p.probabilities[p.label]:.3f}")
     if args.json:
         print(json.dumps([p.__dict__ for p in predictions]))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``alfa models``: the backbones a config can name and the pretrained models shipped."""
+    from alfa.models import BACKBONES
+    from alfa.runs.pretrained import describe_pretrained, pretrained_names
+
+    print("backbones (model.name):")
+    width = max(map(len, BACKBONES))
+    for name, what in BACKBONES.items():
+        print(f"  {name:<{width}}  {what}")
+    print("pretrained models (alfa adapt --pretrained NAME, alfa eval --pretrained NAME):")
+    for name in pretrained_names():
+        print(f"  {describe_pretrained(name)}")
     return 0
 
 

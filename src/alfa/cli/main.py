@@ -1,5 +1,5 @@
-"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | export | data check |
-data convert | config``.
+"""Command line: ``alfa train | eval | reproduce | demo | plot | adapt | export | models |
+data check | data convert | config``.
 
 Only parsing and dispatch live here; the commands are in :mod:`alfa.cli.commands`. A user error
 prints one line ``alfa: error: ...`` on stderr and exits with code 2 (``--debug`` shows the
@@ -71,8 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     _timeout_option(p)
     p.set_defaults(func=commands.cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run on fixed seeded test tasks")
-    p.add_argument("run_dir", metavar="RUN", help="a run directory or an 'alfa export' file")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run on fixed seeded test tasks",
+        usage="alfa eval [-h] (RUN | --pretrained NAME) [key=value ...] [options]",
+    )
+    p.add_argument(
+        "run_dir",
+        metavar="RUN",
+        nargs="?",
+        help="a run directory or an 'alfa export' file (not with --pretrained)",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
@@ -96,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train.keep_best >= K; off by default)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        help="evaluate a model shipped with alfa (alfa models lists them) on its test classes",
+    )
     _timeout_option(p)
     p.set_defaults(func=commands.cmd_eval)
 
@@ -122,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("check", help="detect a dataset's format and report every problem")
     p.add_argument("path")
     p.add_argument("--format", default=None)
+    p.add_argument(
+        "--support",
+        action="store_true",
+        help="the folder is a support set of alfa adapt: every sub-folder is a class, one "
+        "image per class is enough",
+    )
+    p.add_argument(
+        "--min-images",
+        type=int,
+        default=20,
+        metavar="N",
+        help="report classes with fewer images (default 20: 5 shots + 15 queries)",
+    )
     p.set_defaults(func=commands.cmd_data_check)
     p = dsub.add_parser(
         "convert", help="write a dataset in Meta-Dataset's record format (docs/metadataset.md)"
@@ -153,7 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _checkpoint_option(p)
     p.add_argument(
-        "--steps", type=int, default=None, help="inner steps (default: as trained; 0: none)"
+        "--steps",
+        type=int,
+        default=None,
+        help="inner steps (default: as trained; 0: none; more than trained needs --force when "
+        "the rule learned per-step hyperparameters)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="adapt with more --steps than the rule learned hyperparameters for",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse images that do not fit the model (colour, size, polarity, blank, uneven "
+        "shots) instead of warning",
     )
     p.add_argument(
         "--transductive",
@@ -176,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--to", required=True, metavar="FILE.safetensors", help="the file to write")
     p.set_defaults(func=commands.cmd_export)
+
+    p = sub.add_parser("models", help="list the backbones and the pretrained models shipped")
+    p.set_defaults(func=commands.cmd_models)
 
     p = sub.add_parser("plot", help="plot a run's learning curves and generated hyperparameters")
     p.add_argument("run_dir")

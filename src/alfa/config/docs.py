@@ -205,8 +205,9 @@ def render_markdown() -> str:
         "",
         "- `alfa config keys [SECTION]` prints this list;",
         "- `alfa config show [CONFIG] [key=value ...]` prints the resolved config as YAML;",
-        "- `alfa train CONFIG --dry-run [key=value ...]` also prints the number of",
-        "  meta-parameters and the estimated peak memory, and creates nothing.",
+        "- `alfa train CONFIG --dry-run [key=value ...]` also checks the data paths and",
+        "  class lists, prints the number of meta-parameters and the estimated peak memory,",
+        "  and creates nothing.",
         "",
         "Lists are written `[a, b]` in YAML and on the command line.",
     ]

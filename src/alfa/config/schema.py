@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_RULE",
     "Config",
     "DataConfig",
     "EvalConfig",
@@ -20,6 +21,14 @@ __all__ = [
     "RuleConfig",
     "TrainConfig",
 ]
+
+
+DEFAULT_RULE = "maml"
+"""The update rule when none is named, in a config (``rule.name``) and in Python
+(``MetaLearner(model)``): MAML's fixed-learning-rate SGD (Eq. 1), the baseline every other rule
+is compared with and the one without meta-learned hyperparameters. ALFA is named when it is
+wanted (``rule.name: alfa``, ``rule="alfa"``). A config that names no rule has always trained
+MAML, so every existing config keeps its meaning."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ class ModelConfig:
 class RuleConfig:
     """The inner-loop update rule and its switches (paper Sec. 3, Tables 5 and 6)."""
 
-    name: Literal["maml", "learned_fixed", "alfa"] = "maml"  # update rule (see the README)
+    name: Literal["maml", "learned_fixed", "alfa"] = DEFAULT_RULE  # update rule (see the README)
     lr: float = 0.01  # inner learning rate alpha (MAML) and initial post-multiplier alpha0
     weight_decay: float = 0.0005  # lambda; beta0 starts at lr * weight_decay (reference A.2)
     # ALFA generator g_phi

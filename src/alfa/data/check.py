@@ -6,6 +6,10 @@ corrupt files. Problems reported: missing paths or split files, empty class fold
 images that do not exist, unreadable or corrupt images, mixed image modes, classes with fewer
 than ``min_images`` images, splits with fewer than 2 classes (no task can be drawn) and
 miniImageNet splits whose classes differ from the standard ones.
+
+A support folder for ``alfa adapt`` (``alfa data check --support``) is checked as adapt reads
+it (:func:`check_support`): every sub-folder is a class, whatever its name, and one image per
+class is a 1-shot support set, not a problem.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from alfa.data.dataset import ImageClassDataset, LazyImageDataset
 from alfa.data.formats import FORMAT_SPLITS, LOADERS, detect_format, split_paths
+from alfa.data.images import FileReader, ImageSpec
 from alfa.errors import DataError
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "CheckReport",
     "SplitSummary",
     "check_dataset",
+    "check_support",
     "format_report",
     "run_check",
 ]
@@ -61,6 +67,7 @@ class CheckReport:
         image_modes: PIL mode -> number of images.
         checked_images: How many images were opened.
         problems: Every problem found, one line each.
+        notes: What is worth knowing but is not a problem (e.g. uneven shots of a support set).
     """
 
     path: str
@@ -71,6 +78,7 @@ class CheckReport:
     image_modes: dict[str, int] = field(default_factory=dict)
     checked_images: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -213,6 +221,65 @@ def check_dataset(
     return report
 
 
+def check_support(path: str | os.PathLike[str]) -> CheckReport:
+    """Check a support folder as ``alfa adapt`` reads it: one sub-folder per class (any name,
+    ``train``/``val``/``test`` included), at least one image in each; every image opened.
+
+    Returns:
+        A :class:`CheckReport` of format ``support``; uneven numbers of images per class are a
+        note (adapt warns about them), not a problem.
+    """
+    from alfa.data._files import as_path, list_class_dirs, list_images
+
+    root = as_path(path)
+    report = CheckReport(path=str(root), format="support")
+    if not root.is_dir():
+        report.problems.append(f"support folder not found: {root}")
+        return report
+    names, files = [], []
+    for class_dir in list_class_dirs(root):
+        images = list_images(class_dir)
+        if not images:
+            report.problems.append(f"class folder '{class_dir.name}' holds no images")
+            continue
+        names.append(class_dir.name)
+        files.append(images)
+    if not names:
+        report.problems.append(f"no class sub-folders with images in {root}")
+        return report
+    counts = [len(f) for f in files]
+    report.splits.append(
+        SplitSummary(
+            "support", len(counts), sum(counts), min(counts), sum(counts) / len(counts), max(counts)
+        )
+    )
+    if len(set(counts)) > 1:
+        shown = ", ".join(f"{n} {c}" for n, c in zip(names, counts, strict=True))
+        report.notes.append(
+            f"the classes hold different numbers of images ({shown}); a model is trained with "
+            "the same number per class"
+        )
+    data = LazyImageDataset(
+        names,
+        [[str(f) for f in group] for group in files],
+        FileReader(),
+        ImageSpec(size=8, channels=3),
+        source=str(root),
+    )
+    modes: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
+    for mode, size, error in _open_all(data, None):
+        report.checked_images += 1
+        if error is not None:
+            report.problems.append(error)
+        else:
+            modes[mode] += 1
+            sizes[size] += 1
+    report.image_sizes = dict(sizes.most_common())
+    report.image_modes = dict(modes.most_common())
+    return report
+
+
 def _check_metadataset(path: Any, report: CheckReport) -> None:
     """Every source under a Meta-Dataset root: splits, and the problems of every record."""
     from alfa.data.metadataset import check_source, find_sources
@@ -296,6 +363,7 @@ def format_report(report: CheckReport) -> str:
             "image modes seen: " + ", ".join(f"{k} ({v})" for k, v in report.image_modes.items())
         )
     lines.append(f"images opened: {report.checked_images}")
+    lines += [f"note: {note}" for note in report.notes]
     if report.problems:
         lines.append(f"problems ({len(report.problems)}):")
         lines += [f"  - {p}" for p in report.problems]
@@ -310,14 +378,20 @@ def run_check(
     *,
     min_images: int = MIN_IMAGES,
     max_images_per_class: int | None = None,
+    support: bool = False,
 ) -> int:
     """Print the check report of ``path``; return 0 when no problem was found, else 2.
 
     ``min_images`` and ``max_images_per_class`` are passed to :func:`check_dataset` (limit the
-    number of images opened per class to speed up the check of very large data sets).
+    number of images opened per class to speed up the check of very large data sets); with
+    ``support`` the folder is checked as a support set of ``alfa adapt``
+    (:func:`check_support`).
     """
-    report = check_dataset(
-        path, format or None, min_images=min_images, max_images_per_class=max_images_per_class
-    )
+    if support:
+        report = check_support(path)
+    else:
+        report = check_dataset(
+            path, format or None, min_images=min_images, max_images_per_class=max_images_per_class
+        )
     print(format_report(report))
     return 0 if report.ok else 2

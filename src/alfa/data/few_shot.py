@@ -18,6 +18,7 @@ via :func:`~alfa.data.torch_dataset.from_torch_dataset`) or an
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -31,6 +32,9 @@ from alfa.errors import DataError
 from alfa.typing import TaskBatch
 
 __all__ = ["FewShotEpisodes"]
+
+_FOLDER_OPTIONS = ("resample", "crop_scale", "invert", "in_memory")
+"""Image options of :func:`~alfa.data.folder.load_folder` that ``from_folder`` passes on."""
 
 
 class FewShotEpisodes:
@@ -103,12 +107,25 @@ class FewShotEpisodes:
     ) -> FewShotEpisodes:
         """Episodes of ``path/<class>/*.png`` (or ``path/{train,val,test}/<class>/...``).
 
-        Without split folders, every class is a training class. ``options`` are those of the
-        constructor. See :func:`~alfa.data.folder.load_folder` for the images read.
+        Without split folders, every class is a training class. ``options`` are the image
+        options of :func:`~alfa.data.folder.load_folder` (``invert=True`` for dark-on-light
+        drawings, prepared as ``alfa train`` prepares Omniglot; ``resample``, ``crop_scale``,
+        ``in_memory``) and those of the constructor.
+
+        Raises:
+            DataError: an option that is neither (named), or a problem of the folder.
         """
+        image = {k: options.pop(k) for k in _FOLDER_OPTIONS if k in options}
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "train"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise DataError(
+                f"unknown option {unknown[0]!r} for FewShotEpisodes.from_folder; valid options: "
+                + ", ".join(["image_size", "channels", *_FOLDER_OPTIONS, *sorted(known)])
+            )
         found = [s for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(path, s))]
         splits = {
-            split: load_folder(path, split=split, image_size=image_size, channels=channels)
+            split: load_folder(path, split=split, image_size=image_size, channels=channels, **image)
             for split in found or ["train"]
         }
         if "train" not in splits:

@@ -21,7 +21,7 @@ from alfa.data.mini_imagenet import (
     load_mini_imagenet_pickle,
 )
 from alfa.data.omniglot import load_omniglot
-from alfa.data.splits import read_class_list
+from alfa.data.splits import class_list_names
 from alfa.data.tiered_imagenet import load_tiered_imagenet_npz, load_tiered_imagenet_png
 from alfa.errors import DataError
 
@@ -189,7 +189,8 @@ def load_dataset(
         image_size: Output side in pixels; ``None`` keeps the format's default (Omniglot 28,
             others 84).
         **options: Loader options (see each loader), plus ``class_list`` (a file of class
-            names, one a line) which keeps only those classes in that order.
+            names, one a line, or the names as a list) which keeps only those classes in that
+            order.
 
     Raises:
         DataError: Missing path, unknown format or option, or any problem of the data itself.
@@ -237,6 +238,6 @@ def load_dataset(
     if image_size is not None:
         kwargs["image_size"] = image_size
     data = loader(paths if len(paths) > 1 else paths[0], **kwargs)
-    if class_list:
-        data = data.select_classes(read_class_list(class_list))
+    if class_list is not None:
+        data = data.select_classes(class_list_names(class_list)[0])
     return data

@@ -38,7 +38,7 @@ from alfa.data._files import (
 )
 from alfa.data.dataset import ImageClassDataset, IndexLike, LazyImageDataset
 from alfa.data.images import FileReader, ImageSpec, ZipMember
-from alfa.data.splits import read_class_list
+from alfa.data.splits import ClassList, class_list_names
 from alfa.errors import DataError
 
 __all__ = ["RotatedClasses", "find_roots", "load_omniglot"]
@@ -136,7 +136,7 @@ def _scan_zip(root: _Root, sink: ProblemSink) -> dict[str, dict[str, str | ZipMe
     return found
 
 
-def _parse_class_line(line: str, file: Path) -> tuple[str, int]:
+def _parse_class_line(line: str, file: str) -> tuple[str, int]:
     parts = line.strip().strip("/").split("/")
     angle = 0
     if len(parts) == 3:
@@ -196,7 +196,7 @@ def load_omniglot(
     split: str | None = None,
     image_size: int = 28,
     rotations: bool | Sequence[int] = False,
-    class_list: str | os.PathLike[str] | None = None,
+    class_list: ClassList | None = None,
     invert: bool = True,
     resample: str = "lanczos",
     in_memory: bool | None = None,
@@ -213,7 +213,8 @@ def load_omniglot(
         image_size: Output side in pixels.
         rotations: ``True`` adds 90/180/270 degree rotations as extra classes; or a list of
             angles. Ignored when a class list is used (it names the rotations).
-        class_list: A file of ``Alphabet/characterNN[/rotDDD]`` lines selecting the classes.
+        class_list: A file of ``Alphabet/characterNN[/rotDDD]`` lines selecting the classes
+            (or those lines as a list).
         invert: Store ``255 - x`` so that strokes are bright (see the module docstring).
         resample: PIL resize filter (default Lanczos).
         in_memory: Decode everything up front (default ``True``); ``False`` decodes on demand.
@@ -239,8 +240,8 @@ def load_omniglot(
     if class_list is None and split in VINYALS_SPLITS:
         class_list = _vinyals_list(paths, str(split))
     if class_list is not None:
-        file = as_path(class_list)
-        wanted = [_parse_class_line(line, file) for line in read_class_list(file)]
+        lines, file = class_list_names(class_list)
+        wanted = [_parse_class_line(line, file) for line in lines]
         missing = [k for k, _ in wanted if k not in merged]
         if missing:
             raise DataError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -13,14 +14,20 @@ from alfa.data._files import as_path, normalise_split
 from alfa.errors import DataError
 
 __all__ = [
+    "ClassList",
     "check_split_classes",
     "class_identity",
+    "class_list_names",
     "mini_imagenet_split",
     "overlapping_classes",
     "read_class_list",
 ]
 
 SPLIT_CHECKS = ("warn", "error", "off")
+
+ClassList = str | os.PathLike[str] | Sequence[str]
+"""A class list: the path of a file of class names (one a line), or the names themselves (a
+list or tuple, e.g. the copy of a run's class list kept in its run directory)."""
 
 
 @cache
@@ -56,6 +63,25 @@ def read_class_list(path: str | Path) -> list[str]:
     if duplicates:
         raise DataError(f"class list file {file} lists {duplicates[0]!r} more than once")
     return names
+
+
+def class_list_names(class_list: ClassList) -> tuple[list[str], str]:
+    """The names of a class list and how to name it in a message: the file, or "the stored
+    class list" for names given directly.
+
+    Raises:
+        DataError: the file is missing or unreadable, or the list is empty or names a class
+            twice.
+    """
+    if isinstance(class_list, str | os.PathLike):
+        return read_class_list(class_list), str(as_path(class_list))
+    names = [str(n).strip() for n in class_list if str(n).strip()]
+    if not names:
+        raise DataError("the stored class list lists no classes")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"the stored class list lists {duplicates[0]!r} more than once")
+    return names, "the stored class list"
 
 
 def check_split_classes(found: Sequence[str], split: str, source: str, mode: str = "warn") -> None:

@@ -9,6 +9,7 @@ weighted sum over the steps with ``multi_step_loss``: :mod:`alfa.engine.multi_st
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from alfa.batch_checks import check_batch, check_labels, check_task, check_tensors
+from alfa.config.schema import DEFAULT_RULE
 from alfa.engine.base_learner import prepare_base_learner
-from alfa.engine.fast import fast_model
+from alfa.engine.fast import fast_model, unsupported
 from alfa.engine.functional import FunctionalModel
 from alfa.engine.inner_loop import LossFn, inner_loop
 from alfa.engine.losses import cross_entropy, mse
@@ -30,6 +32,8 @@ from alfa.typing import Params, TaskBatch
 
 __all__ = ["DEFAULT_STEPS", "MetaLearner", "MetaOutput"]
 
+
+_log = logging.getLogger("alfa")
 
 DEFAULT_STEPS = 5
 """Inner steps when neither ``steps`` nor a built rule gives them (the paper's S = 5)."""
@@ -79,7 +83,9 @@ class MetaLearner(nn.Module):
             their running statistics, and random layers draw per task; a module that cannot
             run once per task is refused, named.
         rule: the inner-loop update rule: a name of :data:`alfa.rules.RULES` (``"alfa"``,
-            ``"maml"``, ``"learned_fixed"``) or an :class:`~alfa.rules.UpdateRule` subclass,
+            ``"maml"``, ``"learned_fixed"``; default ``"maml"``, as a config's ``rule.name``:
+            :data:`alfa.config.schema.DEFAULT_RULE` says why) or an
+            :class:`~alfa.rules.UpdateRule` subclass,
             built here for the model's adapted tensors with ``rule_options``; or a rule that is
             already built (then ``steps`` may be left out and ``rule_options`` must be empty).
         steps: inner steps S (default: the built rule's, else 5); given once, for both the
@@ -99,7 +105,10 @@ class MetaLearner(nn.Module):
         engine: ``"auto"`` (default) uses the closed-form fast path (:mod:`alfa.engine.fast`)
             when the base learner is built from layers it knows and the generic ``vmap`` +
             autograd path otherwise; ``"fast"`` requires the fast path; ``"generic"`` always uses
-            autograd. Both compute the same numbers (tested in float64).
+            autograd. Both compute the same numbers (tested in float64). When the generic path
+            is chosen, ``engine_reason`` says why (e.g. the first layer the fast path does
+            not know, such as ``nn.Dropout``) and the ``alfa`` logger says so at level INFO
+            (``logging.basicConfig(level=logging.INFO)`` shows it; ``alfa train`` prints it).
         group: tasks per group on the fast path (``"auto"``, an int, or None for all at once).
         recompute: rebuild each inner step's graph during the meta-backward instead of keeping
             it (memory of one step instead of ``steps``, for one more pass over each step).
@@ -115,7 +124,7 @@ class MetaLearner(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        rule: str | type[UpdateRule] | UpdateRule = "alfa",
+        rule: str | type[UpdateRule] | UpdateRule = DEFAULT_RULE,
         *,
         steps: int | None = None,
         task: Literal["regression", "classification"] = "regression",
@@ -146,6 +155,15 @@ class MetaLearner(nn.Module):
             )
         self.functional: FunctionalModel = fast if fast is not None else FunctionalModel(model)
         self.engine = "fast" if fast is not None else "generic"
+        self.engine_reason: str | None = None
+        """Why the generic engine runs the inner loop (None on the fast path)."""
+        if fast is None:
+            self.engine_reason = (
+                "engine='generic' was asked for"
+                if engine == "generic"
+                else f"the fast path does not take this model: {unsupported(model)}"
+            )
+            _log.info("inner loop on the generic engine (vmap + autograd): %s", self.engine_reason)
         self.recompute = recompute
         if not isinstance(rule, UpdateRule):
             shapes = [p.shape for p in self.functional.initial().values()]

@@ -7,7 +7,19 @@ from torch import nn
 from alfa.config import Config
 from alfa.models.mlp import MLP
 
-__all__ = ["MLP", "build_model"]
+__all__ = ["BACKBONES", "MLP", "build_model"]
+
+BACKBONES: dict[str, str] = {
+    "mlp": "fully connected ReLU network, widths model.hidden (40-40 or 80-80-80): sinusoid "
+    "regression (Table 8)",
+    "conv4": "4-CONV: four 3x3 conv + batch norm + LeakyReLU + 2x2 max-pool blocks of "
+    "model.filters channels and a linear classifier (Tables 1, 2, 4-7)",
+    "resnet12": "ResNet12: four residual blocks of 64-128-256-512 channels, global average pool "
+    "and a linear classifier (Tables 1, 2)",
+    "resnet18": "Meta-Dataset's ResNet-18 (512 features) and a linear classifier (Table 3)",
+}
+"""The backbones a config names (``model.name``), each with what it is and where the paper
+uses it (``alfa models`` lists them)."""
 
 
 def build_model(config: Config, *, in_channels: int = 3) -> nn.Module:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from alfa.errors import AlfaError
 from alfa.paper.provenance import source_commit
 from alfa.paper.table8_cells import ADAPTIVITY, LABELS, cell_key
 
-__all__ = ["main", "selection", "write"]
+__all__ = ["draw_panels", "main", "selection", "write"]
 
 ROWS = ("maml", "learned_fixed", "alfa_maml", "alfa_maml_official", *ADAPTIVITY)
 
@@ -251,11 +252,6 @@ def _markdown(report: dict[str, Any]) -> str:
 def _plot(evidence: Path, out: Path, tasks: int) -> None:
     """Step-0 learning rate of each layer against the amplitude, seed 0 of 40x2 5-shot, for
     ALFA+MAML and each switch that was run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from alfa.paper.adaptivity import record, validation_tasks
     from alfa.runs.reopen import load_run
 
@@ -264,26 +260,54 @@ def _plot(evidence: Path, out: Path, tasks: int) -> None:
         for m in ("alfa_maml", *ADAPTIVITY)
         if (evidence / cell_key("40x2", 5, m, 0) / "checkpoints" / "best.pt").is_file()
     ]
-    if not methods:
-        return
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.0), squeeze=False)
-    for ax, method in zip(axes[0], methods, strict=True):
+    panels = []
+    for method in methods:
         config, learner, _, _ = load_run(evidence / cell_key("40x2", 5, method, 0))
         batch, amplitude = validation_tasks(config, tasks)
         learner.eval()
         rec = record(learner, batch)
         order = amplitude.argsort()
+        curves = {}
         for k, name in enumerate(learner.rule.names):
             alpha = rec.alpha[0, :, k]
-            ax.plot(amplitude[order], (alpha / alpha.abs().mean())[order], ".", ms=2, label=name)
-        ax.set_title(method, fontsize=8)
+            curves[name] = (alpha / alpha.abs().mean())[order].numpy()
+        panels.append((method, amplitude[order].numpy(), curves))
+    if panels:
+        draw_panels(panels, out)
+
+
+def draw_panels(panels: list[tuple[str, Any, dict[str, Any]]], out: Path, columns: int = 4) -> Path:
+    """One panel per method (title, amplitudes, normalised step-0 alpha by layer) in a grid of
+    at most ``columns`` panels a row, so that the figure stays readable at page width; one
+    legend for all, below the grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(columns, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.4 * cols, 2.9 * rows + 0.35), squeeze=False, sharey=True
+    )
+    for ax, (method, amplitude, curves) in zip(axes.flat, panels, strict=False):
+        for name, values in curves.items():
+            ax.plot(amplitude, values, ".", ms=2, label=name)
+        ax.set_title(method, fontsize=9)
         ax.set_xlabel("task amplitude", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("step-0 alpha / mean |alpha| of the layer", fontsize=7)
-    axes[0][-1].legend(fontsize=6, markerscale=3)
-    fig.tight_layout()
+    for ax in axes.flat[len(panels) :]:
+        ax.set_axis_off()
+    for row in axes:
+        row[0].set_ylabel("step-0 alpha / mean |alpha|", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=7, markerscale=3
+    )
+    fig.tight_layout(rect=(0, 0.35 / (2.9 * rows + 0.35), 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

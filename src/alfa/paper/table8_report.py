@@ -225,8 +225,35 @@ def _verdict(pairs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
     return " ".join(sentences) or "No paired ALFA+MAML vs learned-fixed result yet."
 
 
+def _test_tasks(rows: list[dict[str, Any]]) -> str:
+    """The test tasks of the rows, as the text says them: one number when every row used the
+    same count (the table's protocol), else each count."""
+    counts = sorted({r["test_tasks"] for r in rows if r.get("test_tasks")})
+    return " or ".join(map(str, counts)) if counts else "the"
+
+
+def _against_paper_maml(summary: list[dict[str, Any]]) -> str:
+    """How our MAML MSE compares with the paper's, from the numbers (empty without them)."""
+    ratios = sorted(
+        s["mean"] / s["paper_mse"]
+        for s in summary
+        if s["method"] == "maml" and s["mean"] is not None and s["paper_mse"]
+    )
+    if not ratios:
+        return ""
+    low, high = ratios[0], ratios[-1]
+    spread = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f} to {high:.2f}"
+    return f" (our MAML MSE is {spread} times its)"
+
+
 def markdown(doc: dict[str, Any]) -> str:
+    """``table8.md`` from ``table8.json``: every number and count in the text comes from it
+    (test tasks, evaluation seed, the comparison with the paper, the results folder)."""
     rows, summary, pairs = doc["rows"], doc["summary"], doc["paired"]
+    tasks = _test_tasks(rows)
+    seeds = sorted({r["eval_seed"] for r in rows if r.get("eval_seed") is not None})
+    seed = f" (seed {', '.join(map(str, seeds))})" if seeds else ""
+    folder = doc.get("results", "results").rstrip("/")
     have = {cell_key(r["net"], r["shots"], r["method"], r["seed"]) for r in rows}
     left: dict[str, list[str]] = {}
     for c in CELLS:
@@ -237,8 +264,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# Table 8, controlled: sinusoid regression, every row under one protocol",
         "",
-        "MSE over 100 query points, mean and 95% CI over the same 600 fixed test tasks (seed "
-        "1234) for every run; the best of 10 validation checkpoints (200 fixed validation "
+        f"MSE over 100 query points, mean and 95% CI over the same {tasks} fixed test tasks"
+        f"{seed} for every run; the best of 10 validation checkpoints (200 fixed validation "
         f"tasks); {doc['iterations']} meta-iterations per run.",
         "",
         "**Verdict.** " + _verdict(pairs, summary),
@@ -285,10 +312,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "diverged before its first validation checkpoint has no score; one that diverged later "
         "is scored by its best checkpoint before that point (the note says where). The paper's "
         "gains are from its Table 8 (it has no learned-fixed row on regression); its absolute "
-        "numbers come from an unstated protocol (our MAML MSE is about half of its), so compare "
+        f"numbers come from an unstated protocol{_against_paper_maml(summary)}, so compare "
         "gains, not MSEs.",
         "",
-        "## Paired differences (same 600 test tasks): mean per-task MSE(a) - MSE(b)",
+        f"## Paired differences (same {tasks} test tasks): mean per-task MSE(a) - MSE(b)",
         "",
         "| net | shots | a | b | each seed: mean diff +- 95% CI | mean +- std over seeds "
         "| seeds a better beyond CI | seeds b better beyond CI "
@@ -312,7 +339,7 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Negative: a has the lower MSE. The CI is 1.96 x std / sqrt(600) of the per-task "
+        f"Negative: a has the lower MSE. The CI is 1.96 x std / sqrt({tasks}) of the per-task "
         "differences of one seed (paired over the shared test tasks); it covers the test-task "
         "sample, not training noise, which the spread over seeds shows. The per-task MSEs are "
         "heavy-tailed (a few tasks can dominate a mean), so the median difference and the share "
@@ -337,7 +364,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "Each run's best checkpoint, `config.yaml`, `metrics.jsonl` and per-task test MSEs are "
         "in `table8/<net>-k<shots>-<method>-s<seed>/`; "
-        "`alfa eval results/table8/<cell>` reproduces its MSE.",
+        f"`alfa eval {folder}/table8/<cell>` reproduces its MSE.",
         "",
         "Cells of the recipe not run yet (running the command again trains them): "
         + (", ".join(missing) if missing else "none")

@@ -156,6 +156,7 @@ def run(
         )
     doc["iterations"] = iterations
     doc["command"] = doc["written_by"] = command
+    doc["results"] = str(results)
     earlier = (doc.get("source") or {}).get("commit")
     for row in doc["rows"]:
         row.setdefault("commit", earlier)  # rows written before rows recorded their commit
@@ -220,6 +221,7 @@ def report(results: Path, written_by: str) -> dict[str, Any]:
     doc = _read(json_path)
     doc["source"] = source_commit()
     doc["written_by"] = written_by
+    doc["results"] = str(results)
     _write(results, doc)
     return doc
 

@@ -3,14 +3,18 @@
 It prints the resolved config, the number of meta-parameters and the estimated peak memory
 (:func:`alfa.runs.memory.estimate`), and the command refuses a run that cannot fit
 (:func:`alfa.runs.memory.check_memory`).
-No data is loaded: the base learner (:func:`alfa.models.build_model`) and the rule
-(:func:`alfa.rules.build_rule`) are built on PyTorch's ``meta`` device, which holds shapes
-only, so even a model far too large for the machine is counted without allocating it. An image
-dataset's channels are assumed from its name (1 for Omniglot, else 3), as the data would say.
+The data is checked without being loaded (:func:`check_data`): every dataset path exists
+(environment variables such as ``$ALFA_DATA`` set), holds a format of the configured dataset,
+and every class-list file can be read. No image is decoded: the base learner
+(:func:`alfa.models.build_model`) and the rule (:func:`alfa.rules.build_rule`) are built on
+PyTorch's ``meta`` device, which holds shapes only, so even a model far too large for the
+machine is counted without allocating it. An image dataset's channels are assumed from its name
+(1 for Omniglot, else 3), as the data would say.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +22,7 @@ import torch
 
 from alfa.config import Config
 
-__all__ = ["MetaParameters", "count_meta_parameters", "dry_run_report"]
+__all__ = ["MetaParameters", "check_data", "count_meta_parameters", "dry_run_report"]
 
 
 @dataclass(frozen=True)
@@ -53,17 +57,67 @@ def count_meta_parameters(config: Config) -> MetaParameters:
     )
 
 
+def check_data(config: Config, kept: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """What a run would read, checked without loading it: one line per dataset path and class
+    list (none for sinusoid regression, whose tasks are generated).
+
+    Args:
+        kept: the class lists a resumed run keeps (:mod:`alfa.runs.class_lists`), used instead
+            of the files of its config.
+
+    Raises:
+        DataError: a path uses an environment variable that is not set, does not exist or holds
+            no format of the configured dataset, or a class-list file cannot be read; the
+            message names the config key.
+    """
+    from alfa.data.formats import detect_format, split_paths
+    from alfa.errors import DataError
+    from alfa.runs.class_lists import config_class_lists
+    from alfa.tasks.episodic import CLASS_LIST_KEYS, dataset_formats
+
+    d = config.data
+    if d.name in ("sinusoid", "metadataset"):  # generated, or read by metadataset_run
+        return []
+    roots = [("data.root", d.name, d.root, d.format)]
+    if d.test_root:
+        fmt = d.test_format or ("" if d.test_name else d.format)
+        roots.append(("data.test_root", d.test_name or d.name, d.test_root, fmt))
+    lines = []
+    for key, name, root, fmt in roots:
+        try:
+            paths = split_paths(root)
+            found = sorted({fmt or detect_format(p) for p in paths})
+        except DataError as exc:
+            raise DataError(f"config key '{key}': {exc}") from exc
+        wrong = [f for f in found if f not in dataset_formats(name)]
+        if wrong:
+            raise DataError(
+                f"config key '{key}' holds format '{wrong[0]}', which is not a {name} format "
+                f"({', '.join(dataset_formats(name))})"
+            )
+        lines.append(f"data: {key} = {', '.join(map(str, paths))} ({', '.join(found)})")
+    kept = dict(kept or {})
+    for split, names in (
+        config_class_lists(config, only=set(CLASS_LIST_KEYS) - set(kept)) | kept
+    ).items():
+        lines.append(f"data: {split} class list: {len(names)} classes")
+    return lines
+
+
 def _parts(parts: dict[str, int]) -> str:
     from alfa.runs.memory import _size
 
     return "; ".join(f"{key}: {_size(n)}" for key, n in parts.items())
 
 
-def dry_run_report(config: Config, run_dir: Path | None) -> str:
+def dry_run_report(
+    config: Config, run_dir: Path | None, kept: Mapping[str, Sequence[str]] | None = None
+) -> str:
     """The text ``alfa train --dry-run`` prints (the memory check is separate).
 
     Raises:
         ConfigError: ``train.device`` is cuda and no GPU is present.
+        DataError: the data cannot be found (:func:`check_data`).
     """
     from alfa.config.docs import config_yaml
     from alfa.runs.build import resolve_device
@@ -71,7 +125,7 @@ def dry_run_report(config: Config, run_dir: Path | None) -> str:
 
     device = resolve_device(config.train.device)
     counts = count_meta_parameters(config)
-    lines = [config_yaml(config).rstrip("\n"), ""]
+    lines = [config_yaml(config).rstrip("\n"), "", *check_data(config, kept)]
     if run_dir is not None:
         lines.append(f"run directory: {run_dir} (not created: dry run)")
     if counts.learn_init:

@@ -61,8 +61,49 @@ def evaluate(
 
     With ``world`` (a distributed job) the chunks are shared among its ranks and every rank
     returns the whole result.
+
+    The learners are put in eval mode while they are scored (and given back in the mode they
+    were in), so random layers such as ``nn.Dropout`` are off and the same tasks give the same
+    score every time: the fixed seeded protocol depends on nothing else.
     """
     learners = [learner] if isinstance(learner, MetaLearner) else list(learner)
+    modes = [m.training for m in learners]
+    for m in learners:
+        m.eval()
+    try:
+        return _evaluate(
+            learners,
+            source,
+            split,
+            tasks,
+            seed,
+            batch,
+            steps,
+            first_order,
+            device,
+            progress,
+            per_task,
+            world,
+        )
+    finally:
+        for m, mode in zip(learners, modes, strict=True):
+            m.train(mode)
+
+
+def _evaluate(
+    learners: list[MetaLearner],
+    source: TaskSource,
+    split: str,
+    tasks: int,
+    seed: int,
+    batch: int,
+    steps: int | None,
+    first_order: bool,
+    device: torch.device | str,
+    progress: bool,
+    per_task: bool,
+    world: World | None,
+) -> dict[str, Any]:
     steps = learners[0].steps if steps is None else steps
     here = world if world is not None else World()
     chunks = source.fixed_chunks(split, tasks, seed, batch)

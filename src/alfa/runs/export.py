@@ -18,6 +18,9 @@ everything needed to rebuild the learner without the training data:
                   regression)
 ``iteration``     the meta-iteration of the checkpoint it came from
 ``checkpoint``    that checkpoint's file name
+``class_lists``   the class names of each split's class list, by split (JSON; optional), so
+                  that the test classes are known without the files the run was trained from
+                  (:mod:`alfa.runs.class_lists`)
 ``sha256``        SHA-256 of the tensor bytes followed by the other metadata as sorted JSON, so
                   a damaged or edited file is refused by name
 """
@@ -26,7 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from alfa.engine.meta_learner import MetaLearner
 from alfa.errors import AlfaError
 from alfa.runs.build import build_learner_for, configure_runtime
 from alfa.runs.checkpoint import CheckpointError, atomic_write_bytes
+from alfa.runs.class_lists import config_class_lists, read_run_class_lists
 from alfa.runs.preprocessing import Preprocessing, input_channels, preprocessing_for, task_of
 from alfa.runs.reopen import check_weights_finite, load_learner_state, read_run_checkpoint
 from alfa.version import package_version
@@ -58,6 +63,7 @@ class Exported:
     preprocessing: Preprocessing | None
     iteration: int
     metadata: dict[str, str]
+    class_lists: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _digest(data: bytes, metadata: dict[str, str]) -> str:
@@ -84,11 +90,24 @@ def _split(raw: bytes, path: Path) -> tuple[dict[str, Any], bytes]:
 
 
 def write_export(
-    path: Path, config: Config, learner: MetaLearner, *, iteration: int, checkpoint: str
+    path: Path,
+    config: Config,
+    learner: MetaLearner,
+    *,
+    iteration: int,
+    checkpoint: str,
+    class_lists: Mapping[str, Sequence[str]] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> None:
-    """Write ``learner``'s meta-learned tensors and ``config`` to ``path`` (atomically)."""
+    """Write ``learner``'s meta-learned tensors and ``config`` to ``path`` (atomically).
+
+    Args:
+        class_lists: the class names of the run's class lists, by split, kept in the file.
+        preprocessing: how images are prepared for the model (default: as the training images
+            of ``config`` were, :func:`~alfa.runs.preprocessing.preprocessing_for`).
+    """
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in learner.state_dict().items()}
-    prep = preprocessing_for(config)
+    prep = preprocessing if preprocessing is not None else preprocessing_for(config)
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -100,6 +119,8 @@ def write_export(
         "iteration": str(iteration),
         "checkpoint": checkpoint,
     }
+    if class_lists:
+        metadata["class_lists"] = json.dumps({k: list(v) for k, v in class_lists.items()})
     _, data = _split(safetensors.torch.save(tensors, metadata=metadata), path)
     metadata["sha256"] = _digest(data, metadata)
     atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
@@ -123,7 +144,11 @@ def export_run(run_dir: Path, to: Path, *, checkpoint: str = "best") -> Exported
     check_weights_finite(learner, source)
     iteration = state.get("iteration")
     iteration = iteration if isinstance(iteration, int) else 0
-    write_export(to, config, learner, iteration=iteration, checkpoint=source.name)
+    # the run's own copies; a run from before them: its config's files, where they can be read
+    lists = config_class_lists(config, strict=False) | read_run_class_lists(Path(run_dir))
+    write_export(
+        to, config, learner, iteration=iteration, checkpoint=source.name, class_lists=lists
+    )
     return read_export(to)
 
 
@@ -170,6 +195,7 @@ def read_export(path: Path, *, norm: str | None = None) -> Exported:
         prep_data = json.loads(meta.get("preprocessing", "null"))
         prep = None if prep_data is None else Preprocessing.from_dict(prep_data)
         iteration = int(meta["iteration"])
+        lists = _class_lists(json.loads(meta.get("class_lists", "{}")))
     except (AlfaError, ValueError, TypeError, safetensors.SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"alfa export '{path}' is damaged: {first}") from exc
@@ -186,4 +212,16 @@ def read_export(path: Path, *, norm: str | None = None) -> Exported:
     check_weights_finite(learner, path)
     learner.to(configure_runtime(config))
     learner.eval()
-    return Exported(path, config, learner, prep, iteration, dict(meta))
+    return Exported(path, config, learner, prep, iteration, dict(meta), lists)
+
+
+def _class_lists(data: Any) -> dict[str, list[str]]:
+    """The ``class_lists`` metadata, checked: ``{split: [class name, ...]}``."""
+    if not isinstance(data, dict) or any(
+        split not in ("train", "val", "test")
+        or not isinstance(names, list)
+        or not all(isinstance(n, str) for n in names)
+        for split, names in data.items()
+    ):
+        raise ValueError("metadata 'class_lists' is not a mapping of splits to class names")
+    return {split: list(names) for split, names in data.items()}

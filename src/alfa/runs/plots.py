@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from alfa.config import Config
 from alfa.engine.meta_learner import MetaLearner
@@ -30,6 +31,7 @@ from alfa.tasks.source import TaskSource
 
 __all__ = [
     "CSV_COLUMNS",
+    "curves_figure",
     "draw_hyperparameters",
     "hyperparameter_table",
     "plot_curves",
@@ -55,21 +57,31 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def plot_curves(run_dir: Path, out: Path, records: list[dict[str, Any]] | None = None) -> Path:
-    """Training loss and validation metric against meta-iterations, with the training accuracy
-    for classification (``records``: the run's ``metrics.jsonl``, read when not given)."""
-    if records is None:
-        records = read_metrics(run_dir / "metrics.jsonl")
+def curves_figure(records: list[dict[str, Any]]) -> Figure:
+    """The learning curves of a run's ``metrics.jsonl`` records, as a figure of two panels.
+
+    Left: the outer (training) loss against meta-iterations, on a logarithmic axis when every
+    value is positive, so that one spike does not flatten the rest of the curve. Right: the
+    validation metric with its 95% CI and, for classification, the training query accuracy
+    of each logged window; a run without validation (``train.val_every: 0``) shows its
+    training accuracy there, or says that it has no validation.
+    """
     train = [r for r in records if r.get("split") == "train" and "loss" in r]
     val = [r for r in records if r.get("split") == "val"]
     metric = "mse" if any("mse" in r for r in val) else "accuracy"
     val = [r for r in val if metric in r]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    axes[0].plot([r["iteration"] for r in train], [_number(r["loss"]) for r in train])
+    losses = [_number(r["loss"]) for r in train]
+    axes[0].plot([r["iteration"] for r in train], losses)
     axes[0].set(xlabel="meta-iteration", ylabel="outer loss", title="training")
+    finite = [v for v in losses if math.isfinite(v)]
+    if finite and min(finite) > 0:
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("outer loss (log scale)")
     trained = [r for r in train if "train_accuracy" in r] if metric == "accuracy" else []
+    right = axes[1]
     if val:
-        axes[1].errorbar(
+        right.errorbar(
             [r["iteration"] for r in val],
             [_number(r[metric]) for r in val],
             yerr=[_number(r.get("ci95", 0.0)) for r in val],
@@ -77,21 +89,44 @@ def plot_curves(run_dir: Path, out: Path, records: list[dict[str, Any]] | None =
             capsize=3,
             label="validation (95% CI)",
         )
-        title = "validation (95% CI)"
-        if trained:  # classification: the training accuracy of each logged window beside it
-            axes[1].plot(
-                [r["iteration"] for r in trained],
-                [_number(r["train_accuracy"]) for r in trained],
-                color="0.5",
-                linewidth=1,
-                label="training (meta-batch queries)",
-            )
-            axes[1].legend(fontsize=8)
+    if trained:  # classification: the training accuracy of each logged window
+        right.plot(
+            [r["iteration"] for r in trained],
+            [_number(r["train_accuracy"]) for r in trained],
+            color="0.5",
+            linewidth=1,
+            label="training (meta-batch queries)",
+        )
+    if val or trained:
+        if val and trained:
             title = "accuracy"
-        axes[1].set(xlabel="meta-iteration", ylabel=metric, title=title)
+        elif val:
+            title = "validation (95% CI)"
+        else:
+            title = "training accuracy (no validation: train.val_every=0)"
+        right.set(xlabel="meta-iteration", ylabel=metric, title=title)
+        right.legend(fontsize=8)
     else:
-        axes[1].set_axis_off()
+        right.set_axis_off()
+        right.text(
+            0.5,
+            0.5,
+            "no validation in this run\n(train.val_every=0)",
+            ha="center",
+            va="center",
+            transform=right.transAxes,
+            color="0.4",
+        )
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(run_dir: Path, out: Path, records: list[dict[str, Any]] | None = None) -> Path:
+    """Write :func:`curves_figure` of a run to ``out`` (``records``: the run's
+    ``metrics.jsonl``, read when not given)."""
+    if records is None:
+        records = read_metrics(run_dir / "metrics.jsonl")
+    fig = curves_figure(records)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

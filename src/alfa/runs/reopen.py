@@ -21,6 +21,7 @@ from alfa.engine.meta_learner import MetaLearner
 from alfa.errors import AlfaError, ConfigError
 from alfa.runs.build import build_learner, configure_runtime, resolve_device
 from alfa.runs.checkpoint import CheckpointError, latest_good_checkpoint, list_top, load_checkpoint
+from alfa.runs.class_lists import read_run_class_lists, still_valid
 from alfa.tasks.source import TaskSource, build_source
 
 __all__ = [
@@ -240,14 +241,23 @@ def read_run_checkpoint(
 
 
 def load_run(
-    run_dir: Path, *, checkpoint: str = "best", config: Config | None = None
+    run_dir: Path,
+    *,
+    checkpoint: str = "best",
+    config: Config | None = None,
+    splits: tuple[str, ...] = ("test",),
 ) -> tuple[Config, MetaLearner, TaskSource, dict[str, Any]]:
     """Config, meta-learner (weights loaded), task source and checkpoint state of a run.
+
+    The source reads only ``splits`` (the test classes by default: no training data is
+    needed), with the class lists kept in the run (:mod:`alfa.runs.class_lists`), so a run
+    that was moved works from any folder.
 
     Args:
         checkpoint: ``"best"`` (by validation; the last one when there is none), ``"last"``,
             or a checkpoint file (see :func:`read_run_checkpoint`).
         config: the run's config with evaluation overrides (default: its ``config.yaml``).
+        splits: the splits the task source reads (``val`` and/or ``test``).
 
     Returns:
         The state holds, besides the checkpoint's content, ``"path"``: the file it was read
@@ -260,7 +270,8 @@ def load_run(
     """
     saved, state, path = read_run_checkpoint(Path(run_dir), checkpoint)
     config = saved if config is None else config
-    source = build_source(config)
+    lists = still_valid(saved, config, read_run_class_lists(Path(run_dir)))
+    source = build_source(config, splits=splits, class_lists=lists)
     learner = build_learner(config, task=source.task, in_channels=source.in_channels)
     load_learner_state(learner, state, path)
     check_weights_finite(learner, path)
@@ -272,18 +283,29 @@ def load_run(
 def load_ensemble(run_dir: Path, k: int, config: Config, source: TaskSource) -> list[MetaLearner]:
     """The ``k`` best checkpoints of a run by validation (``train.keep_best`` >= k), as learners.
 
+    A run trained with ``train.keep_best: 1`` keeps its best checkpoint as ``best.pt`` only; it
+    counts as its one top checkpoint.
+
     Raises:
-        AlfaError: the run kept fewer than ``k`` top checkpoints.
+        AlfaError: the run kept fewer than ``k`` top checkpoints (the message says how many,
+            and which).
     """
     folder = Path(run_dir) / "checkpoints"
     ranked = []
     for iteration, path in sorted(list_top(folder).items()):
         state = load_checkpoint(path)
         ranked.append((float(state["score"]), iteration, path, state))
+    best = folder / "best.pt"
+    if not ranked and best.is_file():  # keep_best 1: the best checkpoint is the only top one
+        state = load_checkpoint(best)
+        score = state.get("best")
+        ranked.append((float(score) if score is not None else 0.0, 0, best, state))
     ranked.sort(key=lambda e: e[0], reverse=source.metric != "mse")
     if len(ranked) < k:
+        kept = ", ".join(entry[2].name for entry in ranked) or "none"
         raise AlfaError(
-            f"--ensemble {k} needs {k} top checkpoints but '{folder}' holds {len(ranked)}; "
+            f"--ensemble {k} needs {k} top checkpoints by validation but '{folder}' holds "
+            f"{len(ranked)} ({kept}; the run kept train.keep_best={config.train.keep_best}); "
             f"train with train.keep_best={k} (or more)"
         )
     device = resolve_device(config.train.device)

@@ -17,6 +17,7 @@ import yaml
 from alfa.config import Config, config_to_dict
 from alfa.errors import AlfaError
 from alfa.runs.checkpoint import atomic_write_bytes
+from alfa.runs.class_lists import store_class_lists
 from alfa.runs.reopen import check_path_names
 
 __all__ = [
@@ -112,6 +113,13 @@ def unlock_run_dir(handle: IO[str] | None, run_dir: Path) -> None:
 
 
 def prepare_new_run(config: Config, run_dir: Path) -> IO[str] | None:
+    """Create and lock a new run directory, keep its class lists
+    (:mod:`alfa.runs.class_lists`) and write its ``config.yaml``; the lock is returned.
+
+    Raises:
+        AlfaError: the folder already holds a run or cannot be written.
+        DataError: a class-list file of the config cannot be read.
+    """
     check_new_run_dir(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +128,7 @@ def prepare_new_run(config: Config, run_dir: Path) -> IO[str] | None:
     handle = lock_run_dir(run_dir)
     try:
         check_new_run_dir(run_dir)  # another process may have started here in the meantime
+        store_class_lists(config, run_dir)  # before config.yaml: a failure leaves no run
         text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
         atomic_write_bytes(run_paths(run_dir)["config"], text.encode())
     except BaseException:

@@ -61,6 +61,7 @@ from alfa.errors import AlfaError, DivergenceError
 from alfa.runs.build import build_learner, build_optimizer, configure_runtime
 from alfa.runs.checkpoint import checkpoint_name, prune_checkpoints, prune_top
 from alfa.runs.checkpoint import save_checkpoint as save_checkpoint
+from alfa.runs.class_lists import read_run_class_lists, store_class_lists
 from alfa.runs.distributed import (
     World,
     announce,
@@ -78,6 +79,7 @@ from alfa.runs.divergence import diagnose, meta_gradients_finite, meta_parameter
 from alfa.runs.durable import is_disk_full
 from alfa.runs.last_good import last_good_checkpoint
 from alfa.runs.memory import check_memory
+from alfa.runs.provenance import provenance, record_provenance
 from alfa.runs.reopen import check_path_names
 from alfa.runs.rundir import (
     check_new_run_dir,
@@ -239,18 +241,26 @@ def train(
     def open_run() -> Any:  # rank 0: every check that can refuse the resume
         nonlocal lock
         lock = lock_run_dir(run_dir)
-        return resume_point(config, run_dir)
+        point = resume_point(config, run_dir)
+        store_class_lists(config, run_dir, only_missing=True)  # a run from before the copies
+        return point
 
     try:
         if resume:  # before anything is built
             point = broadcast(on_main(open_run, here), here)
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
-        source = build_source(config)
+        # a resumed run reads its classes from its own copies of the class lists
+        source = build_source(config, class_lists=read_run_class_lists(run_dir) if resume else None)
         if here.distributed:
             source.share(first_task, last_task)
         learner = build_learner(config, task=source.task, in_channels=source.in_channels)
         learner = learner.to(device)
+        if learner.engine_reason is not None:
+            announce(
+                f"alfa: note: the inner loop runs on the generic engine: {learner.engine_reason}",
+                here,
+            )
         check_execution(config.train, learner, device)
         broadcast_parameters(learner, here)
         optimizer = build_optimizer(config, learner)
@@ -266,6 +276,9 @@ def train(
             announce(f"no checkpoint in {run_dir} yet; starting from iteration 0", here)
         if resume:
             on_main(lambda: record_config(config, run_dir), here)
+        if start < config.train.iterations:  # an invocation that trains (a finished run: none)
+            engine = learner.engine
+            on_main(lambda: record_provenance(run_dir, provenance(device, engine=engine)), here)
         return _loop(
             config,
             run_dir,

@@ -6,13 +6,14 @@ loaded with the meta-learned weights, on the run's device with its thread count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from alfa.config import Config
 from alfa.engine.meta_learner import MetaLearner
 from alfa.errors import AlfaError
 from alfa.runs.build import build_learner_for, configure_runtime
+from alfa.runs.class_lists import read_run_class_lists
 from alfa.runs.export import read_export
 from alfa.runs.preprocessing import Preprocessing, preprocessing_for
 from alfa.runs.reopen import (
@@ -36,6 +37,7 @@ class Trained:
     iteration: int
     origin: Path  # the checkpoint or export file that was read
     is_export: bool
+    class_lists: dict[str, list[str]] = field(default_factory=dict)  # by split, kept with it
 
 
 def is_export(path: Path) -> bool:
@@ -70,7 +72,7 @@ def open_trained(path: Path, *, checkpoint: str | None = None, norm: str | None 
                 "file (it holds one model)"
             )
         e = read_export(path, norm=norm)
-        return Trained(e.config, e.learner, e.preprocessing, e.iteration, path, True)
+        return Trained(e.config, e.learner, e.preprocessing, e.iteration, path, True, e.class_lists)
     config, state, file = read_run_checkpoint(path, checkpoint or "best")
     if norm is not None and config.model.norm != norm:
         config = replace(config, model=replace(config.model, norm=norm))
@@ -81,4 +83,5 @@ def open_trained(path: Path, *, checkpoint: str | None = None, norm: str | None 
     learner.eval()
     iteration = state.get("iteration")
     iteration = iteration if isinstance(iteration, int) else 0
-    return Trained(config, learner, preprocessing_for(config), iteration, file, False)
+    lists = read_run_class_lists(path)
+    return Trained(config, learner, preprocessing_for(config), iteration, file, False, lists)

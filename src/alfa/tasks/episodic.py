@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,11 +32,17 @@ from alfa.data import load_dataset as _load
 from alfa.data.episodes import to_float
 from alfa.data.every_class import load_every_class
 from alfa.data.formats import split_paths
-from alfa.data.splits import overlapping_classes
+from alfa.data.splits import ClassList, overlapping_classes
 from alfa.errors import DataError
 from alfa.typing import TaskBatch
 
-__all__ = ["EpisodicSource", "default_workers", "load_split"]
+__all__ = [
+    "CLASS_LIST_KEYS",
+    "EpisodicSource",
+    "dataset_formats",
+    "default_workers",
+    "load_split",
+]
 
 AUTO_WORKERS = 4
 """Decoding processes of a GPU run with ``data.workers: -1`` (at most; one core stays free)."""
@@ -69,6 +75,11 @@ _FORMATS = {
 }
 
 
+def dataset_formats(name: str) -> tuple[str, ...]:
+    """The on-disk formats that hold the dataset ``name`` (``data.name``)."""
+    return _FORMATS.get(name, ())
+
+
 def _format(name: str, root: str, fmt: str, key: str) -> str:
     fmt = fmt or detect_format(split_paths(root)[0])
     if fmt not in _FORMATS[name]:
@@ -79,24 +90,47 @@ def _format(name: str, root: str, fmt: str, key: str) -> str:
     return fmt
 
 
-def load_split(config: Config, split: str) -> ImageClassDataset | None:
+CLASS_LIST_KEYS = {"train": "split_file", "val": "val_split_file", "test": "test_split_file"}
+"""The ``data.*`` key of each split's class-list file."""
+
+
+def load_split(
+    config: Config, split: str, class_lists: Mapping[str, Sequence[str]] | None = None
+) -> ImageClassDataset | None:
     """The classes of ``split`` (train/val/test); None when the config defines no such split.
 
     With ``data.test_name``/``data.test_root`` (cross-domain, Table 2) the test classes come
-    from that dataset's test split instead.
+    from that dataset's test split instead; ``data.test_root`` alone reads the test classes
+    of the same dataset from another place.
+
+    Args:
+        class_lists: class names by split that replace the config's class-list files (a run
+            keeps a copy of each: :mod:`alfa.runs.class_lists`).
     """
     d = config.data
-    if split == "test" and d.test_name:
-        fmt = _format(d.test_name, d.test_root, d.test_format, "data.test_root")
-        options = {"class_list": d.test_split_file} if d.test_split_file else {}
-        split_name = "all" if fmt == "omniglot" and d.test_split_file else "test"
-        return _load(d.test_root, fmt, split=split_name, image_size=d.image_size, **options)
+    given = dict(class_lists or {})
+    lists: dict[str, ClassList] = {
+        "train": d.split_file,
+        "val": d.val_split_file,
+        "test": d.test_split_file,
+    }
+    lists = {k: given.get(k, v) for k, v in lists.items()}
+    if split == "test" and (d.test_name or d.test_root):
+        name = d.test_name or d.name
+        root = d.test_root or d.root
+        key = "data.test_root" if d.test_root else "data.root"
+        fmt = _format(name, root, d.test_format or ("" if d.test_name else d.format), key)
+        chosen = lists["test"]
+        options = {"class_list": chosen} if chosen else {}
+        split_name = "all" if fmt == "omniglot" and chosen else "test"
+        if fmt == "omniglot" and not chosen:
+            options["rotations"] = d.rotations
+        return _load(root, fmt, split=split_name, image_size=d.image_size, **options)
     fmt = _format(d.name, d.root, d.format, "data.root")
     if split == "train" and d.train_classes == "all":
         extra = {"rotations": d.rotations} if fmt == "omniglot" else {}
         return load_every_class(d.root, fmt, image_size=d.image_size, **extra)
     options: dict[str, Any] = {}
-    lists = {"train": d.split_file, "val": d.val_split_file, "test": d.test_split_file}
     if lists[split]:
         options["class_list"] = lists[split]
     if fmt == "omniglot":
@@ -115,11 +149,11 @@ def load_split(config: Config, split: str) -> ImageClassDataset | None:
     return _load(d.root, fmt, split=split, image_size=d.image_size, **options)
 
 
-def _warn_overlap(train: ImageClassDataset, other: ImageClassDataset | None, split: str) -> None:
+def _warn_overlap(train: Sequence[str], other: ImageClassDataset | None, split: str) -> None:
     """Warn when classes of the validation or test split are also meta-training classes."""
     if other is None:
         return
-    shared = overlapping_classes(train.class_names, other.class_names)
+    shared = overlapping_classes(train, other.class_names)
     if shared:
         name = "validation" if split == "val" else "test"
         print(
@@ -131,27 +165,53 @@ def _warn_overlap(train: ImageClassDataset, other: ImageClassDataset | None, spl
 
 
 class EpisodicSource:
-    """Episodes of an image dataset as configured by ``config.data``."""
+    """Episodes of an image dataset as configured by ``config.data``.
+
+    Args:
+        splits: the splits to read: all of them (None: a training run), or only those named,
+            e.g. ``("test",)`` to evaluate a trained model, which needs neither the training
+            classes nor their class list.
+        class_lists: class names by split that replace the config's class-list files.
+    """
 
     task = "classification"
     metric = "accuracy"
 
-    def __init__(self, config: Config, *, transfer: torch.device | str | None = "auto") -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        splits: Sequence[str] | None = None,
+        class_lists: Mapping[str, Sequence[str]] | None = None,
+        transfer: torch.device | str | None = "auto",
+    ) -> None:
         """``transfer``: the device :meth:`sample` normalises the ``uint8`` images on (and
         returns the batch on); ``"auto"``: CUDA when the run trains there, else None (float32
         batches on the CPU)."""
         d = config.data
         self.ways, self.shots, self.query = d.ways, d.shots, d.query
         self.test_query = d.test_query or d.query
-        self.train = load_split(config, "train")
-        assert self.train is not None
-        self.in_channels = self.train.channels
-        self._splits: dict[str, ImageClassDataset | None] = {"train": self.train}
         self._config = config
+        self._lists = dict(class_lists or {})
+        self._only = None if splits is None else tuple(splits)
+        self._splits: dict[str, ImageClassDataset | None] = {}
+        self._stream: Iterator[TaskBatch] | None = None
+        self.train: ImageClassDataset | None = None
+        self.loader: PrefetchingLoader | None = None
         cuda = config.train.device != "cpu" and torch.cuda.is_available()
         if transfer == "auto":
             transfer = "cuda" if cuda else None
         self.transfer = torch.device(transfer) if transfer is not None else None
+        if self._only is not None:
+            unknown = [s for s in self._only if s not in ("val", "test")]
+            if unknown or not self._only:
+                raise ValueError(f"splits must be val and/or test; got {list(self._only)}")
+            self.in_channels = self._split(self._only[0]).channels
+            return
+        self.train = load_split(config, "train", self._lists)
+        assert self.train is not None
+        self.in_channels = self.train.channels
+        self._splits["train"] = self.train
         self.loader = PrefetchingLoader(
             self.train,
             d.ways,
@@ -164,14 +224,21 @@ class EpisodicSource:
             pin_memory=cuda,
             raw=self.transfer is not None,
         )
-        self._stream: Iterator[TaskBatch] | None = None
         if config.train.val_every:
             self._split("val")  # fail before training when validation is impossible
 
     def _split(self, split: str) -> ImageClassDataset:
+        if self._only is not None and split not in self._only:
+            raise ValueError(f"this source reads only the {' and '.join(self._only)} split(s)")
         if split not in self._splits:
-            self._splits[split] = load_split(self._config, split)
-            _warn_overlap(self.train, self._splits[split], split)
+            self._splits[split] = load_split(self._config, split, self._lists)
+            data = self._splits[split]
+            if self.train is not None:
+                _warn_overlap(self.train.class_names, data, split)
+            elif "train" in self._lists:  # the training classes are known by name
+                _warn_overlap(self._lists["train"], data, split)
+            elif data is not None and self._trained_on_every_class(split):
+                _warn_overlap(data.class_names, data, split)
         data = self._splits[split]
         if data is None:
             key = "data.val_split_file" if split == "val" else "data.test_split_file"
@@ -181,20 +248,33 @@ class EpisodicSource:
             )
         return data
 
+    def _trained_on_every_class(self, split: str) -> bool:
+        """Whether ``split``'s classes were all meta-training classes, known from the config
+        alone (``data.train_classes: all`` trains on every class of the dataset, test ones
+        included, unless the test classes come from another dataset)."""
+        d = self._config.data
+        return d.train_classes == "all" and not (split == "test" and d.test_name)
+
+    def _training(self) -> PrefetchingLoader:
+        if self.loader is None:
+            raise ValueError("this source reads no training classes (it was built to evaluate)")
+        return self.loader
+
     def sample(self, tasks: int) -> TaskBatch:
-        if tasks != self.loader.batches.meta_batch:
-            raise ValueError(f"the stream yields meta-batches of {self.loader.batches.meta_batch}")
+        loader = self._training()
+        if tasks != loader.batches.meta_batch:
+            raise ValueError(f"the stream yields meta-batches of {loader.batches.meta_batch}")
         if self._stream is None:
-            self._stream = iter(self.loader)
+            self._stream = iter(loader)
         batch = next(self._stream)
         if self.transfer is None:
             return batch
-        normalise = self.loader.spec.normalise
+        normalise = loader.spec.normalise
         sx, sy, qx, qy = (t.to(self.transfer, non_blocking=True) for t in batch)
         return TaskBatch(to_float(sx, normalise), sy, to_float(qx, normalise), qy)
 
     def share(self, start: int, stop: int) -> None:
-        self.loader.share(start, stop)
+        self._training().share(start, stop)
         self._stream = None  # the next batch is read with the share
 
     def fixed(self, split: str, tasks: int, seed: int, batch: int) -> Iterator[TaskBatch]:
@@ -216,8 +296,8 @@ class EpisodicSource:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return self.loader.state_dict()
+        return self._training().state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.loader.load_state_dict(state)
+        self._training().load_state_dict(state)
         self._stream = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from alfa.config import Config
@@ -82,8 +82,20 @@ class SinusoidSource:
         self.train.load_state_dict(state)
 
 
-def build_source(config: Config) -> TaskSource:
-    """The task source of a config (image datasets are loaded here, so errors surface early)."""
+def build_source(
+    config: Config,
+    *,
+    splits: Sequence[str] | None = None,
+    class_lists: Mapping[str, Sequence[str]] | None = None,
+) -> TaskSource:
+    """The task source of a config (image datasets are loaded here, so errors surface early).
+
+    Args:
+        splits: None for a training run (every split); ``("test",)`` (or ``("val",)``) reads
+            only those classes, all that evaluating a trained model needs.
+        class_lists: class names by split (``train``/``val``/``test``) that replace the
+            config's class-list files (image datasets).
+    """
     if config.data.name == "sinusoid":
         return SinusoidSource(config)
     if config.data.name == "metadataset":
@@ -95,4 +107,4 @@ def build_source(config: Config) -> TaskSource:
         )
     from alfa.tasks.episodic import EpisodicSource
 
-    return EpisodicSource(config)
+    return EpisodicSource(config, splits=splits, class_lists=class_lists)

@@ -2,6 +2,6 @@
 :mod:`alfa.engine.fast.model`)."""
 
 from alfa.engine.fast.model import FastModel, fast_model
-from alfa.engine.fast.program import Program, compile_program
+from alfa.engine.fast.program import Program, compile_program, unsupported
 
-__all__ = ["FastModel", "Program", "compile_program", "fast_model"]
+__all__ = ["FastModel", "Program", "compile_program", "fast_model", "unsupported"]

@@ -29,7 +29,7 @@ from alfa.models.conv4 import _LEAKY_SLOPE, Conv4
 from alfa.models.mlp import MLP
 from alfa.models.resnet12 import ResNet12
 
-__all__ = ["Program", "compile_program"]
+__all__ = ["Program", "compile_program", "unsupported"]
 
 
 @dataclass
@@ -158,17 +158,40 @@ def _resnet12(model: ResNet12) -> list[Layer]:
 def compile_program(model: nn.Module) -> Program | None:
     """The fast program of ``model``, or None when it has a layer the fast path does not know."""
     try:
-        kind = type(model)
-        if kind is MLP:
-            layers, images = _sequential(model.net, "net")
-            return Program(layers, images)
-        if kind is Conv4:
-            return Program(_conv4(model), True, model.norm_mode == "support")
-        if kind is ResNet12:
-            return Program(_resnet12(model), True, model.norm_mode == "support")
-        if kind is nn.Sequential:
-            layers, images = _sequential(model, "")
-            return Program(layers, images)
+        return _compile(model)
     except _Unsupported:
         return None
+
+
+def _compile(model: nn.Module) -> Program | None:
+    """:func:`compile_program`, raising ``_Unsupported(path)`` at the first unknown layer."""
+    kind = type(model)
+    if kind is MLP:
+        layers, images = _sequential(model.net, "net")
+        return Program(layers, images)
+    if kind is Conv4:
+        return Program(_conv4(model), True, model.norm_mode == "support")
+    if kind is ResNet12:
+        return Program(_resnet12(model), True, model.norm_mode == "support")
+    if kind is nn.Sequential:
+        layers, images = _sequential(model, "")
+        return Program(layers, images)
+    return None
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why the fast path does not take ``model`` (the first module it does not know, named
+    with its type), or None when it does."""
+    kind = type(model)
+    if kind not in (MLP, Conv4, ResNet12, nn.Sequential):
+        return f"the model is a {kind.__name__}, not an nn.Sequential of the layers it knows"
+    try:
+        _compile(model)
+    except _Unsupported as exc:
+        path = str(exc.args[0]) if exc.args else ""
+        try:
+            module = model.get_submodule(path) if path else model
+        except AttributeError:
+            return f"it does not know the layer {path}"
+        return f"it does not know the layer '{path or '(root)'}' ({type(module).__name__})"
     return None

@@ -1,0 +1,106 @@
+"""Where a run came from: the code, the software, the machine and the command.
+
+Each invocation of ``alfa train`` that trains (a new run, and every resume of an unfinished
+one) appends one JSON line to
+``RUN/provenance.jsonl``: the alfa version, the git commit of the source tree when alfa runs
+from a git checkout (with the tracked files under ``src/`` that differ from it), the versions of
+torch and Python, the device, the command line and the start time (UTC), and which engine runs
+the inner loop. The results scripts use :func:`source_commit` and :func:`command_line` too.
+
+Importing this module does not import torch (the command line's ``--help`` stays light).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alfa.version import package_version
+
+__all__ = ["FILE", "command_line", "provenance", "record_provenance", "source_commit"]
+
+ROOT = Path(__file__).resolve().parents[3]
+"""The source tree (``src/alfa/runs/provenance.py`` -> the folder holding ``src``)."""
+
+FILE = "provenance.jsonl"
+"""The file of a run directory that holds one provenance record per invocation."""
+
+
+def source_commit() -> dict[str, Any]:
+    """``{"commit": HEAD, "modified_src": [tracked files under src/ that differ from it]}``
+    (both None when alfa does not run from a git checkout, e.g. installed from a wheel)."""
+    if not (ROOT / ".git").exists() or not (ROOT / "src" / "alfa").is_dir():
+        return {"commit": None, "modified_src": None}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "src"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "modified_src": None}
+    return {"commit": commit, "modified_src": sorted(x[3:] for x in dirty if x.strip())}
+
+
+def command_line(program: str, argv: Sequence[str]) -> str:
+    """``program`` and its arguments as one shell command (quoted where the shell needs it)."""
+    return " ".join([program, *(shlex.quote(a) for a in argv)])
+
+
+def _this_command(argv: Sequence[str]) -> str:
+    """The command that runs this process: ``alfa ...`` for the command line (its console
+    script or ``python -m alfa``), else ``python SCRIPT ...``."""
+    if not argv:
+        return "python"
+    first = Path(argv[0])
+    if first.name == "alfa" or (first.name == "__main__.py" and first.parent.name == "alfa"):
+        return command_line("alfa", argv[1:])
+    return command_line(f"python {argv[0]}", argv[1:])
+
+
+def provenance(
+    device: Any, *, engine: str | None = None, argv: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The provenance record of this process (see the module docstring)."""
+    import torch
+
+    where = str(device)
+    if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
+        where += f" ({torch.cuda.get_device_name(device)})"
+    record: dict[str, Any] = {
+        "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": _this_command(list(sys.argv if argv is None else argv)),
+        "alfa_version": package_version(),
+        **source_commit(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": where,
+    }
+    if engine is not None:
+        record["engine"] = engine
+    return record
+
+
+def record_provenance(run_dir: Path, record: dict[str, Any]) -> Path:
+    """Append ``record`` as one JSON line to ``run_dir/provenance.jsonl`` (the file is
+    rewritten whole, atomically, so it never holds half a line)."""
+    from alfa.runs.checkpoint import atomic_write_bytes
+
+    path = Path(run_dir) / FILE
+    before = path.read_bytes() if path.is_file() else b""
+    if before and not before.endswith(b"\n"):
+        before += b"\n"
+    atomic_write_bytes(path, before + (json.dumps(record) + "\n").encode("utf-8"))
+    return path

@@ -1,0 +1,175 @@
+"""Rough edges a new user hit: the evaluation protocol with random layers, image options of
+``FewShotEpisodes``, ``--ensemble`` of a run that kept only ``best.pt``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import alfa
+from alfa.cli.main import main
+from alfa.config import load_config
+from alfa.runs.evaluate import evaluate
+from alfa.tasks.source import SinusoidSource
+
+
+def test_evaluate_turns_random_layers_off_and_gives_the_mode_back():
+    model = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Dropout(0.5), nn.Linear(40, 1))
+    learner = alfa.MetaLearner(model, rule="maml", steps=2)
+    source = SinusoidSource(load_config(None, []))
+    assert learner.training
+    first = evaluate(learner, source, tasks=20, seed=3, batch=10)
+    second = evaluate(learner, source, tasks=20, seed=3, batch=10)
+    assert first["mean"] == second["mean"]  # the fixed seeded protocol is fixed
+    assert learner.training  # given back as it was
+    learner.eval()
+    assert evaluate(learner, source, tasks=20, seed=3, batch=10)["mean"] == first["mean"]
+    assert not learner.training
+
+
+def _drawings(root, dark_on_light: bool) -> None:
+    """Two classes of 28x28 grey drawings: a stroke (row or column) on a plain background."""
+    background, ink = (255, 0) if dark_on_light else (0, 255)
+    for c in range(2):
+        folder = root / "train" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            pixels = np.full((28, 28), background, np.uint8)
+            if c == 0:
+                pixels[10 + i, :] = ink
+            else:
+                pixels[:, 10 + i] = ink
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_few_shot_episodes_from_a_folder_take_the_image_options_of_load_folder(tmp_path):
+    _drawings(tmp_path / "dark", dark_on_light=True)
+    _drawings(tmp_path / "bright", dark_on_light=False)
+    options = dict(image_size=28, channels=1, ways=2, shots=1, query=1, meta_batch=1)
+    inverted = alfa.FewShotEpisodes.from_folder(tmp_path / "dark", invert=True, **options)
+    plain = alfa.FewShotEpisodes.from_folder(tmp_path / "bright", **options)
+    # dark-on-light drawings inverted as the CLI prepares Omniglot: the same images as drawn
+    # bright-on-dark
+    assert torch.equal(
+        inverted.sample(1).support_x.sort().values, plain.sample(1).support_x.sort().values
+    )
+    resampled = alfa.FewShotEpisodes.from_folder(
+        tmp_path / "dark", resample="lanczos", in_memory=False, **options
+    )
+    assert resampled.in_channels == 1
+    with pytest.raises(alfa.errors.DataError, match="unknown option 'colour'"):
+        alfa.FewShotEpisodes.from_folder(tmp_path / "dark", colour=True, **options)
+
+
+def test_ensemble_counts_best_pt_and_says_what_the_run_kept(tmp_path, capsys):
+    from test_classification import _tiny, _write_folder_dataset
+
+    data = _write_folder_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    val = f"data.val_split_file={tmp_path / 'test.txt'}"
+    args = _tiny(data, "train.val_every=2", "train.val_tasks=4", val)
+    assert main(["train", *args, "--run-dir", str(run), "--no-progress"]) == 0
+    assert (run / "checkpoints" / "best.pt").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--tasks", "4", "--ensemble", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds 1 (best.pt; the run kept train.keep_best=1)" in err
+    assert "train with train.keep_best=2" in err
+
+
+def test_each_invocation_of_a_run_records_its_provenance(tmp_path, capsys):
+    import json
+    import re
+    import sys
+
+    from alfa.runs.provenance import provenance
+    from alfa.version import package_version
+
+    run = tmp_path / "run"
+    args = ["model.hidden=[4]", "meta.steps=1", "meta.batch_size=2", "train.val_every=0"]
+    assert main(["train", *args, "train.iterations=2", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["train", "--resume", str(run), "train.iterations=3", "--no-progress"]) == 0
+    lines = (run / "provenance.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["alfa_version"] == package_version()
+    assert first["torch_version"] == torch.__version__
+    assert first["device"] == "cpu" and first["engine"] == "fast"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first["started"])
+    assert re.fullmatch(r"[0-9a-f]{40}", first["commit"])  # this checkout's
+    assert first["command"].startswith("python ")  # pytest's process
+    script = provenance("cpu", argv=[f"{sys.prefix}/bin/alfa", "train", "my config.yaml"])
+    assert script["command"] == "alfa train 'my config.yaml'"
+
+
+def test_the_generic_engine_says_why_it_was_chosen(caplog):
+    import logging
+
+    model = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 1))
+    with caplog.at_level(logging.INFO, logger="alfa"):
+        learner = alfa.MetaLearner(model, rule="maml", steps=1)
+    assert learner.engine == "generic"
+    assert learner.engine_reason == (
+        "the fast path does not take this model: it does not know the layer '2' (Dropout)"
+    )
+    assert "inner loop on the generic engine" in caplog.text and "(Dropout)" in caplog.text
+    fast = alfa.MetaLearner(nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1)), steps=1)
+    assert fast.engine == "fast" and fast.engine_reason is None
+
+
+def test_alfa_models_lists_every_backbone_and_pretrained_model(capsys):
+    from alfa.config.load import MODELS
+    from alfa.models import BACKBONES
+    from alfa.runs.pretrained import pretrained_names
+
+    assert set(BACKBONES) == set(MODELS)
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in MODELS:
+        assert f"\n  {name} " in out, name
+    for name in pretrained_names():
+        assert f"\n  {name}: omniglot " in out, name
+
+
+def test_data_check_of_a_support_folder(tmp_path, capsys):
+    support = tmp_path / "support"
+    for i, name in enumerate(("cat", "dog")):
+        (support / name).mkdir(parents=True)
+        Image.new("L", (28, 28), 40 * i).save(support / name / "1.png")
+    capsys.readouterr()
+    assert main(["data", "check", str(support)]) == 2  # as a dataset: 1 image is too few
+    assert "has only 1 images" in capsys.readouterr().out
+    (support / "train").mkdir()  # a class may be named like a split
+    Image.new("L", (28, 28), 90).save(support / "train" / "1.png")
+    assert main(["data", "check", "--support", str(support)]) == 0
+    out = capsys.readouterr().out
+    assert "format: support" in out and "split support: 3 classes, 3 images" in out
+    assert "problems: none" in out and "note:" not in out
+    Image.new("L", (28, 28), 0).save(support / "cat" / "2.png")
+    (support / "dog" / "2.png").write_bytes(b"not an image")
+    assert main(["data", "check", "--support", str(support)]) == 2
+    out = capsys.readouterr().out
+    assert "note: the classes hold different numbers of images (cat 2, dog 2, train 1)" in out
+    assert "problems (1):" in out and "2.png" in out
+    (support / "dog" / "2.png").unlink()
+    import shutil
+
+    shutil.rmtree(support / "train")
+    assert main(["data", "check", str(support)]) == 2  # 1 or 2 images: fewer than 20
+    assert main(["data", "check", "--min-images", "1", str(support)]) == 0
+
+
+def test_one_default_rule_for_configs_and_python():
+    import inspect
+
+    from alfa.config import RuleConfig
+    from alfa.config.schema import DEFAULT_RULE
+    from alfa.models import MLP
+
+    default = inspect.signature(alfa.MetaLearner).parameters["rule"].default
+    assert default == RuleConfig().name == load_config(None, []).rule.name == DEFAULT_RULE
+    assert type(alfa.MetaLearner(MLP((4,)), steps=1).rule) is alfa.MAML
