@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from alfa.runs.durable import write_all
 from alfa.errors import AlfaError
+from alfa.limits import MAX_FILE_BYTES, read_bytes
+from alfa.runs.durable import write_all
 
 __all__ = [
     "CheckpointError",
@@ -272,10 +273,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             anything but tensors and plain data, or is not a training state.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint '{path}': {exc.strerror or exc}") from exc
+    raw = read_bytes(path, cap=MAX_FILE_BYTES, what="checkpoint", error=CheckpointError)
     if raw.startswith(LEGACY_MAGIC):
         head = len(LEGACY_MAGIC) + 32
         if len(raw) <= head:

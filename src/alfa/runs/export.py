@@ -32,11 +32,12 @@ from typing import Any
 
 import safetensors.torch
 
+from alfa.config import Config, config_from_dict, config_to_dict
+from alfa.engine.meta_learner import MetaLearner
+from alfa.errors import AlfaError
+from alfa.limits import MAX_FILE_BYTES, read_bytes
 from alfa.runs.build import build_learner_for, configure_runtime
 from alfa.runs.checkpoint import CheckpointError, atomic_write_bytes
-from alfa.config import Config, config_from_dict, config_to_dict
-from alfa.errors import AlfaError
-from alfa.engine.meta_learner import MetaLearner
 from alfa.runs.preprocessing import Preprocessing, input_channels, preprocessing_for, task_of
 from alfa.runs.reopen import check_weights_finite, load_learner_state, read_run_checkpoint
 from alfa.version import package_version
@@ -139,10 +140,7 @@ def read_export(path: Path, *, norm: str | None = None) -> Exported:
             (checksum), from a newer format, or its tensors do not fit its config; one line.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+    raw = read_bytes(path, cap=MAX_FILE_BYTES, what="export", error=CheckpointError)
     header, data = _split(raw, path)
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
