@@ -80,8 +80,7 @@ def npy_header(shape: tuple[int, ...], descr: str = "|u1") -> bytes:
 def npz(path: Path, member: bytes, *, compressed: bool) -> Path:
     """An ``.npz`` holding ``images.npy`` = ``member`` (stored, or deflated)."""
     if compressed:
-        c = zlib.compressobj(6, zlib.DEFLATED, -15)
-        data = c.compress(member) + c.flush()
+        data = deflated(member)
         return raw_zip(
             path,
             [
@@ -144,3 +143,42 @@ def folder_dataset(root: Path, classes: int = 2, images: int = 3) -> Path:
         for i in range(images):
             (root / f"c{c}" / f"{i}.png").write_bytes(png(c * 100 + i))
     return root
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header claims ``width x height`` pixels (a few dozen bytes)."""
+    buffer = io.BytesIO()
+    Image.new("1", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR checksum
+    return bytes(data)
+
+
+OMNIGLOT_ALPHABETS = (
+    "Balinese",
+    "Greek",
+    "Japanese_(katakana)",
+    "Korean",
+    "Latin",
+    "Sanskrit",
+    "Early_Aramaic",
+    "Tagalog",
+)
+"""The alphabets ``alfa data convert omniglot`` needs (its training and test split)."""
+
+
+def omniglot_members(alphabets: tuple[str, ...] = OMNIGLOT_ALPHABETS) -> list[dict[str, Any]]:
+    """Two characters of two drawings per alphabet, as ``raw_zip`` members (stored PNGs)."""
+    return [
+        dict(name=f"images_background/{a}/character0{c}/{i}{c}{n}_0{n}.png", data=png(i * 7 + n))
+        for i, a in enumerate(alphabets)
+        for c in (1, 2)
+        for n in (1, 2)
+    ]
+
+
+def deflated(data: bytes) -> bytes:
+    """``data`` as a raw deflate stream."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()

@@ -43,7 +43,8 @@ class Case:
             the worker: ``{"argv": [...]}`` or ``{"python": CODE}`` (plus ``env``, ``cwd``).
         expect: Substrings of the outcome's one line (the error, the report's problem, the
             exception's message).
-        kind: ``error`` (one line on stderr, ``rc``), ``report`` (an ``alfa data check`` report
+        kind: ``error`` (one line on stderr, ``rc``), ``ok`` (exit code 0, ``expect`` on
+            stdout), ``report`` (an ``alfa data check`` report
             with one problem line holding ``expect``, exit code 2), ``warning`` (a line
             ``alfa: warning: ...`` on stderr, exit code ``rc``) or ``raises`` (the Python API
             raises ``raises``, a subclass of ``alfa.errors.AlfaError``).
@@ -111,7 +112,10 @@ def check(case: Case, result: dict[str, Any]) -> None:
     assert "Traceback" not in both, both
     assert result["peak_rss"] < PEAK_RSS, f"peak resident memory {result['peak_rss']:,} bytes"
     assert result["kept"], "a file that was there before changed or disappeared"
-    if case.kind == "raises":
+    if case.kind == "ok":
+        assert result["rc"] == 0, both
+        line = result["out"]
+    elif case.kind == "raises":
         assert result["raised"] is not None, both
         assert case.raises in result["classes"], result["raised"]
         assert "alfa.errors.AlfaError" in result["classes"], result["raised"]
@@ -128,8 +132,8 @@ def check(case: Case, result: dict[str, Any]) -> None:
         prefix = "alfa: error: " if case.kind == "error" else "alfa: warning: "
         lines = [x for x in result["err"].splitlines() if x.startswith(prefix)]
         assert len(lines) == 1, result["err"]
-        if case.kind == "error":
-            assert result["err"].strip() == lines[0], result["err"]
+        if case.kind == "error":  # the last line (a run may say where it is first)
+            assert result["err"].strip().splitlines()[-1] == lines[0], result["err"]
         line = lines[0]
     for expected in case.expect:
         assert expected in line, line

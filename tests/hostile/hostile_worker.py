@@ -2,10 +2,11 @@
 
 Reads ``{"cap": BYTES, "cases": [...]}`` as JSON on stdin; a case is ``{"argv": [...]}`` (an
 ``alfa`` command, through :func:`alfa.cli.main.main`) or ``{"python": CODE}`` (Python run as
-it is; an exception it raises is recorded). Optional ``env`` (variables set for the case) and
-``cwd``. Prints one JSON list: per case the exit code, stdout, stderr, the exception escaping
-(a traceback: never expected), and the peak resident memory of the process after the case
-(``ru_maxrss``, which only grows: a case's own peak is at most this).
+it is; an exception it raises is recorded). Optional ``env`` (variables set for the case),
+``cwd`` and ``fsize`` (the largest file the case may write: a full disk). Prints one JSON list:
+per case the exit code, stdout, stderr, the exception escaping (a traceback: never expected),
+and the peak resident memory of the process after the case (``ru_maxrss``, which only grows: a
+case's own peak is at most this).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import json
 import os
 import resource
+import signal
 import sys
 import traceback
 
@@ -25,6 +27,10 @@ def _run(case: dict) -> dict:
     os.environ.update(case.get("env", {}))
     here = os.getcwd()
     os.chdir(case.get("cwd", here))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if "fsize" in case:  # a disk that is full after this many bytes of one file (EFBIG)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (case["fsize"], limit[1]))
     result: dict = {"rc": None, "raised": None, "message": None, "traceback": None}
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -45,6 +51,7 @@ def _run(case: dict) -> dict:
     except BaseException:  # anything escaping the command is a traceback
         result["traceback"] = traceback.format_exc()
     finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
         os.chdir(here)
         for key, value in saved.items():
             if value is None:

@@ -11,8 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-
-from alfa.config import config_to_dict, load_config
 from crafted import (
     Reduce,
     crafted_pickle,
@@ -27,6 +25,8 @@ from crafted import (
     zeros_deflated,
 )
 from hostile_conftest import Case, check
+
+from alfa.config import config_to_dict, load_config
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
 

@@ -249,7 +249,15 @@ class BytesReader:
 
     def open(self, item: int) -> Image.Image:
         blob = self.blobs[int(item)]
-        data = blob.tobytes() if isinstance(blob, np.ndarray) else bytes(blob)
+        if isinstance(blob, np.ndarray) and blob.dtype.kind in "uiSV":
+            data = blob.tobytes()
+        elif isinstance(blob, bytes | bytearray | memoryview):
+            data = bytes(blob)
+        else:  # bytes(n) of a number would allocate n bytes
+            raise DataError(
+                f"{self.describe(item)} is not an encoded image (bytes or a uint8 array) but "
+                f"{type(blob).__name__}; the file is damaged (download it again)"
+            )
         return decode_image(data, self.describe(item))
 
     def describe(self, item: int) -> str:
