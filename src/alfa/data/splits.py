@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from alfa.data._files import as_path, normalise_split
 from alfa.errors import DataError
+from alfa.limits import read_text
 
 __all__ = [
     "check_split_classes",
@@ -43,16 +45,13 @@ def read_class_list(path: str | Path) -> list[str]:
         DataError: The file is missing, unreadable or lists no class.
     """
     file = as_path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise DataError(f"class list file not found: {file} (check the path)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read class list file {file}: {exc}") from exc
+    if not file.exists():
+        raise DataError(f"class list file not found: {file} (check the path)")
+    text = read_text(file, what="class list file")  # at most MAX_TEXT_BYTES, even of /dev/zero
     names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if not names:
         raise DataError(f"class list file {file} lists no classes (one class name per line)")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
     if duplicates:
         raise DataError(f"class list file {file} lists {duplicates[0]!r} more than once")
     return names

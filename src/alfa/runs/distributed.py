@@ -71,6 +71,7 @@ __all__ = [
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 600.0
+MAX_TIMEOUT = 30 * 86400.0  # PyTorch keeps a timeout in milliseconds of a 64-bit clock
 """Seconds a collective waits for the other processes before the job is declared broken."""
 
 _ENVIRONMENT = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -175,8 +176,11 @@ def process_group(timeout: float = DEFAULT_TIMEOUT) -> Iterator[World]:
             the rendezvous (``MASTER_ADDR:MASTER_PORT``) or backend cannot be reached.
     """
     global _timeout
-    if not timeout > 0:
-        raise AlfaError(f"--timeout must be a positive number of seconds; got {timeout}")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also NaN and inf, which no clock can wait for
+        raise AlfaError(
+            f"--timeout must be a positive number of seconds up to {MAX_TIMEOUT:.0f} (30 days); "
+            f"got {timeout}"
+        )
     if not launched() or os.environ.get("WORLD_SIZE", "1") == "1":
         yield World()
         return
