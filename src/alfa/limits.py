@@ -44,7 +44,9 @@ __all__ = [
     "MAX_ITEM_BYTES",
     "MAX_RATIO",
     "MAX_TEXT_BYTES",
+    "MIN_ADDRESS_SPACE",
     "available_memory",
+    "check_address_space",
     "check_allocation",
     "check_depth",
     "format_bytes",
@@ -74,6 +76,10 @@ compress; a zip bomb expands a thousandfold)."""
 MAX_FILE_BYTES = 4 * 2**30
 """The largest checkpoint or export, read whole to verify its SHA-256 (4 GiB; a ResNet-12
 checkpoint with its optimiser state is about 200 MB)."""
+
+MIN_ADDRESS_SPACE = 1 * 2**30
+"""The smallest address-space limit (``ulimit -v``) under which alfa starts: loading PyTorch
+and NumPy's BLAS maps about 0.7 GiB."""
 
 ErrorType = Callable[[str], AlfaError]
 
@@ -138,6 +144,21 @@ def available_memory() -> int | None:
     None where none of them can be read."""
     found = [m for m in (_address_space_left(), _cgroup_left(), _meminfo_available()) if m]
     return min(found) if found else None
+
+
+def check_address_space() -> None:
+    """Refuse to start under an address-space limit too small to load PyTorch (a library that
+    cannot map itself fails with a traceback, or BLAS aborts the process).
+
+    Raises:
+        AlfaError: naming the limit and :data:`MIN_ADDRESS_SPACE`.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft < MIN_ADDRESS_SPACE:
+        raise AlfaError(
+            f"the address-space limit (ulimit -v) is {format_bytes(soft)}; alfa needs at least "
+            f"{format_bytes(MIN_ADDRESS_SPACE)} to load PyTorch (raise it with ulimit -v)"
+        )
 
 
 def check_allocation(nbytes: int, what: str, *, error: ErrorType = DataError) -> None:

@@ -100,6 +100,7 @@ def outcomes(cases: dict[str, Case], base: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for (name, case), result in zip(cases.items(), results, strict=True):
         now = {k: _digest(folders[name] / k) for k in case.keep}
+        result["folder"] = str(folders[name])
         result["kept"] = all(v is not None and now[k] == v for k, v in kept[name].items())
         out[name] = result
     return out

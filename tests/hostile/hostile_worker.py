@@ -3,10 +3,10 @@
 Reads ``{"cap": BYTES, "cases": [...]}`` as JSON on stdin; a case is ``{"argv": [...]}`` (an
 ``alfa`` command, through :func:`alfa.cli.main.main`) or ``{"python": CODE}`` (Python run as
 it is; an exception it raises is recorded). Optional ``env`` (variables set for the case),
-``cwd`` and ``fsize`` (the largest file the case may write: a full disk). Prints one JSON list:
-per case the exit code, stdout, stderr, the exception escaping (a traceback: never expected),
-and the peak resident memory of the process after the case (``ru_maxrss``, which only grows: a
-case's own peak is at most this).
+``cwd``, ``setup`` (Python run before an ``argv`` case) and ``fsize`` (the largest file the
+case may write: a full disk). Prints one JSON list: per case the exit code, stdout, stderr, the
+exception escaping (a traceback: never expected), and the peak resident memory of the process
+after the case (``ru_maxrss``, which only grows: a case's own peak is at most this).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def _run(case: dict) -> dict:
             if "argv" in case:
                 from alfa.cli.main import main
 
+                if "setup" in case:  # e.g. a patch that makes an allocation fail
+                    exec(case["setup"], {"__name__": "__hostile__"})
                 result["rc"] = main(case["argv"])
             else:
                 try:

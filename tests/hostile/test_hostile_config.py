@@ -6,6 +6,9 @@ run: one line each (exit code 2), nothing created."""
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,9 @@ def _run_dir(name: str):
     return build
 
 
+SMALL = ["model.name=conv4", "model.filters=2", "data.image_size=16", "meta.batch_size=1"]
+
+
 def _long_data_root(folder: Path) -> dict[str, Any]:
     return {
         "argv": [
@@ -51,7 +57,7 @@ def _long_data_root(folder: Path) -> dict[str, Any]:
             "data.name=folder",
             "data.query=1",
             f"data.root={folder / ('d' * 300)}",
-            "model.name=conv4",
+            *SMALL,
             "--run-dir",
             str(folder / "run"),
         ]
@@ -68,7 +74,7 @@ def _split_file(target: str):
                 "data.query=1",
                 f"data.root={data}",
                 f"data.split_file={target}",
-                "model.name=conv4",
+                *SMALL,
                 "--run-dir",
                 str(folder / "run"),
             ]
@@ -79,18 +85,18 @@ def _split_file(target: str):
 
 def _config_from(make: str):
     def build(folder: Path) -> dict[str, Any]:
-        if make == "fifo":
+        if make == "fifo":  # what a shell's <(cat cfg) gives: a pipe, written as it is read
             fifo = folder / "config.fifo"
             os.mkfifo(fifo)
-            # a writer that ends: the worker reads what a shell's <(cat cfg) would give
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child only writes the pipe
-                try:
-                    with open(fifo, "w") as fh:
-                        fh.write("train: {iterations: 1}\n")
-                finally:
-                    os._exit(0)
-            return {"argv": ["train", str(fifo), "--dry-run", "--run-dir", str(folder / "r")]}
+            setup = (
+                "import threading\n"
+                "def write():\n"
+                f"    with open({str(fifo)!r}, 'w') as fh:\n"
+                "        fh.write('train: {iterations: 1}\\n')\n"
+                "threading.Thread(target=write, daemon=True).start()\n"
+            )
+            argv = ["train", str(fifo), "--dry-run", "--run-dir", str(folder / "r")]
+            return {"argv": argv, "setup": setup}
         return {"argv": ["train", make, "--dry-run"]}
 
     return build
@@ -103,6 +109,39 @@ def _timeout(value: str):
         }
 
     return build
+
+
+TINY = [
+    "train.iterations=4",
+    "train.checkpoint_every=2",
+    "train.log_every=2",
+    "train.val_every=4",
+    "train.val_tasks=4",
+    "meta.batch_size=2",
+    "meta.steps=1",
+    "model.hidden=[4]",
+    "train.threads=1",
+]
+
+
+def _out_of_memory_in_validation(folder: Path) -> dict[str, Any]:
+    """A run whose first validation (after the checkpoint of iteration 2) runs out of memory."""
+    setup = (
+        "import alfa.runs.validation as v\n"
+        "def evaluate(*args, **kwargs):\n"
+        "    raise RuntimeError('[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+        "can\\'t allocate memory: you tried to allocate 81920000000 bytes')\n"
+        "v.evaluate = evaluate\n"
+    )
+    argv = ["train", *TINY, "--run-dir", str(folder / "run"), "--no-progress"]
+    return {"argv": argv, "setup": setup}
+
+
+def _out_of_memory_at_start(folder: Path) -> dict[str, Any]:
+    """A model the estimate would refuse, built with the estimate switched off."""
+    setup = "import alfa.runs.train as t\nt.check_memory = lambda *a, **k: None\n"
+    argv = ["train", *TINY, "model.hidden=[100000, 100000]", "--run-dir", str(folder / "run")]
+    return {"argv": argv, "setup": setup}
 
 
 CASES: dict[str, Case] = {
@@ -141,6 +180,15 @@ CASES: dict[str, Case] = {
     "data.split_file=/dev/zero": Case(_split_file("/dev/zero"), ("/dev/zero",)),
     "alfa train /dev/zero": Case(_config_from("/dev/zero"), ("/dev/zero",)),
     "alfa train <(cat cfg)": Case(_config_from("fifo"), ("iterations: 1",), kind="ok"),
+    "a model that fits the machine but not the address-space limit": Case(
+        _dry("model.hidden=[12000, 12000]"), ("needs an estimated", "smaller model")
+    ),
+    "out of memory when a run starts": Case(_out_of_memory_at_start, ("out of memory",)),
+    "out of memory in a validation": Case(
+        _out_of_memory_in_validation,
+        ("out of memory", "checkpoints already written are kept"),
+        keep=(),
+    ),
     "--timeout inf": Case(_timeout("inf"), ("--timeout",)),
     "--timeout nan": Case(_timeout("nan"), ("--timeout",)),
     "--timeout 1e300": Case(_timeout("1e300"), ("--timeout",)),
@@ -150,3 +198,34 @@ CASES: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_config(hostile, name):
     check(CASES[name], hostile[name])
+
+
+def test_the_checkpoint_before_an_out_of_memory_is_kept(hostile, tmp_path):
+    assert hostile["out of memory in a validation"]["rc"] == 2
+    run = Path(hostile["out of memory in a validation"]["folder"]) / "run"
+    from alfa.runs.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoints" / "step-0000002.pt")["iteration"] == 2
+
+
+@pytest.mark.parametrize("limit_mib", [300, 500, 700])
+def test_a_small_address_space_limit_is_one_line(tmp_path, limit_mib):
+    """Under ``ulimit -v`` too small for PyTorch: one line, not an ImportError or BLAS abort."""
+    limit = limit_mib * 2**20
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "alfa", "train", "train.iterations=1", "--dry-run"],
+        capture_output=True,
+        text=True,
+        preexec_fn=cap,
+        cwd=tmp_path,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alfa: error: "), done.stderr
+    assert "ulimit -v" in lines[0] and f"{limit_mib:.1f} MiB" in lines[0]
