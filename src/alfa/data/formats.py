@@ -21,7 +21,7 @@ from alfa.data.mini_imagenet import (
     load_mini_imagenet_pickle,
 )
 from alfa.data.omniglot import load_omniglot
-from alfa.data.splits import read_class_list
+from alfa.data.splits import read_class_lines
 from alfa.data.tiered_imagenet import load_tiered_imagenet_npz, load_tiered_imagenet_png
 from alfa.errors import DataError
 
@@ -238,5 +238,14 @@ def load_dataset(
         kwargs["image_size"] = image_size
     data = loader(paths if len(paths) > 1 else paths[0], **kwargs)
     if class_list:
-        data = data.select_classes(read_class_list(class_list))
+        lines = read_class_lines(class_list)
+        known = set(data.class_names)
+        missing = [number for number, name in lines if name not in known]
+        if missing:  # by line: the file may be any file named in an export's config
+            raise DataError(
+                f"{len(missing)} classes listed in {as_path(class_list)} are not in "
+                f"{data.source or 'the data set'} (the first on line {missing[0]}); check the "
+                "class list file"
+            )
+        data = data.select_classes([name for _, name in lines])
     return data

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -19,6 +18,7 @@ __all__ = [
     "class_identity",
     "mini_imagenet_split",
     "overlapping_classes",
+    "read_class_lines",
     "read_class_list",
 ]
 
@@ -38,23 +38,45 @@ def mini_imagenet_split(split: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def read_class_list(path: str | Path) -> list[str]:
-    """Class names from a text file, one per line; blank lines and ``#`` comments are skipped.
+def read_class_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, class name)`` of a class list file, one class a line; blank lines and
+    ``#`` comments are skipped.
+
+    The file may come from elsewhere (a path in an export's config), so messages name the
+    line numbers of what is wrong, never the lines themselves.
 
     Raises:
-        DataError: The file is missing, unreadable or lists no class.
+        DataError: The file is missing, unreadable, larger than
+            :data:`alfa.limits.MAX_TEXT_BYTES`, lists no class or a class twice.
     """
     file = as_path(path)
     if not file.exists():
         raise DataError(f"class list file not found: {file} (check the path)")
     text = read_text(file, what="class list file")  # at most MAX_TEXT_BYTES, even of /dev/zero
-    names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if not names:
+    lines = [
+        (number, line.strip())
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.startswith("#")
+    ]
+    if not lines:
         raise DataError(f"class list file {file} lists no classes (one class name per line)")
-    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
-    if duplicates:
-        raise DataError(f"class list file {file} lists {duplicates[0]!r} more than once")
-    return names
+    first: dict[str, int] = {}
+    for number, name in lines:
+        if name in first:
+            raise DataError(
+                f"class list file {file} lists the same class on lines {first[name]} and {number}"
+            )
+        first[name] = number
+    return lines
+
+
+def read_class_list(path: str | Path) -> list[str]:
+    """Class names from a text file (see :func:`read_class_lines`).
+
+    Raises:
+        DataError: The file is missing, unreadable, too large, lists no class or one twice.
+    """
+    return [name for _, name in read_class_lines(path)]
 
 
 def check_split_classes(found: Sequence[str], split: str, source: str, mode: str = "warn") -> None:
