@@ -41,6 +41,7 @@ from alfa.errors import AlfaError, DataError
 __all__ = [
     "MAX_DEPTH",
     "MAX_FILE_BYTES",
+    "MAX_IMAGE_SIDE",
     "MAX_ITEM_BYTES",
     "MAX_RATIO",
     "MAX_TEXT_BYTES",
@@ -49,6 +50,7 @@ __all__ = [
     "check_address_space",
     "check_allocation",
     "check_depth",
+    "check_nesting",
     "format_bytes",
     "load_json",
     "open_member",
@@ -72,6 +74,11 @@ MAX_ITEM_BYTES = 256 * 2**20
 MAX_RATIO = 100
 """The largest ratio of a zip member's uncompressed size to its compressed size (images barely
 compress; a zip bomb expands a thousandfold)."""
+
+MAX_IMAGE_SIDE = 8192
+"""The largest side of the square images a model is fed (``data.image_size``, an export's
+preprocessing): 8192 x 8192 is the 67 million pixels of
+:data:`alfa.data.images.MAX_IMAGE_PIXELS`."""
 
 MAX_FILE_BYTES = 4 * 2**30
 """The largest checkpoint or export, read whole to verify its SHA-256 (4 GiB; a ResNet-12
@@ -202,12 +209,28 @@ def read_bytes(
                 raise error(_too_big(what, path, size, cap))
             if size > _CHECKED_ABOVE:
                 check_allocation(size, f"reading {what} '{path}'", error=error)
-            data = fh.read(cap + 1)
+            data = _read_at_most(fh, cap + 1, size)
     except OSError as exc:
         raise error(f"cannot read {what} '{path}': {exc.strerror or exc}") from exc
     if len(data) > cap:
         raise error(_too_big(what, path, None, cap))
     return data
+
+
+def _read_at_most(fh: BinaryIO, limit: int, size: int) -> bytes:
+    """At most ``limit`` bytes of ``fh``; never asks for more than the file's size (+1) at once,
+    since a read of ``n`` bytes reserves ``n`` bytes first."""
+    first = fh.read(min(size + 1, limit) if size else min(2**16, limit))
+    if len(first) >= limit or (size and len(first) <= size and not fh.peek(1)[:1]):
+        return first
+    parts, held = [first], len(first)
+    while held < limit:  # a pipe, a device, or a file that grew while it was read
+        chunk = fh.read(min(2**20, limit - held))
+        if not chunk:
+            break
+        parts.append(chunk)
+        held += len(chunk)
+    return b"".join(parts)
 
 
 def _too_big(what: str, path: str | os.PathLike[str], size: int | None, cap: int) -> str:
@@ -263,12 +286,33 @@ def check_depth(text: str | bytes, where: str, *, error: ErrorType = DataError) 
                 raise error(f"{where} is nested more than {MAX_DEPTH} levels deep; refused")
 
 
+def check_nesting(obj: Any, where: str, *, error: ErrorType = DataError) -> None:
+    """Refuse plain data (dicts, lists, tuples) nested deeper than :data:`MAX_DEPTH`; walked
+    without recursion, so a structure that an unpickler built iteratively cannot overflow the
+    stack here or later.
+
+    Raises:
+        AlfaError: of class ``error``, naming ``where``.
+    """
+    stack = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise error(f"{where} is nested more than {MAX_DEPTH} levels deep; refused")
+        if isinstance(item, dict):
+            stack.extend((value, depth + 1) for value in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((value, depth + 1) for value in item)
+
+
 def load_json(text: str | bytes, where: str, *, error: ErrorType = DataError) -> Any:
     """Parse JSON ``text`` after :func:`check_depth`.
 
     Raises:
         AlfaError: of class ``error``, naming ``where``: too deep, or not valid JSON.
     """
+    if not isinstance(text, str | bytes | bytearray):
+        raise error(f"{where} is not JSON text but {type(text).__name__}")
     check_depth(text, where, error=error)
     try:
         return json.loads(text)

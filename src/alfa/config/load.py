@@ -22,7 +22,7 @@ import yaml
 
 from alfa.config.bounds import MAX_INT, MAX_WIDTH, check_counts, short, yaml_depth_check
 from alfa.errors import ConfigError
-from alfa.limits import read_text
+from alfa.limits import MAX_IMAGE_SIDE, read_text
 
 __all__ = [
     "Config",
@@ -336,6 +336,11 @@ def validate(config: Config) -> None:
             d.query >= 1, "data.query", f"must be at least 1 for classification; got {d.query}"
         )
         _require(d.image_size >= 8, "data.image_size", f"must be at least 8; got {d.image_size}")
+        _require(
+            d.image_size <= MAX_IMAGE_SIDE,
+            "data.image_size",
+            f"must be at most {MAX_IMAGE_SIDE}; got {d.image_size}",
+        )
         _require(bool(d.root), "data.root", "must name the dataset folder for image data")
         _require(
             config.model.name != "mlp",

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from alfa.errors import DataError
-from alfa.limits import MAX_ITEM_BYTES, read_bytes, read_member
+from alfa.limits import MAX_IMAGE_SIDE, MAX_ITEM_BYTES, read_bytes, read_member
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
@@ -91,6 +91,8 @@ class ImageSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
             raise DataError(f"image_size must be a positive integer, got {self.size!r}")
+        if self.size > MAX_IMAGE_SIDE:
+            raise DataError(f"image_size must be at most {MAX_IMAGE_SIDE}, got {self.size}")
         if self.channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {self.channels!r}")
         if self.resample not in _RESAMPLE:

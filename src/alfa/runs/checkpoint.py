@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from alfa.errors import AlfaError
-from alfa.limits import MAX_FILE_BYTES, read_bytes
+from alfa.limits import MAX_FILE_BYTES, check_nesting, read_bytes
 from alfa.runs.durable import write_all
 
 __all__ = [
@@ -289,6 +289,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = _torch_load(raw, path, map_location, legacy=False)
     if not isinstance(state, dict) or "learner" not in state or "iteration" not in state:
         raise CheckpointError(f"checkpoint '{path}' does not hold a training state")
+    check_nesting(state, f"checkpoint '{path}'", error=CheckpointError)
     return state
 
 
