@@ -9,7 +9,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alfa.data._files import as_path, is_image_name, list_class_dirs, list_images
+from alfa.data._files import (
+    IMAGE_EXTENSIONS,
+    as_path,
+    is_image_name,
+    list_class_dirs,
+    list_images,
+)
 from alfa.data.cub import load_cub_json, load_cub_raw
 from alfa.data.dataset import ImageClassDataset
 from alfa.data.folder import load_folder
@@ -122,6 +128,14 @@ def _detect_dir(path: Path) -> str:
             return "folder"
     loose = [n for n in names if is_image_name(n)]
     hint = "; put the images into one sub-folder per class" if loose else ""
+    if not loose and not any(list_images(c) for c in list_class_dirs(path)):
+        others = sorted(n for n in names if not n.startswith("."))
+        files = [n for n in others if (path / n).is_file()] or others
+        found = f"; it holds {len(others)} other entries, e.g. '{files[0]}'" if others else ""
+        raise DataError(
+            f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)}) and no dataset files alfa "
+            f"reads{found}; is it the dataset folder? (formats: {', '.join(LOADERS)})"
+        )
     raise DataError(
         f"cannot tell the dataset format of {path}{hint}; pass format=NAME "
         f"(one of {', '.join(LOADERS)})"

@@ -221,17 +221,24 @@ def process_group(timeout: float = DEFAULT_TIMEOUT) -> Iterator[World]:
 
 
 @contextmanager
-def _collective(what: str) -> Iterator[None]:
-    """Turn a failed collective (a peer died, or the timeout passed) into one clear line."""
+def _collective(what: str, *, training: bool = False) -> Iterator[None]:
+    """Turn a failed collective (a peer died, or the timeout passed) into one clear line; only a
+    collective of the training loop (``training``: the run directory and its checkpoints exist)
+    says how to resume."""
     try:
         yield
     except RuntimeError as exc:
         rank = world().rank
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        after = (
+            "; the last checkpoint is kept, resume with 'alfa train --resume RUN_DIR' "
+            "(torchrun --max-restarts does it by itself)"
+            if training
+            else ""
+        )
         raise PeerError(
             f"rank {rank}: {what} failed: another process of the job stopped or did not answer "
-            f"within {_timeout:g} s ({detail[:200]}); the last checkpoint is kept, resume with "
-            "'alfa train --resume RUN_DIR' (torchrun --max-restarts does it by itself)"
+            f"within {_timeout:g} s ({detail[:200]}){after}"
         ) from exc
 
 
@@ -309,7 +316,7 @@ def broadcast_parameters(module: nn.Module, here: World) -> None:
     """Give every rank rank 0's parameters and buffers (a fresh run starts identical)."""
     if not here.distributed:
         return
-    with _collective("broadcasting the meta-parameters"), torch.no_grad():
+    with _collective("broadcasting the meta-parameters", training=True), torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
             _dist().broadcast(tensor.data, src=0)
 
@@ -326,7 +333,7 @@ def mean_over_ranks(
     parts = [g.reshape(-1) for g in grads]
     flag = torch.ones(1, dtype=dtype, device=stats.device) * float(stop)
     flat = torch.cat([*parts, stats.to(dtype).reshape(-1), flag])
-    with _collective("averaging the meta-gradients"):
+    with _collective("averaging the meta-gradients", training=True):
         _dist().all_reduce(flat)
     stopping = bool(flat[-1] > 0)
     flat = flat[:-1].div_(here.size)
