@@ -6,7 +6,7 @@ it is; an exception it raises is recorded). Optional ``env`` (variables set for 
 ``cwd``, ``setup`` (Python run before an ``argv`` case) and ``fsize`` (the largest file the
 case may write: a full disk). Prints one JSON list: per case the exit code, stdout, stderr, the
 exception escaping (a traceback: never expected), and the peak resident memory of the process
-after the case (``ru_maxrss``, which only grows: a case's own peak is at most this).
+after the case (``VmHWM``, which only grows: a case's own peak is at most this).
 """
 
 from __future__ import annotations
@@ -61,8 +61,21 @@ def _run(case: dict) -> dict:
             else:
                 os.environ[key] = value
     result["out"], result["err"] = out.getvalue(), err.getvalue()
-    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss"] = peak_rss()
     return result
+
+
+def peak_rss() -> int:
+    """The process's peak resident memory in bytes: ``VmHWM`` of its own address space (Linux
+    keeps ``ru_maxrss`` across ``exec``, so it would start at the parent's size)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def main() -> None:
