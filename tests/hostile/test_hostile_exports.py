@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import safetensors.torch
 import torch
-from crafted import folder_dataset
+from crafted import folder_dataset, sparse
 from hostile_conftest import Case, check
 
 from alfa.cli.main import main
@@ -195,6 +195,25 @@ def _top_without_score(folder: Path) -> dict[str, Any]:
     return {"argv": ["eval", str(run), "--ensemble", "2", "--tasks", "2"]}
 
 
+def _metrics(kind: str):
+    """A copy of a real run whose metrics.jsonl is a sparse file of 64 GiB or holds a line
+    nested 100000 deep; resumed."""
+
+    def build(folder: Path) -> dict[str, Any]:
+        runs = _trained(folder.parent / "trained")
+        run = folder / "run"
+        shutil.copytree(runs["sinusoid"], run)
+        if kind == "sparse":
+            sparse(run / "metrics.jsonl")
+        else:
+            with open(run / "metrics.jsonl", "a") as fh:
+                fh.write('{"iteration": ' + "[" * 100000 + "]" * 100000 + "}\n")
+                fh.write('{"iteration": 3}\n')
+        return {"argv": ["train", "--resume", str(run), "train.iterations=3", "--no-progress"]}
+
+    return build
+
+
 def _diverging(folder: Path) -> dict[str, Any]:
     """ALFA on sinusoid with a large meta learning rate: validation MSE 7.5 at iteration 2, about
     5e18 from iteration 3 on (finite weights), a loss that overflows at iteration 15."""
@@ -251,6 +270,16 @@ CASES: dict[str, Case] = {
         ("step-0000002.pt", "nested", "falling back to the previous good checkpoint"),
         kind="warning",
         rc=0,
+    ),
+    "metrics.jsonl of 64 GiB (sparse), resumed": Case(
+        _metrics("sparse"),
+        ("metrics.jsonl", "64.0 GiB"),
+        keep=("run/checkpoints/step-0000001.pt", "run/checkpoints/step-0000002.pt"),
+    ),
+    "a metrics line nested 100000 deep, resumed": Case(
+        _metrics("deep"),
+        ("metrics.jsonl", "nested"),
+        keep=("run/metrics.jsonl", "run/checkpoints/step-0000002.pt"),
     ),
     "top-k checkpoints without a score, eval --ensemble 2": Case(
         _top_without_score, ("top-0000001.pt", "score")
