@@ -149,7 +149,9 @@ def available_memory() -> int | None:
     """Bytes this process can still allocate: the least of what its address-space limit
     (``ulimit -v``), its cgroup's memory limit and the machine's available memory leave, or
     None where none of them can be read."""
-    found = [m for m in (_address_space_left(), _cgroup_left(), _meminfo_available()) if m]
+    found = [
+        m for m in (_address_space_left(), _cgroup_left(), _meminfo_available()) if m is not None
+    ]
     return min(found) if found else None
 
 
