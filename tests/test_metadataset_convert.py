@@ -150,7 +150,7 @@ def test_damaged_member_names_the_zip(tmp_path, two_zips, capsys):
     at = bytes(data).index(png)  # stored, not deflated: flip a byte of the image
     data[at + len(png) // 2] ^= 0xFF
     Path(zips[1]).write_bytes(bytes(data))
-    _fails(capsys, [*zips, "--to", str(tmp_path / "out")], "b.zip", "does not read")
+    _fails(capsys, [*zips, "--to", str(tmp_path / "out")], "b.zip", "cannot be read")
 
 
 def test_real_minimal_sets(tmp_path, capsys):

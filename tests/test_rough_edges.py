@@ -327,7 +327,7 @@ def small_machine(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     "override, words",
     [
-        (f"meta.batch_size={10**12}", ["meta.batch_size"]),
+        (f"meta.batch_size={10**9}", ["meta.batch_size"]),
         ("model.hidden=[100000,100000]", ["model.hidden", "parameters", "smaller model"]),
     ],
 )

@@ -65,7 +65,7 @@ def test_options_image_size_and_class_list(layouts, tmp_path):
     listing.write_text("y\n")
     assert load_dataset(folder, class_list=listing).class_names == ["y"]
     listing.write_text("y\nunknown_class\n")
-    with pytest.raises(DataError, match="unknown_class"):
+    with pytest.raises(DataError, match="the first on line 2"):
         load_dataset(folder, class_list=listing)
     with pytest.raises(DataError, match="'colour'"):
         load_dataset(folder, colour=True)

@@ -9,7 +9,7 @@ initialisation with the learned update rule to the support images (``steps`` upd
 the initialisation), then each query image is classified. Images get the preprocessing of the
 training data (size, channels, filter, crop, normalisation, and for Omniglot-trained models the
 inversion that makes strokes bright), see :mod:`alfa.runs.preprocessing`. Before that, every
-image is checked against what the model saw in training (:mod:`alfa.runs.input_checks`: colour,
+image is checked against what the model saw in training (:mod:`alfa.runs.image_checks`: colour,
 size, blank or transparent images, polarity, uneven shots): a warning each, or with ``strict``
 an error.
 
@@ -36,7 +36,7 @@ import torch
 
 from alfa.data._files import list_class_dirs, list_images, require_dir
 from alfa.errors import AlfaError, DataError
-from alfa.runs.input_checks import check_images, check_shots, inspect_image
+from alfa.runs.image_checks import check_images, check_shots, inspect_image
 from alfa.runs.trained import Trained
 from alfa.typing import TaskBatch
 
@@ -95,7 +95,7 @@ def input_problems(
     model: Trained, names: list[str], files: list[list[Path]], queries: list[Path]
 ) -> list[str]:
     """What does not fit the model in the support and query images
-    (:mod:`alfa.runs.input_checks`), one line per kind of problem."""
+    (:mod:`alfa.runs.image_checks`), one line per kind of problem."""
     assert model.preprocessing is not None
     facts = [inspect_image(p) for p in [*(f for group in files for f in group), *queries]]
     return check_shots(names, files, model.config.data.shots) + check_images(
@@ -114,7 +114,7 @@ def adapt_to_images(
     """Adapt ``model`` to the images in ``support`` and classify every query image.
 
     The images are first checked against the model's preprocessing
-    (:mod:`alfa.runs.input_checks`): each problem is printed as a warning, or with ``strict``
+    (:mod:`alfa.runs.image_checks`): each problem is printed as a warning, or with ``strict``
     the images are refused.
 
     Args:

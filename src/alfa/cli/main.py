@@ -16,9 +16,10 @@ from typing import NoReturn
 
 from alfa.cli import commands
 from alfa.errors import AlfaError
+from alfa.limits import check_address_space
 from alfa.version import package_version
 
-__all__ = ["exit_with", "main"]
+__all__ = ["exit_with", "main", "out_of_memory", "resource_problem"]
 
 
 def _timeout_option(p: argparse.ArgumentParser) -> None:
@@ -259,6 +260,27 @@ def exit_with(code: int) -> NoReturn:
     sys.exit(code)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is PyTorch's report of an allocation that failed (CPU or CUDA)."""
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "not enough memory"))
+
+
+def resource_problem(exc: BaseException) -> str:
+    """One line for a command that ran out of memory or could not load a library."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = detail if len(detail) <= 160 else f"{detail[:157]}..."
+    if isinstance(exc, ImportError):
+        return (
+            f"cannot load a library ({detail}); too little memory under the address-space "
+            "limit (ulimit -v), or a broken installation"
+        )
+    return (
+        f"out of memory ({detail}); lower meta.batch_size, eval.batch or the model's size "
+        "(train.recompute=true saves memory too); checkpoints already written are kept"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
@@ -271,9 +293,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
+        check_address_space()
         with warnings.catch_warnings():  # PIL warns of a decompression bomb: make it one line
             warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
             return int(args.func(args))
+    except (MemoryError, RuntimeError, ImportError) as exc:
+        if args.debug or not (isinstance(exc, MemoryError | ImportError) or out_of_memory(exc)):
+            raise
+        print(f"alfa: error: {resource_problem(exc)}", file=sys.stderr)
+        return 2
     except AlfaError as exc:
         if args.debug:
             raise

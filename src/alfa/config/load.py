@@ -9,6 +9,7 @@ names the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -19,7 +20,9 @@ from typing import Any, Literal
 
 import yaml
 
+from alfa.config.bounds import MAX_INT, MAX_WIDTH, check_counts, short, yaml_depth_check
 from alfa.errors import ConfigError
+from alfa.limits import MAX_IMAGE_SIDE, read_text
 
 __all__ = [
     "Config",
@@ -86,16 +89,21 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is int:
         if isinstance(value, bool):
             raise ConfigError(f"config key '{key}' must be an integer; got {value!r}")
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"config key '{key}' must be an integer; got {value!r}")
+            number = value
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):  # and over 4300 digits
+                number = int(value.strip())
+        elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            number = int(value)
+        if number is None:
+            raise ConfigError(f"config key '{key}' must be an integer; got {short(value)}")
+        if not -MAX_INT <= number <= MAX_INT:
+            raise ConfigError(
+                f"config key '{key}' must be an integer of at most {MAX_INT}; got {short(value)}"
+            )
+        return number
     if hint is float:
         number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -112,8 +120,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         return number
     if hint is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"config key '{key}' must be a string; got {value!r}")
-        return "" if value is None else str(value)
+            raise ConfigError(f"config key '{key}' must be a string; got {short(value)}")
+        text = "" if value is None else str(value)
+        if "\0" in text:
+            raise ConfigError(f"config key '{key}' may not hold a NUL character (\\0)")
+        return text
     raise ConfigError(f"config key '{key}': unsupported type {hint!r}")  # pragma: no cover
 
 
@@ -212,9 +223,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if key in text_keys:
             value: Any = raw.strip()
         else:
+            yaml_depth_check(raw, f"the value of override '{key}'")
             try:
                 value = yaml.safe_load(raw) if raw.strip() else ""
-            except yaml.YAMLError:
+            except (yaml.YAMLError, ValueError):  # ValueError: an integer of 4300+ digits
                 value = raw
         node = nested
         parts = key.split(".")
@@ -264,18 +276,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config file '{path}' is a directory, not a YAML file")
-    if not path.is_file():
+    if not path.exists():  # a pipe (<(...)) or a device is read as a file is
         raise ConfigError(f"config file '{path}' does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file '{path}' is not a text (UTF-8) file") from exc
-    except OSError as exc:
-        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror}") from exc
+    text = read_text(path, what="config file", error=ConfigError)  # within MAX_TEXT_BYTES
+    yaml_depth_check(text, f"config file '{path}'")
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
     except _DuplicateKey as exc:
         raise ConfigError(f"config file '{path}': {exc}") from exc
+    except ValueError as exc:  # an integer of more than 4300 digits
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file '{path}' holds a value YAML cannot read: {first}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
@@ -325,6 +336,11 @@ def validate(config: Config) -> None:
             d.query >= 1, "data.query", f"must be at least 1 for classification; got {d.query}"
         )
         _require(d.image_size >= 8, "data.image_size", f"must be at least 8; got {d.image_size}")
+        _require(
+            d.image_size <= MAX_IMAGE_SIDE,
+            "data.image_size",
+            f"must be at most {MAX_IMAGE_SIDE}; got {d.image_size}",
+        )
         _require(bool(d.root), "data.root", "must name the dataset folder for image data")
         _require(
             config.model.name != "mlp",
@@ -351,7 +367,18 @@ def validate(config: Config) -> None:
         _require(config.model.name == "mlp", "model.name", "must be mlp for sinusoid regression")
     _require(config.model.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}")
     _require(all(h >= 1 for h in config.model.hidden), "model.hidden", "widths must be >= 1")
+    _require(
+        all(h <= MAX_WIDTH for h in config.model.hidden),
+        "model.hidden",
+        f"widths must be at most {MAX_WIDTH}; got {short(list(config.model.hidden))}",
+    )
     _require(config.model.filters >= 1, "model.filters", "must be at least 1")
+    _require(
+        config.model.filters <= MAX_WIDTH,
+        "model.filters",
+        f"must be at most {MAX_WIDTH}; got {config.model.filters}",
+    )
+    check_counts(config)
     _require(m.steps >= 1, "meta.steps", f"must be at least 1; got {m.steps}")
     _require(m.batch_size >= 1, "meta.batch_size", f"must be at least 1; got {m.batch_size}")
     _require(m.lr > 0, "meta.lr", f"must be positive; got {m.lr}")

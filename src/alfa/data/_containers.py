@@ -1,21 +1,13 @@
-"""Readers for the array caches of published few-shot code: pickles (Python 2 or 3) and npz.
+"""Helpers for the array caches of published few-shot code: pickles (Python 2 or 3) and npz.
 
-Pickles are read with a restricted unpickler: a dataset cache holds only NumPy arrays, dtypes
-and scalars inside plain containers (dicts, lists, tuples, sets, strings, bytes, numbers), so any
-other global a pickle names (``os.system``, a class of some module ...) is refused before it is
-imported or called, and the file is reported by name. Loading a crafted cache cannot run code.
+Pickles are read by :func:`alfa.data.pickle_cache.load_pickle` (a restricted, bounded
+unpickler) and npz arrays by :func:`alfa.data.npz.npz_array` (sizes checked before anything is
+allocated); both are re-exported here. The helpers below turn what they hold into datasets.
 """
 
 from __future__ import annotations
 
-import codecs
-import collections
-import pickle
-import struct
-import zipfile
 from collections.abc import Sequence
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,90 +15,11 @@ import torch
 
 from alfa.data.dataset import ImageClassDataset, LazyImageDataset, TensorImageDataset
 from alfa.data.images import ArrayReader, ImageSpec
+from alfa.data.npz import npz_array
+from alfa.data.pickle_cache import load_pickle
 from alfa.errors import DataError
 
 __all__ = ["array_dataset", "decode_keys", "group_rows", "load_pickle", "npz_array"]
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    """A pickle named a global that a plain-data cache never needs (nothing was run)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"refused global {name!r}")
-        self.name = name
-
-
-@cache
-def _allowed_globals() -> dict[str, Any]:
-    """``module.name`` -> object, for the globals a NumPy or plain-data pickle may name.
-
-    NumPy's functions are taken from how this NumPy pickles its own arrays and scalars, and
-    listed under both the NumPy 1 (``numpy.core``) and NumPy 2 (``numpy._core``) module names.
-    """
-    numpy_functions = {
-        "multiarray._reconstruct": np.ndarray.__reduce__(np.zeros(1))[0],
-        "multiarray.scalar": np.float64(0).__reduce__()[0],
-        "numeric._frombuffer": np.zeros(1).__reduce_ex__(5)[0],
-    }
-    allowed: dict[str, Any] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
-    for name, function in numpy_functions.items():
-        allowed[f"numpy.core.{name}"] = allowed[f"numpy._core.{name}"] = function
-    plain = (set, frozenset, complex, bytes, bytearray, list, tuple, dict, str, int, float, bool)
-    allowed |= {f"builtins.{kind.__name__}": kind for kind in plain}
-    allowed["collections.OrderedDict"] = collections.OrderedDict
-    allowed["_codecs.encode"] = codecs.encode  # how protocol 2 stores bytes
-    return allowed
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """An unpickler that finds only :func:`_allowed_globals` and refuses every other global."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        module = {"__builtin__": "builtins"}.get(module, module)  # Python 2 pickles
-        found = _allowed_globals().get(f"{module}.{name}")
-        if found is None:
-            raise _RefusedGlobal(f"{module}.{name}")
-        return found
-
-
-def load_pickle(path: Path) -> Any:
-    """Unpickle ``path`` allowing only NumPy arrays and plain data; Python 2 pickles load too.
-
-    Tries ``encoding='bytes'``, then ``'latin1'`` (Python 2 strings). Every global the pickle
-    names must be a NumPy array, dtype or scalar constructor or a plain container type (see the
-    module docstring); anything else is refused without being imported or called.
-
-    Raises:
-        DataError: The file is missing, is not a readable pickle, or names another global.
-    """
-    errors: list[str] = []
-    for encoding in ("bytes", "latin1"):
-        try:
-            with open(path, "rb") as fh:
-                return _PlainUnpickler(fh, encoding=encoding).load()
-        except FileNotFoundError as exc:
-            raise DataError(f"file not found: {path} (check the dataset path)") from exc
-        except _RefusedGlobal as exc:
-            raise DataError(
-                f"refusing to load {path}: it names {exc.name!r}, which a dataset cache of "
-                "NumPy arrays and plain data never needs (loading it could run code; nothing "
-                "was run); get the file again from a source you trust"
-            ) from None
-        except (
-            pickle.UnpicklingError,
-            EOFError,
-            UnicodeDecodeError,
-            ValueError,
-            TypeError,
-            AttributeError,
-            ImportError,
-            IndexError,
-        ) as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-    raise DataError(
-        f"cannot unpickle {path} ({errors[-1]}); the file is corrupt or incomplete, "
-        "download it again"
-    )
 
 
 def decode_keys(obj: Any) -> Any:
@@ -125,62 +38,6 @@ def _text(value: Any) -> Any:
 def text_list(values: Sequence[Any]) -> list[str]:
     """Class names as ``str`` whatever the pickle encoding produced."""
     return [str(_text(v)) for v in values]
-
-
-def npz_array(path: Path, key: str) -> np.ndarray:
-    """Array ``key`` of an ``.npz``: memory-mapped when stored uncompressed, else read fully.
-
-    Raises:
-        DataError: The file is missing, not an npz archive or has no array ``key``.
-    """
-    try:
-        with zipfile.ZipFile(path) as zf:
-            try:
-                info = zf.getinfo(f"{key}.npy")
-            except KeyError:
-                names = [n.removesuffix(".npy") for n in zf.namelist()]
-                raise DataError(
-                    f"{path} has no array {key!r} (it has {names}); is this the right file?"
-                ) from None
-            if info.compress_type == zipfile.ZIP_STORED:
-                mapped = _memmap_member(path, info)
-                if mapped is not None:
-                    return mapped
-    except FileNotFoundError as exc:
-        raise DataError(f"file not found: {path} (check the dataset path)") from exc
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"cannot read npz archive {path}: {exc} (download it again)") from exc
-    try:
-        with np.load(path) as data:
-            return np.asarray(data[key])
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read array {key!r} from {path}: {exc}") from exc
-
-
-def _memmap_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
-    with open(path, "rb") as fh:
-        fh.seek(info.header_offset)
-        header = fh.read(30)
-        if len(header) < 30 or header[:4] != b"PK\x03\x04":
-            return None
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        fh.seek(info.header_offset + 30 + name_len + extra_len)
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                return None
-        except ValueError:
-            return None
-        if dtype.hasobject:
-            return None
-        offset = fh.tell()
-    return np.memmap(
-        path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
-    )
 
 
 def group_rows(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:

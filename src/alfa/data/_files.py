@@ -80,17 +80,31 @@ def expand_variables(text: str) -> str:
     return _VARIABLE.sub(value, text)
 
 
+NAME_MAX = 255
+"""The longest file name (one component of a path) in bytes that file systems allow."""
+
+
 def as_path(path: str | os.PathLike[str]) -> Path:
     """``path`` as a :class:`Path`, with environment variables (``$ALFA_DATA``) and ``~``
     expanded.
 
     Raises:
-        DataError: ``path`` uses an environment variable that is not set.
+        DataError: ``path`` uses an environment variable that is not set, or holds a name
+            longer than :data:`NAME_MAX` bytes or a NUL character.
     """
     text = os.fspath(path)
     if isinstance(path, str) and "$" in text:  # a Path names a file as it is
         text = expand_variables(text)
-    return Path(os.path.expanduser(text))
+    out = Path(os.path.expanduser(text))
+    for part in out.parts:  # the file system refuses these with ENAMETOOLONG
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise DataError(
+                f"the data path '{text[:60]}...' has a name of {len(os.fsencode(part))} bytes "
+                f"('{part[:20]}...'); file names may have at most {NAME_MAX} bytes"
+            )
+    if "\0" in text:
+        raise DataError(f"the data path {text[:60]!r} holds a NUL character")
+    return out
 
 
 def require_dir(path: Path, what: str) -> Path:

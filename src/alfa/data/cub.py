@@ -16,7 +16,6 @@ evaluation transform, resized to ``round(1.15 * image_size)`` and centre-cropped
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from alfa.data._files import (
 from alfa.data.dataset import ImageClassDataset, LazyImageDataset
 from alfa.data.images import FileReader, ImageSpec
 from alfa.errors import DataError
+from alfa.limits import load_json, read_text
 
 __all__ = ["JSON_FILES", "cub_split_of", "find_images_dir", "load_cub_json", "load_cub_raw"]
 
@@ -94,14 +94,21 @@ def load_cub_json(
     root = as_path(path)
     root = root.parent if root.is_file() else require_dir(root, "CUB split folder")
     file = require_file(root / JSON_FILES[split], f"CUB {split} split file")
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot parse {file}: {exc} (is it a CloserLook split file?)") from exc
+    meta = load_json(read_text(file, what="CUB split file"), str(file))
     keys = ("label_names", "image_names", "image_labels")
     if not isinstance(meta, dict) or any(k not in meta for k in keys):
         raise DataError(f"{file} must be a JSON object with keys {', '.join(keys)}")
     label_names, image_names, image_labels = (meta[k] for k in keys)
+    for key, value, kinds in (
+        ("label_names", label_names, (str,)),
+        ("image_names", image_names, (str,)),
+        ("image_labels", image_labels, (int,)),
+    ):
+        if not isinstance(value, list) or not all(isinstance(v, kinds) for v in value):
+            kind = "class names (text)" if kinds == (str,) else "class indices (whole numbers)"
+            if key == "image_names":
+                kind = "image paths (text)"
+            raise DataError(f"{file}: {key} must be a list of {kind}")
     if len(image_names) != len(image_labels):
         raise DataError(
             f"{file}: {len(image_names)} image_names but {len(image_labels)} image_labels"

@@ -9,7 +9,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alfa.data._files import as_path, is_image_name, list_class_dirs, list_images
+from alfa.data._files import (
+    IMAGE_EXTENSIONS,
+    as_path,
+    is_image_name,
+    list_class_dirs,
+    list_images,
+)
 from alfa.data.cub import load_cub_json, load_cub_raw
 from alfa.data.dataset import ImageClassDataset
 from alfa.data.folder import load_folder
@@ -21,7 +27,7 @@ from alfa.data.mini_imagenet import (
     load_mini_imagenet_pickle,
 )
 from alfa.data.omniglot import load_omniglot
-from alfa.data.splits import class_list_names
+from alfa.data.splits import class_list_lines
 from alfa.data.tiered_imagenet import load_tiered_imagenet_npz, load_tiered_imagenet_png
 from alfa.errors import DataError
 
@@ -122,6 +128,14 @@ def _detect_dir(path: Path) -> str:
             return "folder"
     loose = [n for n in names if is_image_name(n)]
     hint = "; put the images into one sub-folder per class" if loose else ""
+    if not loose and not any(list_images(c) for c in list_class_dirs(path)):
+        others = sorted(n for n in names if not n.startswith("."))
+        files = [n for n in others if (path / n).is_file()] or others
+        found = f"; it holds {len(others)} other entries, e.g. '{files[0]}'" if others else ""
+        raise DataError(
+            f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)}) and no dataset files alfa "
+            f"reads{found}; is it the dataset folder? (formats: {', '.join(LOADERS)})"
+        )
     raise DataError(
         f"cannot tell the dataset format of {path}{hint}; pass format=NAME "
         f"(one of {', '.join(LOADERS)})"
@@ -239,5 +253,14 @@ def load_dataset(
         kwargs["image_size"] = image_size
     data = loader(paths if len(paths) > 1 else paths[0], **kwargs)
     if class_list is not None:
-        data = data.select_classes(class_list_names(class_list)[0])
+        lines, label = class_list_lines(class_list)
+        known = set(data.class_names)
+        missing = [number for number, name in lines if name not in known]
+        if missing:  # by line: the file may be any file named in an export's config
+            raise DataError(
+                f"{len(missing)} classes listed in {label} are not in "
+                f"{data.source or 'the data set'} (the first on line {missing[0]}); check the "
+                "class list file"
+            )
+        data = data.select_classes([name for _, name in lines])
     return data

@@ -6,13 +6,16 @@ one consistent channel count. Readers turn one stored *item* (a file path, a zip
 encoded byte string, a row of a decoded array) into a PIL image; they are plain picklable
 objects so that :class:`torch.utils.data.DataLoader` worker processes can use them.
 
-An encoded image larger than :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is
-decoded: a small file can claim a huge size (a decompression bomb) and would otherwise take
-gigabytes of memory. PIL's own bomb check ends in the same one-line
-:class:`~alfa.errors.DataError`: its ``DecompressionBombError`` (above twice
-``PIL.Image.MAX_IMAGE_PIXELS``) always, its ``DecompressionBombWarning`` (above
-``PIL.Image.MAX_IMAGE_PIXELS``, which by default is above :data:`MAX_IMAGE_PIXELS`) where
-warnings of that category are errors, as the ``alfa`` command makes them.
+A stored image (a file, a zip member) over :data:`alfa.limits.MAX_ITEM_BYTES` is refused before
+it is read, and a zip member is decompressed in a stream within :data:`alfa.limits.MAX_RATIO`
+times its compressed size (:func:`alfa.limits.read_member`). An encoded image larger than
+:data:`MAX_IMAGE_PIXELS` is refused from its header, before it is decoded: a small file can
+claim a huge size (a decompression bomb) and would otherwise take gigabytes of memory. PIL's
+own bomb check ends in the same one-line :class:`~alfa.errors.DataError`: its
+``DecompressionBombError`` (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) always, its
+``DecompressionBombWarning`` (above ``PIL.Image.MAX_IMAGE_PIXELS``, which by default is above
+:data:`MAX_IMAGE_PIXELS`) where warnings of that category are errors, as the ``alfa`` command
+makes them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from alfa.errors import DataError
+from alfa.limits import MAX_IMAGE_SIDE, MAX_ITEM_BYTES, read_bytes, read_member
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
@@ -37,7 +41,9 @@ __all__ = [
     "FileReader",
     "ImageReader",
     "ImageSpec",
+    "ImageTooLarge",
     "ZipMember",
+    "decode_image",
 ]
 
 _RESAMPLE = {
@@ -85,6 +91,8 @@ class ImageSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
             raise DataError(f"image_size must be a positive integer, got {self.size!r}")
+        if self.size > MAX_IMAGE_SIDE:
+            raise DataError(f"image_size must be at most {MAX_IMAGE_SIDE}, got {self.size}")
         if self.channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {self.channels!r}")
         if self.resample not in _RESAMPLE:
@@ -151,15 +159,19 @@ class ImageReader(Protocol):
         ...
 
 
+class ImageTooLarge(DataError):
+    """An image whose header claims more than :data:`MAX_IMAGE_PIXELS` (never decoded)."""
+
+
 def _too_large(where: str, pixels: str) -> DataError:
-    return DataError(
+    return ImageTooLarge(
         f"image {where} is too large to decode ({pixels} pixels, the limit is "
         f"{MAX_IMAGE_PIXELS:,}): a decompression bomb or a damaged header "
         "(replace or delete this file)"
     )
 
 
-def _decode(data: bytes | memoryview, where: str) -> Image.Image:
+def decode_image(data: bytes | memoryview, where: str) -> Image.Image:
     """Decode one encoded image, refusing one whose header claims over MAX_IMAGE_PIXELS."""
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
@@ -214,19 +226,12 @@ class FileReader:
 
     def open(self, item: str | ZipMember) -> Image.Image:
         if isinstance(item, ZipMember):
-            try:
-                data = open_zip(item.archive).read(item.member)
-            except (KeyError, OSError, zipfile.BadZipFile) as exc:
-                raise DataError(f"cannot read {item} from its zip archive: {exc}") from exc
-            return _decode(data, str(item))
-        try:
-            with open(item, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError as exc:
-            raise DataError(f"image file not found: {item} (was it moved or deleted?)") from exc
-        except OSError as exc:
-            raise DataError(f"cannot read image file {item}: {exc.strerror or exc}") from exc
-        return _decode(data, str(item))
+            data = read_member(open_zip(item.archive), item.member, f"zip member {item}")
+            return decode_image(data, str(item))
+        if not os.path.exists(item):
+            raise DataError(f"image file not found: {item} (was it moved or deleted?)")
+        data = read_bytes(item, cap=MAX_ITEM_BYTES, what="image file")
+        return decode_image(data, str(item))
 
     def describe(self, item: str | ZipMember) -> str:
         return str(item)
@@ -246,8 +251,16 @@ class BytesReader:
 
     def open(self, item: int) -> Image.Image:
         blob = self.blobs[int(item)]
-        data = blob.tobytes() if isinstance(blob, np.ndarray) else bytes(blob)
-        return _decode(data, self.describe(item))
+        if isinstance(blob, np.ndarray) and blob.dtype.kind in "uiSV":
+            data = blob.tobytes()
+        elif isinstance(blob, bytes | bytearray | memoryview):
+            data = bytes(blob)
+        else:  # bytes(n) of a number would allocate n bytes
+            raise DataError(
+                f"{self.describe(item)} is not an encoded image (bytes or a uint8 array) but "
+                f"{type(blob).__name__}; the file is damaged (download it again)"
+            )
+        return decode_image(data, self.describe(item))
 
     def describe(self, item: int) -> str:
         return f"{self.source}[{int(item)}]"

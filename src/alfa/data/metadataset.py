@@ -13,21 +13,23 @@ lazily, one class file at a time, and each decoded class is cached as ``uint8 [n
 
 Every problem names the file: a missing class file, a record file that is truncated or not a
 TFRecord, an Example without ``image``/``label``, a label that is not the file's class, a record
-count that disagrees with ``images_per_class``, an image that does not decode.
+count that disagrees with ``images_per_class``, an image that does not decode or whose header
+claims more than :data:`alfa.data.images.MAX_IMAGE_PIXELS` (refused before decoding, as for
+every other format).
 """
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from alfa.data.example_proto import ExampleError, decode_example
+from alfa.data.images import ImageTooLarge, decode_image
 from alfa.data.metadataset_spec import SPEC_FILE, SPLITS, DatasetSpec, load_spec
 from alfa.data.tfrecord import iter_records
 from alfa.errors import DataError
@@ -81,12 +83,18 @@ class MetaDatasetSource:
 
     def _decode(self, data: bytes, file: Path, index: int) -> np.ndarray:
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with decode_image(data, f"{file} (record {index})") as image:  # pixel limit first
                 image = image.convert("RGB" if self.channels == 3 else "L")
-                image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+                size = (self.image_size, self.image_size)
+                image = image.resize(size, Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise DataError(f"{file}: the image of record {index} does not decode ({exc})") from exc
+        except ImageTooLarge:
+            raise
+        except (DataError, OSError, SyntaxError, ValueError, EOFError) as exc:
+            cause = exc.__cause__ if isinstance(exc, DataError) and exc.__cause__ else exc
+            raise DataError(
+                f"{file}: the image of record {index} does not decode ({cause})"
+            ) from exc
         return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
     def read_class(self, class_id: int, *, decode: bool = True) -> list[bytes] | Tensor:

@@ -14,10 +14,10 @@ minimal sets share Greek and Latin), the first zip given wins, as :mod:`alfa.dat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from alfa.data.example_proto import encode_example
 from alfa.data.metadataset_spec import SPEC_FILE, DatasetSpec, spec_to_json
 from alfa.data.tfrecord import write_records
 from alfa.errors import DataError
+from alfa.limits import read_member
 
 __all__ = [
     "OMNIGLOT_TEST_ALPHABETS",
@@ -96,10 +97,18 @@ def _scan(zips: list[str]) -> dict[tuple[str, str], list[Member]]:
 
 
 def _read(archive: zipfile.ZipFile, zip_path: str, name: str) -> bytes:
-    try:
-        return archive.read(name)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:  # bad CRC, truncated
-        raise DataError(f"{zip_path}: member {name} does not read ({exc})") from exc
+    """A member's bytes, streamed within the caps (a bad CRC, a damaged stream, encryption, an
+    unknown compression method or a zip bomb is one line naming the member)."""
+    return read_member(archive, name, f"{zip_path}: member {name}")
+
+
+def _written(out: Path, made: bool, files: list[Path]) -> None:
+    """Remove what a failed conversion wrote: its files, and ``out`` when it made it."""
+    for file in files:
+        file.unlink(missing_ok=True)
+    if made:
+        with contextlib.suppress(OSError):
+            out.rmdir()
 
 
 def _check_out(out: Path) -> None:
@@ -107,6 +116,56 @@ def _check_out(out: Path) -> None:
         raise DataError(f"{out}: the output exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         raise DataError(f"{out}: the output folder is not empty; give a new or empty folder")
+
+
+def _write(
+    out: Path,
+    zips: list[str],
+    members: dict[tuple[str, str], list[Member]],
+    train: list[str],
+    test: list[str],
+    files: list[Path],
+) -> DatasetSpec:
+    """Write one record file per character (each appended to ``files`` before it is written)."""
+    names: list[str] = []
+    counts: list[int] = []
+    groups: list[list[int]] = []
+    opened: dict[str, zipfile.ZipFile] = {}
+    try:
+        for path in dict.fromkeys(zips):
+            try:
+                opened[path] = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise DataError(f"{path}: not a readable zip file ({exc})") from exc
+        for alphabet in train + test:
+            group = []
+            for character in sorted(c for a, c in members if a == alphabet):
+                class_id = len(names)
+                unique: dict[str, Member] = {}
+                for z, n in members[(alphabet, character)]:
+                    unique.setdefault(n.rsplit("/", 1)[1], (z, n))
+                records = [
+                    encode_example({"image": [_read(opened[z], z, n)], "label": [class_id]})
+                    for z, n in (unique[k] for k in sorted(unique))
+                ]
+                files.append(out / f"{class_id}.tfrecords")
+                write_records(files[-1], records)
+                names.append(f"{alphabet}-{character}")
+                counts.append(len(records))
+                group.append(class_id)
+            groups.append(group)
+    finally:
+        for z in opened.values():
+            z.close()
+    return DatasetSpec(
+        name="omniglot",
+        kind="bilevel",
+        class_names=names,
+        images_per_class=counts,
+        splits={},
+        superclasses={"TRAIN": groups[: len(train)], "VALID": [], "TEST": groups[len(train) :]},
+        superclass_names=train + test,
+    )
 
 
 def convert_omniglot(zips: list[str], out: str | os.PathLike[str]) -> ConversionSummary:
@@ -128,47 +187,30 @@ def convert_omniglot(zips: list[str], out: str | os.PathLike[str]) -> Conversion
     if missing:
         raise DataError(f"alphabet {missing[0]} is not in the given zip files")
 
-    out.mkdir(parents=True, exist_ok=True)
-    names: list[str] = []
-    counts: list[int] = []
-    groups: list[list[int]] = []
-    opened = {p: zipfile.ZipFile(p) for p in dict.fromkeys(zips)}
+    made = not out.exists()
+    files: list[Path] = []
     try:
-        for alphabet in train + test:
-            group = []
-            for character in sorted(c for a, c in members if a == alphabet):
-                class_id = len(names)
-                unique: dict[str, Member] = {}
-                for z, n in members[(alphabet, character)]:
-                    unique.setdefault(n.rsplit("/", 1)[1], (z, n))
-                records = [
-                    encode_example({"image": [_read(opened[z], z, n)], "label": [class_id]})
-                    for z, n in (unique[k] for k in sorted(unique))
-                ]
-                write_records(out / f"{class_id}.tfrecords", records)
-                names.append(f"{alphabet}-{character}")
-                counts.append(len(records))
-                group.append(class_id)
-            groups.append(group)
-    finally:
-        for z in opened.values():
-            z.close()
-    spec = DatasetSpec(
-        name="omniglot",
-        kind="bilevel",
-        class_names=names,
-        images_per_class=counts,
-        splits={},
-        superclasses={"TRAIN": groups[: len(train)], "VALID": [], "TEST": groups[len(train) :]},
-        superclass_names=train + test,
-    )
-    (out / SPEC_FILE).write_text(json.dumps(spec_to_json(spec, str(out)), indent=2))
+        out.mkdir(parents=True, exist_ok=True)
+        spec = _write(out, zips, members, train, test, files)
+        files.append(out / SPEC_FILE)
+        (out / SPEC_FILE).write_text(json.dumps(spec_to_json(spec, str(out)), indent=2))
+    except BaseException as exc:
+        _written(out, made, files)
+        if isinstance(exc, OSError):
+            where = exc.filename or out
+            raise DataError(
+                f"cannot write the records to '{where}': {exc.strerror or exc}; nothing was kept "
+                "(free space or choose a writable folder with --to)"
+            ) from None
+        raise
+    groups = [spec.superclasses["TRAIN"], spec.superclasses["TEST"]]
+    names, counts = spec.class_names, spec.images_per_class
     return ConversionSummary(
         out=out,
         classes=len(names),
         images=sum(counts),
         train_alphabets=len(train),
-        train_classes=sum(len(g) for g in groups[: len(train)]),
+        train_classes=sum(len(g) for g in groups[0]),
         test_alphabets=len(test),
-        test_classes=sum(len(g) for g in groups[len(train) :]),
+        test_classes=sum(len(g) for g in groups[1]),
     )

@@ -18,13 +18,13 @@ the hierarchical spec may key it by split and WordNet id instead) and ``file_pat
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alfa.errors import DataError
+from alfa.limits import load_json, read_text
 
 __all__ = ["SPEC_FILE", "SPLITS", "DatasetSpec", "load_spec", "spec_to_json"]
 
@@ -86,7 +86,7 @@ def _int_map(raw: Any, key: str, where: Path) -> dict[int, Any]:
         raise DataError(f"{where}: key {key!r} must be an object of id -> value")
     try:
         return {int(k): v for k, v in raw.items()}
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise DataError(f"{where}: key {key!r} has a non-integer id") from exc
 
 
@@ -95,7 +95,7 @@ def _counts(raw: Any, key: str, where: Path) -> list[int]:
     if not isinstance(raw, dict) or set(raw) - set(SPLITS):
         raise DataError(f"{where}: key {key!r} must map TRAIN, VALID and TEST to counts")
     values = [raw.get(s, 0) for s in SPLITS]
-    if not all(isinstance(v, int) and v >= 0 for v in values):
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
         raise DataError(f"{where}: key {key!r} must hold counts >= 0")
     return values
 
@@ -108,6 +108,11 @@ def _hierarchy(raw: Any, names: list[str], where: Path) -> tuple[dict, dict[str,
     splits: dict[str, list[int]] = {}
     for split in SPLITS:
         nodes = raw.get(split, [])
+        if not isinstance(nodes, list) or not all(_is_node(n) for n in nodes):
+            raise DataError(
+                f"{where}: key 'split_subgraphs' must hold, per split, a list of nodes "
+                '{"wn_id": text, "children_ids": [text, ...]}'
+            )
         children = {n["wn_id"]: list(n.get("children_ids", [])) for n in nodes}
         leaves = [n for n, c in children.items() if not c]
         missing = [n for n in leaves if n not in ids]
@@ -118,35 +123,81 @@ def _hierarchy(raw: Any, names: list[str], where: Path) -> tuple[dict, dict[str,
     return graph, splits
 
 
+def _is_node(node: Any) -> bool:
+    if not isinstance(node, dict) or not isinstance(node.get("wn_id"), str):
+        return False
+    children = node.get("children_ids", [])
+    return isinstance(children, list) and all(isinstance(c, str) for c in children)
+
+
+def _file_pattern(raw: Any, where: Path) -> str:
+    """The record file name pattern: text with one ``{}`` that names a file of the source
+    folder itself (not a path into another folder)."""
+    if not isinstance(raw, str):
+        raise DataError(f"{where}: key 'file_pattern' must be text such as '{{}}.tfrecords'")
+    try:
+        first, second = raw.format(0), raw.format(1)
+    except (IndexError, KeyError, ValueError, AttributeError):
+        fields = raw.count("{")
+        kind = "a sharded pattern, which alfa does not read" if fields > 1 else "not one {}"
+        raise DataError(
+            f"{where}: file_pattern {raw!r} is {kind}; use one {{}} for the class id, "
+            "e.g. '{}.tfrecords'"
+        ) from None
+    if first == second:
+        raise DataError(f"{where}: file_pattern {raw!r} has no {{}} for the class id")
+    if Path(first).name != first or first in (".", ".."):
+        raise DataError(
+            f"{where}: file_pattern {raw!r} names a file outside the source folder; "
+            "the record files must sit beside dataset_spec.json"
+        )
+    return raw
+
+
+def _sizes(raw: Any, key: str, where: Path) -> dict[int, int]:
+    sizes = _int_map(raw, key, where)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes.values()):
+        raise DataError(f"{where}: key {key!r} must hold counts >= 0")
+    return sizes
+
+
 def load_spec(source: str | os.PathLike[str]) -> DatasetSpec:
     """Read and check ``<source>/dataset_spec.json``.
 
+    The file is read within :data:`alfa.limits.MAX_TEXT_BYTES` and :data:`alfa.limits.MAX_DEPTH`,
+    and every value is checked for its type before it is used.
+
     Raises:
-        DataError: The file is missing, not JSON, or inconsistent (ids not contiguous, split or
-            superclass counts that do not add up to the classes).
+        DataError: The file is missing, not JSON, of the wrong types, or inconsistent (ids not
+            contiguous, split or superclass counts that do not add up to the classes, a
+            ``file_pattern`` without one ``{}`` or naming a file outside the source folder).
     """
     where = Path(source) / SPEC_FILE
-    try:
-        raw = json.loads(where.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{where} not found (a Meta-Dataset source needs one)") from exc
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{where} is not readable JSON: {exc}") from exc
+    if not where.exists():
+        raise DataError(f"{where} not found (a Meta-Dataset source needs one)")
+    raw = load_json(read_text(where, what="dataset specification"), str(where))
     if not isinstance(raw, dict):
         raise DataError(f"{where} must hold a JSON object")
     names_by_id = _int_map(raw.get("class_names"), "class_names", where)
     n = len(names_by_id)
     if sorted(names_by_id) != list(range(n)) or n == 0:
         raise DataError(f"{where}: class ids must be 0..N-1 without gaps")
+    if not all(isinstance(v, str | int) for v in names_by_id.values()):
+        raise DataError(f"{where}: key 'class_names' must map class ids to names (text)")
     names = [str(names_by_id[i]) for i in range(n)]
     counts_raw = raw.get("images_per_class")
     if isinstance(counts_raw, dict) and set(counts_raw) <= set(SPLITS) and counts_raw:
+        if not all(isinstance(split, dict) for split in counts_raw.values()):
+            raise DataError(
+                f"{where}: key 'images_per_class' keyed by split must map each split to "
+                "{WordNet id: count}"
+            )
         by_name = {k: v for split in counts_raw.values() for k, v in split.items()}
         counts_by_id = {i: by_name.get(name) for i, name in enumerate(names)}
     else:
         counts_by_id = _int_map(counts_raw, "images_per_class", where)
     if sorted(counts_by_id) != list(range(n)) or not all(
-        isinstance(v, int) and v >= 0 for v in counts_by_id.values()
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts_by_id.values()
     ):
         raise DataError(f"{where}: images_per_class must give a count for every class id")
     spec = DatasetSpec(
@@ -155,7 +206,7 @@ def load_spec(source: str | os.PathLike[str]) -> DatasetSpec:
         class_names=names,
         images_per_class=[counts_by_id[i] for i in range(n)],
         splits={},
-        file_pattern=str(raw.get("file_pattern", "{}.tfrecords")),
+        file_pattern=_file_pattern(raw.get("file_pattern", "{}.tfrecords"), where),
         path=str(where),
     )
     if "split_subgraphs" in raw:
@@ -164,7 +215,7 @@ def load_spec(source: str | os.PathLike[str]) -> DatasetSpec:
     elif "superclasses_per_split" in raw:
         spec.kind = "bilevel"
         per_split = _counts(raw["superclasses_per_split"], "superclasses_per_split", where)
-        sizes = _int_map(raw.get("classes_per_superclass"), "classes_per_superclass", where)
+        sizes = _sizes(raw.get("classes_per_superclass"), "classes_per_superclass", where)
         if sorted(sizes) != list(range(sum(per_split))):
             raise DataError(
                 f"{where}: classes_per_superclass must list superclasses 0..{sum(per_split) - 1}"

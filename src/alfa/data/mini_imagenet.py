@@ -182,12 +182,20 @@ def _load_cache(
         raise DataError(f"{file}: image_data must be uint8 [N, H, W, 3], got {shape}")
     if not isinstance(class_dict, dict) or not class_dict:
         raise DataError(f"{file}: class_dict must be a non-empty dict {{wnid: [row indices]}}")
+    if images.dtype.kind not in "uifb":
+        raise DataError(f"{file}: image_data must hold numbers (uint8 pixels), not {images.dtype}")
     if images.dtype != np.uint8:
         images = np.clip(images, 0, 255).astype(np.uint8)
+    odd = [k for k in class_dict if not isinstance(k, str)]
+    if odd:
+        raise DataError(
+            f"{file}: class_dict keys must be class names (text), found {odd[0]!r} "
+            f"({type(odd[0]).__name__})"
+        )
     names = sorted(class_dict)
     labels = np.full(images.shape[0], -1, dtype=np.int64)
     for index, name in enumerate(names):
-        rows = np.asarray(class_dict[name], dtype=np.int64).reshape(-1)
+        rows = _rows(class_dict[name], name, file)
         if rows.size == 0:
             raise DataError(f"{file}: class {name!r} has no rows in class_dict")
         if rows.min() < 0 or rows.max() >= images.shape[0]:
@@ -196,6 +204,21 @@ def _load_cache(
     check_split_classes(names, split, str(file), check_split)
     spec = ImageSpec(size=image_size, channels=3, resample=resample)
     return array_dataset(images, labels, names, spec, source=str(file), in_memory=in_memory)
+
+
+def _rows(value: object, name: str, file: Path) -> np.ndarray:
+    """The row indices a class_dict entry lists, as int64 (whole numbers only)."""
+    try:
+        rows = np.asarray(value)
+    except (ValueError, TypeError):
+        rows = np.asarray([], dtype=object)
+    if rows.size == 0 and rows.dtype.kind != "O":
+        return np.zeros(0, dtype=np.int64)
+    if rows.dtype.kind not in "iu":
+        raise DataError(
+            f"{file}: class_dict[{name!r}] must be a list of row indices (whole numbers)"
+        )
+    return rows.astype(np.int64).reshape(-1)
 
 
 def load_mini_imagenet_pickle(

@@ -38,7 +38,7 @@ from alfa.data._files import (
 )
 from alfa.data.dataset import ImageClassDataset, IndexLike, LazyImageDataset
 from alfa.data.images import FileReader, ImageSpec, ZipMember
-from alfa.data.splits import ClassList, class_list_names
+from alfa.data.splits import ClassList, class_list_lines
 from alfa.errors import DataError
 
 __all__ = ["RotatedClasses", "find_roots", "load_omniglot"]
@@ -136,20 +136,20 @@ def _scan_zip(root: _Root, sink: ProblemSink) -> dict[str, dict[str, str | ZipMe
     return found
 
 
-def _parse_class_line(line: str, file: str) -> tuple[str, int]:
+def _parse_class_line(line: str, file: str, number: int) -> tuple[str, int]:
     parts = line.strip().strip("/").split("/")
     angle = 0
     if len(parts) == 3:
         match = _ROT.match(parts[2])
         if not match or int(match.group(1)) not in _ANGLES:
             raise DataError(
-                f"bad class line {line!r} in {file}: expected "
+                f"line {number} of {file} is not a class line: expected "
                 "Alphabet/characterNN/rotDDD with DDD in 000, 090, 180, 270"
             )
         angle = int(match.group(1))
     elif len(parts) != 2:
         raise DataError(
-            f"bad class line {line!r} in {file}: expected Alphabet/characterNN[/rotDDD]"
+            f"line {number} of {file} is not a class line: expected Alphabet/characterNN[/rotDDD]"
         )
     return f"{parts[0]}/{parts[1]}", angle
 
@@ -240,13 +240,13 @@ def load_omniglot(
     if class_list is None and split in VINYALS_SPLITS:
         class_list = _vinyals_list(paths, str(split))
     if class_list is not None:
-        lines, file = class_list_names(class_list)
-        wanted = [_parse_class_line(line, file) for line in lines]
-        missing = [k for k, _ in wanted if k not in merged]
+        lines, file = class_list_lines(class_list)
+        wanted = [_parse_class_line(line, file, number) for number, line in lines]
+        missing = [n for (n, _), (k, _) in zip(lines, wanted, strict=True) if k not in merged]
         if missing:
             raise DataError(
-                f"{len(missing)} characters listed in {file} are not in the data, "
-                f"e.g. {missing[0]!r} (is the list for these images?)"
+                f"{len(missing)} characters listed in {file} are not in the data (the first on "
+                f"line {missing[0]}; is the list for these images?)"
             )
         names = [f"{k}/rot{a:03d}" for k, a in wanted]
     else:

@@ -12,14 +12,17 @@ from pathlib import Path
 
 from alfa.data._files import as_path, normalise_split
 from alfa.errors import DataError
+from alfa.limits import read_text
 
 __all__ = [
     "ClassList",
     "check_split_classes",
     "class_identity",
+    "class_list_lines",
     "class_list_names",
     "mini_imagenet_split",
     "overlapping_classes",
+    "read_class_lines",
     "read_class_list",
 ]
 
@@ -43,45 +46,75 @@ def mini_imagenet_split(split: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def read_class_list(path: str | Path) -> list[str]:
-    """Class names from a text file, one per line; blank lines and ``#`` comments are skipped.
+def read_class_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, class name)`` of a class list file, one class a line; blank lines and
+    ``#`` comments are skipped.
+
+    The file may come from elsewhere (a path in an export's config), so messages name the
+    line numbers of what is wrong, never the lines themselves.
 
     Raises:
-        DataError: The file is missing, unreadable or lists no class.
+        DataError: The file is missing, unreadable, larger than
+            :data:`alfa.limits.MAX_TEXT_BYTES`, lists no class or a class twice.
     """
     file = as_path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise DataError(f"class list file not found: {file} (check the path)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read class list file {file}: {exc}") from exc
-    names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if not names:
+    if not file.exists():
+        raise DataError(f"class list file not found: {file} (check the path)")
+    text = read_text(file, what="class list file")  # at most MAX_TEXT_BYTES, even of /dev/zero
+    lines = [
+        (number, line.strip())
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.startswith("#")
+    ]
+    if not lines:
         raise DataError(f"class list file {file} lists no classes (one class name per line)")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise DataError(f"class list file {file} lists {duplicates[0]!r} more than once")
-    return names
+    first: dict[str, int] = {}
+    for number, name in lines:
+        if name in first:
+            raise DataError(
+                f"class list file {file} lists the same class on lines {first[name]} and {number}"
+            )
+        first[name] = number
+    return lines
 
 
-def class_list_names(class_list: ClassList) -> tuple[list[str], str]:
-    """The names of a class list and how to name it in a message: the file, or "the stored
-    class list" for names given directly.
+def read_class_list(path: str | Path) -> list[str]:
+    """Class names from a text file (see :func:`read_class_lines`).
 
     Raises:
-        DataError: the file is missing or unreadable, or the list is empty or names a class
-            twice.
+        DataError: The file is missing, unreadable, too large, lists no class or one twice.
+    """
+    return [name for _, name in read_class_lines(path)]
+
+
+def class_list_lines(class_list: ClassList) -> tuple[list[tuple[int, str]], str]:
+    """``(line number, class name)`` of a class list, and how to name it in a message: the file
+    (see :func:`read_class_lines`), or "the stored class list" for names given directly (their
+    positions, from 1, stand for the line numbers).
+
+    Raises:
+        DataError: the file is missing, unreadable or too large, or the list is empty or names
+            a class twice.
     """
     if isinstance(class_list, str | os.PathLike):
-        return read_class_list(class_list), str(as_path(class_list))
+        return read_class_lines(class_list), str(as_path(class_list))
     names = [str(n).strip() for n in class_list if str(n).strip()]
     if not names:
         raise DataError("the stored class list lists no classes")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise DataError(f"the stored class list lists {duplicates[0]!r} more than once")
-    return names, "the stored class list"
+    first: dict[str, int] = {}
+    for number, name in enumerate(names, 1):
+        if name in first:
+            raise DataError(
+                f"the stored class list lists the same class at {first[name]} and {number}"
+            )
+        first[name] = number
+    return list(enumerate(names, 1)), "the stored class list"
+
+
+def class_list_names(class_list: ClassList) -> tuple[list[str], str]:
+    """The names of a class list and how to name it in a message (:func:`class_list_lines`)."""
+    lines, label = class_list_lines(class_list)
+    return [name for _, name in lines], label
 
 
 def check_split_classes(found: Sequence[str], split: str, source: str, mode: str = "warn") -> None:

@@ -12,8 +12,10 @@ CRC-32C is the Castagnoli polynomial (reflected ``0x82F63B78``); the stored valu
 class (:mod:`alfa.data.metadataset`), each record a serialised ``tf.train.Example``
 (:mod:`alfa.data.example_proto`).
 
-Every problem (a file that ends inside a record, a length or data checksum that does not match)
-is a :class:`~alfa.errors.DataError` naming the file and the byte offset of the record.
+Every problem (a file that ends inside a record, a length or data checksum that does not match,
+a length larger than what is left of the file or than :data:`alfa.limits.MAX_ITEM_BYTES`) is a
+:class:`~alfa.errors.DataError` naming the file and the byte offset of the record; a record's
+length is checked before anything is read for it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from alfa.errors import DataError
+from alfa.limits import MAX_ITEM_BYTES, format_bytes
 
 __all__ = ["crc32c", "iter_records", "masked_crc32c", "read_records", "write_records"]
 
@@ -90,6 +93,7 @@ def iter_records(path: str | os.PathLike[str], *, verify: bool = True) -> Iterat
     except OSError as exc:
         raise DataError(f"cannot read record file {name}: {exc.strerror or exc}") from exc
     with f:
+        size = os.fstat(f.fileno()).st_size
         offset = 0
         while True:
             header = f.read(12)
@@ -104,12 +108,20 @@ def iter_records(path: str | os.PathLike[str], *, verify: bool = True) -> Iterat
                     f"checksum of the record at byte {offset}"
                 )
             (length,) = struct.unpack("<Q", length_bytes)
-            body = f.read(length + 4)
-            if len(body) < length + 4:
+            left = size - offset - 12
+            if length + 4 > left:
                 raise DataError(
                     f"record file {name} is truncated: the record at byte {offset} needs "
-                    f"{length + 4} bytes, {len(body)} remain"
+                    f"{length + 4} bytes, {max(left, 0)} remain"
                 )
+            if length > MAX_ITEM_BYTES:
+                raise DataError(
+                    f"record file {name}: the record at byte {offset} is {format_bytes(length)}, "
+                    f"more than the {format_bytes(MAX_ITEM_BYTES)} alfa reads for one record"
+                )
+            body = f.read(length + 4)
+            if len(body) < length + 4:  # the file shrank while it was read
+                raise DataError(f"record file {name} is truncated at byte {offset + 12}")
             data = body[:length]
             if verify and masked_crc32c(data) != struct.unpack("<I", body[length:])[0]:
                 raise DataError(

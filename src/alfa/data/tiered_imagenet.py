@@ -51,14 +51,19 @@ def load_labels(file: Path) -> tuple[np.ndarray, list[str]]:
             f"{file} must hold a dict with label_specific or labels, found {type(data).__name__}"
         )
     if "label_specific" in data:
-        labels = np.asarray(data["label_specific"], dtype=np.int64).reshape(-1)
+        labels = _whole_numbers(data["label_specific"], "label_specific", file)
         if "label_specific_str" in data:
-            names = text_list(list(data["label_specific_str"]))
+            found = data["label_specific_str"]
+            if not isinstance(found, list | tuple | np.ndarray) or not all(
+                isinstance(v, str | bytes | np.str_ | np.bytes_) for v in found
+            ):
+                raise DataError(f"{file}: label_specific_str must be a list of class names")
+            names = text_list(list(found))
             if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
                 raise DataError(f"{file}: label_specific values lie outside 0..{len(names) - 1}")
             return labels, names
     elif "labels" in data:
-        labels = np.asarray(data["labels"], dtype=np.int64).reshape(-1)
+        labels = _whole_numbers(data["labels"], "labels", file)
     else:
         raise DataError(
             f"{file} has neither label_specific nor labels (keys: "
@@ -66,6 +71,19 @@ def load_labels(file: Path) -> tuple[np.ndarray, list[str]]:
         )
     values, dense = np.unique(labels, return_inverse=True)
     return dense.astype(np.int64).reshape(-1), [str(v) for v in values.tolist()]
+
+
+def _whole_numbers(value: Any, key: str, file: Path) -> np.ndarray:
+    """``value`` as a flat int64 array of labels, or a one-line error naming ``key``."""
+    try:
+        labels = np.asarray(value)
+    except (ValueError, TypeError):  # ragged lists
+        labels = np.asarray([], dtype=object)
+    if labels.size == 0 and labels.dtype.kind != "O":
+        return np.zeros(0, dtype=np.int64)
+    if labels.dtype.kind not in "iu" or labels.ndim == 0:
+        raise DataError(f"{file}: {key} must be a list of class indices (whole numbers)")
+    return labels.astype(np.int64).reshape(-1)
 
 
 def _drop_unused(labels: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:

@@ -23,6 +23,7 @@ from alfa.engine.base_learner import prepare_base_learner
 from alfa.engine.fast import fast_model, unsupported
 from alfa.engine.functional import FunctionalModel
 from alfa.engine.inner_loop import LossFn, inner_loop
+from alfa.engine.input_checks import check_model, probe
 from alfa.engine.losses import cross_entropy, mse
 from alfa.engine.multi_step import MultiStepLoss, step_loss_weights
 from alfa.errors import ArgumentError, BatchError
@@ -146,7 +147,7 @@ class MetaLearner(nn.Module):
         if engine not in ("auto", "fast", "generic"):
             raise ArgumentError(f"engine must be 'auto', 'fast' or 'generic', got {engine!r}")
         steps = _check_steps(rule, steps, rule_options)
-        self.converted = prepare_base_learner(model)
+        self.converted = prepare_base_learner(check_model(model))
         self.model = model
         fast = None if engine == "generic" else fast_model(model, group)
         if engine == "fast" and fast is None:
@@ -197,18 +198,20 @@ class MetaLearner(nn.Module):
         is refused there, before any meta-update).
 
         Raises:
-            BatchError: see :func:`alfa.batch_checks.check_tensors`; targets that do not fit
-                the model's outputs (a label out of range, a regression target of another
-                shape).
-            ModelError: a module of the base learner cannot run once per task (named).
+            BatchError: see :func:`alfa.batch_checks.check_tensors`; inputs of another dtype
+                or device than the model's, or that do not fit it (see
+                :func:`alfa.engine.input_checks.probe`); targets that do not fit the model's
+                outputs (a label out of range, a regression target of another shape).
+            ModelError: a module of the base learner cannot run once per task (named), or the
+                model does not return one tensor.
+            ArgumentError: ``loss_fn`` does not return a tensor.
         """
         check_tensors(x, y, self.task, split=split)
         if self._output_shape is None:
-            with torch.no_grad():
-                one = {n: p.detach().unsqueeze(0) for n, p in self.functional.initial().items()}
-                # the generic path: a failure names the module whichever engine runs later
-                probe = FunctionalModel(self.model).apply(one, x[:1])
-                self._output_shape = probe.shape[2:]
+            # the generic path: a failure names the module (or the input) whichever engine
+            # runs later
+            loss_fn = self.loss_fn if self.custom_loss else None
+            self._output_shape = probe(self.model, x, y, split, loss_fn)
         if self.custom_loss:
             return
         out = tuple(self._output_shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,7 +84,8 @@ def make_rule(
         l2f: wrap the rule in :class:`L2F` (attenuation of the initialisation).
 
     Raises:
-        ArgumentError: an unknown rule or option, naming the options the rule takes.
+        ArgumentError: an unknown rule or option, naming the options the rule takes; an option
+            that is NaN or infinite.
     """
     cls = rule_class(rule)
     allowed = rule_option_names(cls)
@@ -93,6 +95,11 @@ def make_rule(
             f"rule {cls.__name__} has no option {unknown[0]!r}; its options are "
             f"{', '.join(allowed or []) or 'none'}"
         )
+    for key, value in options.items():  # lr=nan would train to NaN without a word
+        numbers = value if isinstance(value, list | tuple) else [value]
+        for number in numbers:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ArgumentError(f"rule option {key}={value!r} must be a finite number")
     built = cls(names, shapes, steps, **options)
     return L2F(built) if l2f else built
 

@@ -13,7 +13,7 @@ directory and its logs; :mod:`~alfa.runs.validation`, :mod:`~alfa.runs.divergenc
 class lists it keeps (:mod:`~alfa.runs.class_lists`), and a finished run: reopened
 (:mod:`~alfa.runs.reopen`), plotted (:mod:`~alfa.runs.plots`), exported
 (:mod:`~alfa.runs.export`), shipped (:mod:`~alfa.runs.pretrained`), loaded to adapt
-(:mod:`~alfa.runs.trained`, with the checks of a user's images: :mod:`~alfa.runs.input_checks`)
+(:mod:`~alfa.runs.trained`, with the checks of a user's images: :mod:`~alfa.runs.image_checks`)
 or saved and loaded from Python (:mod:`~alfa.runs.saving`).
 
 May import: :mod:`alfa.engine`, :mod:`alfa.rules`, :mod:`alfa.models`, :mod:`alfa.tasks`,

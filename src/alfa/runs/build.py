@@ -109,9 +109,19 @@ def build_learner(config: Config, *, task: str, in_channels: int) -> MetaLearner
 
 def build_learner_for(config: Config) -> MetaLearner:
     """:func:`build_learner` with the task and input channels the config implies (sinusoid:
-    regression on one input; Omniglot: grey images; other datasets: RGB), without reading data."""
+    regression on one input; Omniglot: grey images; other datasets: RGB), without reading data.
+
+    The config may come from a file of elsewhere (an export, a run's ``config.yaml``), so the
+    memory its model needs is estimated first (on PyTorch's ``meta`` device, nothing allocated)
+    and a model that cannot fit is refused before it is built.
+
+    Raises:
+        ConfigError: the model cannot fit in memory (with the estimate and what to lower).
+    """
+    from alfa.runs.memory import check_memory
     from alfa.runs.preprocessing import input_channels, task_of
 
+    check_memory(config, torch.device("cpu"), tasks=1, batch=1)
     return build_learner(config, task=task_of(config), in_channels=input_channels(config))
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from alfa.errors import AlfaError
+from alfa.limits import MAX_FILE_BYTES, check_nesting, read_bytes
 from alfa.runs.durable import write_all
 
 __all__ = [
@@ -272,10 +273,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             anything but tensors and plain data, or is not a training state.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint '{path}': {exc.strerror or exc}") from exc
+    raw = read_bytes(path, cap=MAX_FILE_BYTES, what="checkpoint", error=CheckpointError)
     if raw.startswith(LEGACY_MAGIC):
         head = len(LEGACY_MAGIC) + 32
         if len(raw) <= head:
@@ -291,6 +289,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = _torch_load(raw, path, map_location, legacy=False)
     if not isinstance(state, dict) or "learner" not in state or "iteration" not in state:
         raise CheckpointError(f"checkpoint '{path}' does not hold a training state")
+    check_nesting(state, f"checkpoint '{path}'", error=CheckpointError)
     return state
 
 

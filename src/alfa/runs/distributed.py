@@ -72,6 +72,7 @@ __all__ = [
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 600.0
+MAX_TIMEOUT = 30 * 86400.0  # PyTorch keeps a timeout in milliseconds of a 64-bit clock
 """Seconds a collective waits for the other processes before the job is declared broken."""
 
 _ENVIRONMENT = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -218,8 +219,11 @@ def process_group(timeout: float = DEFAULT_TIMEOUT) -> Iterator[World]:
             the rendezvous (``MASTER_ADDR:MASTER_PORT``) or backend cannot be reached.
     """
     global _timeout
-    if not timeout > 0:
-        raise AlfaError(f"--timeout must be a positive number of seconds; got {timeout}")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also NaN and inf, which no clock can wait for
+        raise AlfaError(
+            f"--timeout must be a positive number of seconds up to {MAX_TIMEOUT:.0f} (30 days); "
+            f"got {timeout}"
+        )
     if not launched() or os.environ.get("WORLD_SIZE", "1") == "1":
         yield World()
         return
@@ -260,17 +264,24 @@ def process_group(timeout: float = DEFAULT_TIMEOUT) -> Iterator[World]:
 
 
 @contextmanager
-def _collective(what: str) -> Iterator[None]:
-    """Turn a failed collective (a peer died, or the timeout passed) into one clear line."""
+def _collective(what: str, *, training: bool = False) -> Iterator[None]:
+    """Turn a failed collective (a peer died, or the timeout passed) into one clear line; only a
+    collective of the training loop (``training``: the run directory and its checkpoints exist)
+    says how to resume."""
     try:
         yield
     except RuntimeError as exc:
         rank = world().rank
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        after = (
+            "; the last checkpoint is kept, resume with 'alfa train --resume RUN_DIR' "
+            "(torchrun --max-restarts does it by itself)"
+            if training
+            else ""
+        )
         raise PeerError(
             f"rank {rank}: {what} failed: another process of the job stopped or did not answer "
-            f"within {_timeout:g} s ({detail[:200]}); the last checkpoint is kept, resume with "
-            "'alfa train --resume RUN_DIR' (torchrun --max-restarts does it by itself)"
+            f"within {_timeout:g} s ({detail[:200]}){after}"
         ) from exc
 
 
@@ -348,7 +359,7 @@ def broadcast_parameters(module: nn.Module, here: World) -> None:
     """Give every rank rank 0's parameters and buffers (a fresh run starts identical)."""
     if not here.distributed:
         return
-    with _collective("broadcasting the meta-parameters"), torch.no_grad():
+    with _collective("broadcasting the meta-parameters", training=True), torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
             _dist().broadcast(tensor.data, src=0)
 
@@ -365,7 +376,7 @@ def mean_over_ranks(
     parts = [g.reshape(-1) for g in grads]
     flag = torch.ones(1, dtype=dtype, device=stats.device) * float(stop)
     flat = torch.cat([*parts, stats.to(dtype).reshape(-1), flag])
-    with _collective("averaging the meta-gradients"):
+    with _collective("averaging the meta-gradients", training=True):
         _dist().all_reduce(flat)
     stopping = bool(flat[-1] > 0)
     flat = flat[:-1].div_(here.size)

@@ -23,6 +23,14 @@ everything needed to rebuild the learner without the training data:
                   (:mod:`alfa.runs.class_lists`)
 ``sha256``        SHA-256 of the tensor bytes followed by the other metadata as sorted JSON, so
                   a damaged or edited file is refused by name
+
+The SHA-256 is written by whoever wrote the file and stored inside it: it proves that the file
+is whole (nothing was truncated or corrupted on the way), not where it came from. Anyone can
+write a file with a matching SHA-256, so an export from elsewhere is read as untrusted input:
+its header and JSON are read within :mod:`alfa.limits`, its config is validated as any config
+is and the memory its model needs is estimated before the model is built, every tensor must
+have the type of the model's own (integers are not cast into weights), its preprocessing must
+agree with its config, and no file that its config names is echoed in a message.
 """
 
 from __future__ import annotations
@@ -35,10 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import safetensors.torch
+import torch
 
 from alfa.config import Config, config_from_dict, config_to_dict
 from alfa.engine.meta_learner import MetaLearner
-from alfa.errors import AlfaError
+from alfa.errors import AlfaError, ConfigError
+from alfa.limits import MAX_FILE_BYTES, load_json, read_bytes
 from alfa.runs.build import build_learner_for, configure_runtime
 from alfa.runs.checkpoint import CheckpointError, atomic_write_bytes
 from alfa.runs.class_lists import config_class_lists, read_run_class_lists
@@ -80,13 +90,48 @@ def _split(raw: bytes, path: Path) -> tuple[dict[str, Any], bytes]:
             f"'{path}' is not a safetensors file (or is truncated); export a run with "
             "'alfa export RUN --to FILE.safetensors'"
         )
-    try:
-        header = json.loads(raw[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"'{path}' has a damaged safetensors header: {exc}") from exc
+    header = load_json(
+        raw[8 : 8 + size], f"the safetensors header of '{path}'", error=CheckpointError
+    )
     if not isinstance(header, dict):
         raise CheckpointError(f"'{path}' has a damaged safetensors header (not an object)")
     return header, raw[8 + size :]
+
+
+def _check_preprocessing(config: Config, prep: Preprocessing | None) -> None:
+    """Refuse preprocessing that disagrees with the config it travels with.
+
+    Raises:
+        ConfigError: naming what disagrees.
+    """
+    expected = preprocessing_for(config)
+    if expected is None or prep is None:
+        if expected is not prep:
+            have = "no preprocessing" if prep is None else "preprocessing"
+            raise ConfigError(
+                f"it has {have} but its config is a {task_of(config)} model of data.name="
+                f"{config.data.name}"
+            )
+        return
+    for key in ("image_size", "channels"):
+        if getattr(prep, key) != getattr(expected, key):
+            raise ConfigError(
+                f"its preprocessing has {key} {getattr(prep, key)} but its config implies "
+                f"{getattr(expected, key)}"
+            )
+
+
+def _check_types(learner: MetaLearner, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse tensors whose type the model's would silently cast (integers into weights)."""
+    own = learner.state_dict()
+    for name, tensor in tensors.items():
+        mine = own.get(name)
+        if mine is not None and mine.is_floating_point() != tensor.is_floating_point():
+            kind, wanted = (str(t.dtype).removeprefix("torch.") for t in (tensor, mine))
+            raise CheckpointError(
+                f"alfa export '{path}': tensor '{name}' is {kind}, the model's is {wanted}; "
+                "refused (a cast would change the weights)"
+            )
 
 
 def write_export(
@@ -164,10 +209,7 @@ def read_export(path: Path, *, norm: str | None = None) -> Exported:
             (checksum), from a newer format, or its tensors do not fit its config; one line.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+    raw = read_bytes(path, cap=MAX_FILE_BYTES, what="export", error=CheckpointError)
     header, data = _split(raw, path)
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -190,18 +232,23 @@ def read_export(path: Path, *, norm: str | None = None) -> Exported:
             f"reads version {FORMAT_VERSION} (upgrade alfa)"
         )
     try:
-        tensors = safetensors.torch.load(raw)
-        config = config_from_dict(json.loads(meta["config"]))
-        prep_data = json.loads(meta.get("preprocessing", "null"))
+        config = config_from_dict(load_json(meta["config"], "its config"))
+        prep_data = load_json(meta.get("preprocessing", "null"), "its preprocessing")
         prep = None if prep_data is None else Preprocessing.from_dict(prep_data)
         iteration = int(meta["iteration"])
-        lists = _class_lists(json.loads(meta.get("class_lists", "{}")))
+        lists = _class_lists(load_json(meta.get("class_lists", "{}"), "its class lists"))
+        _check_preprocessing(config, prep)
+        tensors = safetensors.torch.load(raw)
     except (AlfaError, ValueError, TypeError, safetensors.SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"alfa export '{path}' is damaged: {first}") from exc
     if norm is not None and config.model.norm != norm:
         config = replace(config, model=replace(config.model, norm=norm))
-    learner = build_learner_for(config)
+    try:
+        learner = build_learner_for(config)  # after the memory its model needs is estimated
+    except ConfigError as exc:
+        raise CheckpointError(f"alfa export '{path}': {exc}") from None
+    _check_types(learner, tensors, path)
     try:
         learner.load_state_dict(tensors)
     except RuntimeError as exc:

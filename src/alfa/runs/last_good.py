@@ -4,12 +4,17 @@ A damaged ``best.pt`` found when a run resumes is moved out of the way of reader
 (:func:`set_aside_if_damaged`), so the run goes on and ``alfa eval`` uses a periodic checkpoint
 until a better validation writes a new one.
 
-A checkpoint of a diverged run is good when it loads, its weights are finite and it scores a
-finite validation metric. A run stops at the first NaN or inf without writing a checkpoint, but
-the newest checkpoint on disk may still be unusable: copied in or edited with NaN weights, or
-with finite weights that adapt to NaN or inf predictions. :func:`last_good_checkpoint` checks the
-periodic checkpoints newest first, scoring each on the run's fixed validation tasks as a
-validation during training does, and says why the newer ones were passed over.
+A checkpoint of a diverged run is good when it loads, its weights are finite, and it scores a
+finite validation metric that is not far worse than the run's best (:func:`far_worse`: a
+validation MSE more than :data:`FAR_WORSE` times the best one, or an accuracy below
+1/:data:`FAR_WORSE_ACCURACY` of the best one; the best is the one the checkpoints record, so a
+run that never validated needs only a finite metric). A run stops at the first NaN or inf without
+writing a checkpoint, but the checkpoints before it may already be useless: a run that blows up
+over a few iterations writes checkpoints with finite weights whose validation MSE is 1e18 before
+a loss overflows, and a checkpoint may be copied in or edited with NaN weights.
+:func:`last_good_checkpoint` checks the periodic checkpoints newest first, scoring each on the
+run's fixed validation tasks as a validation during training does, and says why the newer ones
+were passed over.
 """
 
 from __future__ import annotations
@@ -29,7 +34,33 @@ from alfa.runs.evaluate import evaluate
 from alfa.runs.reopen import check_weights_finite, load_learner_state
 from alfa.tasks.source import TaskSource
 
-__all__ = ["LastGood", "last_good_checkpoint", "set_aside_if_damaged"]
+__all__ = [
+    "FAR_WORSE",
+    "FAR_WORSE_ACCURACY",
+    "LastGood",
+    "far_worse",
+    "last_good_checkpoint",
+    "set_aside_if_damaged",
+]
+
+FAR_WORSE = 10.0
+"""A validation MSE more than this many times the run's best is not good."""
+
+FAR_WORSE_ACCURACY = 2.0
+"""A validation accuracy below the run's best divided by this is not good."""
+
+_SHOWN = 3  # rejected checkpoints named in a message; the others are counted
+
+
+def far_worse(metric: str, value: float, best: float | None) -> bool:
+    """Whether a validation ``value`` of ``metric`` is far worse than the run's ``best``
+    (``mse``: lower is better; any other metric: higher is better); never when ``best`` is
+    unknown or not finite."""
+    if best is None or not math.isfinite(best):
+        return False
+    if metric == "mse":
+        return value > FAR_WORSE * max(best, 1e-12)
+    return value < best / FAR_WORSE_ACCURACY
 
 
 @dataclass
@@ -43,7 +74,10 @@ class LastGood:
 
     def describe(self) -> str:
         """The clause a divergence message ends with."""
-        passed = f" ({'; '.join(self.rejected)})" if self.rejected else ""
+        shown = self.rejected[:_SHOWN]
+        if len(self.rejected) > _SHOWN:
+            shown.append(f"and {len(self.rejected) - _SHOWN} older ones")
+        passed = f" ({'; '.join(shown)})" if self.rejected else ""
         if self.path is None:
             if not self.rejected:
                 return "no checkpoint was written yet"
@@ -76,11 +110,20 @@ def last_good_checkpoint(
     config: Config, folder: Path, source: TaskSource, device: torch.device
 ) -> LastGood:
     """The newest periodic checkpoint in ``folder`` that loads, holds finite weights and gives a
-    finite validation metric; the reasons the newer ones failed are collected."""
+    finite validation metric not :func:`far_worse` than the run's best; the reasons the newer
+    ones failed are collected."""
     found = LastGood()
+    best: float | None = None  # the run's best validation, as its newest checkpoint records it
     for path in reversed(list_checkpoints(folder)):
         try:
             state = load_checkpoint(path)
+            recorded = state.get("best")
+            if (
+                best is None
+                and isinstance(recorded, int | float)
+                and not isinstance(recorded, bool)
+            ):
+                best = float(recorded)
             learner = build_learner(config, task=source.task, in_channels=source.in_channels)
             load_learner_state(learner, state, path)
             check_weights_finite(learner, path)
@@ -98,6 +141,12 @@ def last_good_checkpoint(
         else:
             if not math.isfinite(value):
                 found.rejected.append(f"'{path.name}': validation {metric} {value}")
+                continue
+            if far_worse(metric, value, best):
+                found.rejected.append(
+                    f"'{path.name}': validation {metric} {value:.4g}, far worse than the run's "
+                    f"best {best:.4g}"
+                )
                 continue
             score = f"validation {metric} {value:.4f}"
         found.path, found.iteration, found.score = path, int(state["iteration"]), score

@@ -21,6 +21,7 @@ import torch
 
 from alfa.config import Config
 from alfa.errors import ConfigError
+from alfa.limits import available_memory
 
 __all__ = ["check_memory", "estimate", "host_memory"]
 
@@ -28,11 +29,15 @@ FLOAT = 4  # bytes
 
 
 def host_memory() -> int | None:
-    """The machine's physical memory in bytes (None where it cannot be read)."""
+    """The memory this process can use, in bytes: the machine's physical memory, or less where
+    the address-space limit (``ulimit -v``), the cgroup's limit or the memory other processes
+    hold leave less (:func:`alfa.limits.available_memory`); None where none can be read."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        physical: int | None = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
-        return None
+        physical = None
+    found = [m for m in (physical, available_memory()) if m is not None]
+    return min(found) if found else None
 
 
 def device_memory(device: torch.device) -> int | None:

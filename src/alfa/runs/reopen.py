@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -289,12 +290,20 @@ def load_ensemble(run_dir: Path, k: int, config: Config, source: TaskSource) -> 
     Raises:
         AlfaError: the run kept fewer than ``k`` top checkpoints (the message says how many,
             and which).
+        CheckpointError: a top checkpoint is damaged or holds no finite validation score.
     """
     folder = Path(run_dir) / "checkpoints"
     ranked = []
     for iteration, path in sorted(list_top(folder).items()):
         state = load_checkpoint(path)
-        ranked.append((float(state["score"]), iteration, path, state))
+        score = state.get("score")
+        number = isinstance(score, int | float) and not isinstance(score, bool)
+        if not number or not math.isfinite(score):
+            raise CheckpointError(
+                f"top-k checkpoint '{path}' holds no finite validation score (it was not written "
+                "by a validation of this run); move it out of the folder"
+            )
+        ranked.append((float(score), iteration, path, state))
     best = folder / "best.pt"
     if not ranked and best.is_file():  # keep_best 1: the best checkpoint is the only top one
         state = load_checkpoint(best)

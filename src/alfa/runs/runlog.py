@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alfa.errors import AlfaError, DataError
+from alfa.limits import MAX_FILE_BYTES, check_depth, read_bytes
 from alfa.runs.checkpoint import atomic_write_bytes
 from alfa.runs.durable import append_record
 
@@ -23,21 +24,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored).
 
     Raises:
-        DataError: naming the file and line, when the file cannot be read or a line (other than a
-            torn last one) is not UTF-8 text or not a JSON object with an integer iteration; the
-            file is left as it is.
+        DataError: naming the file and line, when the file cannot be read, is larger than
+            :data:`alfa.limits.MAX_FILE_BYTES`, or a line (other than a torn last one) is nested
+            past :data:`alfa.limits.MAX_DEPTH`, not UTF-8 text or not a JSON object with an
+            integer iteration; the file is left as it is.
     """
     if not path.is_file():
         return []
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+    lines = read_bytes(path, cap=MAX_FILE_BYTES, what="metrics log").splitlines()
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"'{path}' line {number}"
+        check_depth(line, where)
         try:
             record = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError:

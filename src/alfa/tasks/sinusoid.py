@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 
+from alfa.errors import ArgumentError
 from alfa.typing import TaskBatch
 
 __all__ = ["SinusoidTasks", "fixed_sinusoid_tasks"]
@@ -43,6 +44,13 @@ class SinusoidTasks:
     ) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown sinusoid family {family!r}")
+        for name, value in (("shots", shots), ("query", query)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ArgumentError(
+                    f"SinusoidTasks {name} must be a whole number of at least 1 (an empty "
+                    f"{'support set adapts' if name == 'shots' else 'query set scores'} nothing); "
+                    f"got {value!r}"
+                )
         self.family = family
         self.shots = shots
         self.query = query
