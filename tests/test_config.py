@@ -259,7 +259,11 @@ def _invalid_for(key: str, hint: Any) -> st.SearchStrategy[str]:
     letters = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz"), min_size=1, max_size=6)
     origin = typing.get_origin(hint)
     if origin is Literal:
-        return letters.filter(lambda s: s not in typing.get_args(hint))
+        choices = typing.get_args(hint)
+        words = {"true", "false", "yes", "no", "on", "off", "y", "n"}
+        # YAML reads these words as booleans: valid where a choice is a boolean
+        taken = words if any(isinstance(c, bool) for c in choices) else set()
+        return letters.filter(lambda s: s not in choices and s.lower() not in taken)
     if origin is tuple:
         return st.sampled_from(["{a: 1}", "{}"])
     if hint is bool:

@@ -134,7 +134,10 @@ def _integer_weights(config: dict, meta: dict, tensors: dict) -> None:
 
 
 def _passwd(config: dict, meta: dict, tensors: dict) -> None:
+    """The config names /etc/passwd as its test class list, and the export keeps no class lists
+    of its own (as one written before they were kept), so evaluating it reads that file."""
     config["data"]["test_split_file"] = "/etc/passwd"
+    meta.pop("class_lists", None)
 
 
 def _other_preprocessing(config: dict, meta: dict, tensors: dict) -> None:
