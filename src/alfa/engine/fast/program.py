@@ -8,11 +8,12 @@ Classes are matched exactly (a subclass may override ``forward``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
 from alfa.engine.fast.batchnorm import BatchNorm
+from alfa.engine.fast.fused import ConvBlock, KernelSettings
 from alfa.engine.fast.layers import (
     Conv,
     Flatten,
@@ -40,11 +41,13 @@ class Program:
         layers: the layers in order.
         images: True when the input is ``[B, C, H, W]`` images (else ``[B, F]`` vectors).
         support_norm: True when the query set is normalised with the support set's statistics.
+        kernels: how its fused blocks run (``train.kernels``), shared by them.
     """
 
     layers: list[Layer]
     images: bool
     support_norm: bool = False
+    kernels: KernelSettings = field(default_factory=KernelSettings)
 
 
 class _Unsupported(Exception):
@@ -121,15 +124,12 @@ def _sequential(seq: nn.Sequential, prefix: str) -> tuple[list[Layer], bool]:
     return layers, images
 
 
-def _conv4(model: Conv4) -> list[Layer]:
+def _conv4(model: Conv4, kernels: KernelSettings) -> list[Layer]:
     layers: list[Layer] = []
     for i, block in enumerate(model.blocks):
-        layers += [
-            _conv(block.conv, f"blocks.{i}.conv"),
-            _norm(block.norm),
-            LeakyReLU(_LEAKY_SLOPE),
-            MaxPool(2, 2, 0),
-        ]
+        conv, norm = _conv(block.conv, f"blocks.{i}.conv"), _norm(block.norm)
+        act = LeakyReLU(_LEAKY_SLOPE)
+        layers.append(ConvBlock(conv, norm, act, _LEAKY_SLOPE, MaxPool(2, 2, 0), kernels))
     return [*layers, Flatten(), _linear(model.classifier, "classifier")]
 
 
@@ -163,7 +163,8 @@ def compile_program(model: nn.Module) -> Program | None:
             layers, images = _sequential(model.net, "net")
             return Program(layers, images)
         if kind is Conv4:
-            return Program(_conv4(model), True, model.norm_mode == "support")
+            kernels = KernelSettings()
+            return Program(_conv4(model, kernels), True, model.norm_mode == "support", kernels)
         if kind is ResNet12:
             return Program(_resnet12(model), True, model.norm_mode == "support")
         if kind is nn.Sequential:

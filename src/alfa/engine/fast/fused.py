@@ -1,0 +1,240 @@
+"""A 4-CONV block, ``conv -> BatchNorm -> (leaky) ReLU -> 2x2 max-pool``, as one fast layer.
+
+Separately, the three layers after the convolution make about ten passes over the activations
+in the forward, the inner backward and each of their derivatives (normalise, activate, pool,
+the pooling's indices, unpool, the activation's gradient, the BatchNorm gradient's means and
+products...), and each pass allocates a new activation-sized tensor. On the CPU that traffic,
+not the convolutions, was most of a meta-iteration. :class:`ConvBlock` computes them as three
+fused kernels (:mod:`alfa.engine.fast.kernels`): the forward, the input gradient, and the
+input gradient's derivative, each two or three passes, with the pooling's choice kept as one
+byte per window. Two more savings come from the algebra of BatchNorm with whole-batch
+statistics:
+
+* the gradient of the convolution's bias is exactly zero (the input gradient of BatchNorm sums
+  to zero over each channel), so it is not computed and nothing flows back through it;
+* the gradient of ``beta`` and ``gamma`` of the block's forward (the meta-gradient) are the
+  per-channel sums the input gradient computes anyway.
+
+Support-mode normalisation of the query set (``split``) and ``train.kernels: unfused`` run the
+separate layers (:mod:`alfa.engine.fast.batchnorm`, :mod:`alfa.engine.fast.pooling`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from alfa.engine.fast import kernels
+from alfa.engine.fast.batchnorm import BatchNorm
+from alfa.engine.fast.layers import Conv, Layer, run_backward, run_forward
+from alfa.engine.fast.pooling import MaxPool
+
+__all__ = ["COMPILE_MIN_ELEMENTS", "ConvBlock", "KernelMode", "KernelSettings"]
+
+KernelMode = Literal["auto", "compiled", "eager", "unfused"]
+
+COMPILE_MIN_ELEMENTS = 1 << 18
+"""``train.kernels: auto`` compiles the kernels for activations of at least this many elements
+(1 MB of float32): below it a compilation costs more than it saves."""
+
+
+@dataclass
+class KernelSettings:
+    """How the fused blocks of one program run (``train.kernels``), shared by its blocks.
+
+    ``auto``: on the CPU, the compiled kernels for activations of at least
+    :data:`COMPILE_MIN_ELEMENTS` elements (where a C++ compiler is present) and the eager ones
+    below; other devices run the unfused layers (not measured yet). ``compiled`` and ``eager``
+    force one form of the kernels, ``unfused`` the separate layers.
+    """
+
+    mode: KernelMode = "auto"
+
+    def kernels(self, z: Tensor) -> kernels.Kernels:
+        """The kernels for activation ``z``: compiled or eager."""
+        if self.mode == "compiled" or (
+            self.mode == "auto"
+            and z.device.type == "cpu"
+            and z.numel() >= COMPILE_MIN_ELEMENTS
+            and _can_compile()
+        ):
+            return kernels.compiled()
+        return _EAGER
+
+    def fused(self, z: Tensor) -> bool:
+        """Whether the fused kernels run for ``z`` (else the separate layers)."""
+        return self.mode in ("compiled", "eager") or (self.mode == "auto" and z.device.type == "cpu")
+
+
+_EAGER: kernels.Kernels = (kernels.forward, kernels.input_grad, kernels.input_grad_backward)
+_COMPILE_FAILED: list[str] = []
+
+
+def _can_compile() -> bool:
+    """A C++ compiler for inductor is on the PATH, and no compilation has failed here."""
+    return not _COMPILE_FAILED and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+def _call(settings: KernelSettings, z: Tensor, which: int, *args) -> tuple[Tensor, ...]:
+    """Run kernel ``which`` of ``settings.kernels(z)``; a compiled kernel that fails to
+    compile (no working compiler) falls back to the eager one, with one warning per process."""
+    chosen = settings.kernels(z)
+    if chosen is _EAGER or torch.compiler.is_compiling():
+        return _EAGER[which](*args)
+    try:
+        return chosen[which](*args)
+    except Exception as error:  # compilation needs a C++ toolchain; the eager form is exact
+        if settings.mode == "compiled":
+            raise
+        _COMPILE_FAILED.append(f"{type(error).__name__}: {error}")
+        warnings.warn(
+            f"train.kernels auto: compiling the fused kernels failed ({_COMPILE_FAILED[0][:200]}); "
+            "running them eagerly",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _EAGER[which](*args)
+
+
+class _Forward(torch.autograd.Function):
+    """``p = pool(act(BatchNorm(z)))``; its backward (the meta-gradient) is the input-gradient
+    kernel, which also yields the gradients of ``gamma`` and ``beta``."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, gamma: Tensor, beta: Tensor, block: ConvBlock):
+        p, code, mean, invstd = _call(
+            block.settings, z, 0, z, gamma, beta, block.norm.module.eps, block.slope
+        )
+        ctx.save_for_backward(z, gamma, beta, mean, invstd, code)
+        ctx.block = block
+        ctx.mark_non_differentiable(code, mean, invstd)
+        return p, code, mean, invstd
+
+    @staticmethod
+    def backward(ctx, dp: Tensor, *_):
+        z, gamma, beta, mean, invstd, code = ctx.saved_tensors
+        block = ctx.block
+        if torch.is_grad_enabled():  # differentiated again (a user's loss, second order)
+            return (*block.unfused_vjp(z, gamma, beta, dp), None)
+        dz, sum_g, sum_gx = _call(
+            block.settings, z, 1, z, dp, gamma, mean, invstd, code, block.slope
+        )
+        return dz, sum_gx, sum_g, None
+
+
+class _InputGrad(torch.autograd.Function):
+    """``dz`` from the gradient ``dp`` of the block's output (the inner loop's backward), with
+    its derivative written out (:func:`alfa.engine.fast.kernels.input_grad_backward`)."""
+
+    @staticmethod
+    def forward(ctx, z, dp, gamma, mean, invstd, code, block: ConvBlock):
+        dz, sum_g, sum_gx = _call(
+            block.settings, z, 1, z, dp, gamma, mean, invstd, code, block.slope
+        )
+        ctx.save_for_backward(z, dp, gamma, mean, invstd, code, sum_g, sum_gx)
+        ctx.block = block
+        return dz
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, u: Tensor):
+        z, dp, gamma, mean, invstd, code, sum_g, sum_gx = ctx.saved_tensors
+        block = ctx.block
+        d_z, d_dp, d_gamma = _call(
+            block.settings,
+            z,
+            2,
+            u,
+            z,
+            dp,
+            gamma,
+            mean,
+            invstd,
+            code,
+            block.slope,
+            sum_g,
+            sum_gx,
+        )
+        return d_z, d_dp, d_gamma, None, None, None, None
+
+
+@dataclass
+class ConvBlock(Layer):
+    """``conv -> BatchNorm -> LeakyReLU (or ReLU) -> MaxPool 2x2``, fused after the convolution.
+
+    Args:
+        conv: the convolution (its bias gradient is zero under whole-batch BatchNorm).
+        norm: the BatchNorm (affine parameters shared by the tasks, never adapted).
+        act: the activation layer (kept for the unfused path).
+        slope: the activation's negative slope (0 for ReLU).
+        pool: the 2x2 stride-2 max-pooling without padding.
+        settings: the program's kernel settings (``train.kernels``).
+    """
+
+    conv: Conv
+    norm: BatchNorm
+    act: Layer
+    slope: float
+    pool: MaxPool
+    settings: KernelSettings = field(default_factory=KernelSettings)
+
+    def __post_init__(self) -> None:
+        self.adapted = self.conv.adapted
+        self._conv_no_bias = dataclasses.replace(self.conv, bias=None)
+
+    @property
+    def parts(self) -> list[Layer]:
+        return [self.conv, self.norm, self.act, self.pool]
+
+    def _affine(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        m = self.norm.module
+        groups = z.shape[1] // m.num_features
+        if m.weight is None:
+            ones = torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
+            return ones, torch.zeros_like(ones)
+        return m.weight.repeat(groups), m.bias.repeat(groups)
+
+    def forward(self, params, x, split):
+        z, x_saved = self.conv.forward(params, x, split)
+        if split is not None or not self.settings.fused(z):
+            y, saved = run_forward(self.parts[1:], params, z, split)
+            return y, (False, x_saved, saved)
+        gamma, beta = self._affine(z)
+        p, code, mean, invstd = _Forward.apply(z, gamma, beta, self)
+        return p, (True, x_saved, (z, gamma, mean, invstd, code))
+
+    def backward(self, params, saved, dy, need_dx=True):
+        fused, x_saved, inner = saved
+        if not fused:
+            dz = run_backward(self.parts[1:], params, inner, dy, {})
+            return self.conv.backward(params, x_saved, dz, need_dx)
+        z, gamma, mean, invstd, code = inner
+        dz = _InputGrad.apply(z, dy, gamma, mean, invstd, code, self)
+        dx, grads = self._conv_no_bias.backward(params, x_saved, dz, need_dx)
+        if self.conv.bias is not None:
+            bias = params[self.conv.bias]
+            grads[self.conv.bias] = torch.zeros_like(bias).expand(bias.shape)
+        return dx, grads
+
+    def unfused_vjp(
+        self, z: Tensor, gamma: Tensor, beta: Tensor, dp: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """The gradient of the block after the convolution by autograd over PyTorch's own
+        layers, differentiable again (used only when a backward is itself differentiated)."""
+        eps = self.norm.module.eps
+        p = F.max_pool2d(
+            F.leaky_relu(F.batch_norm(z, None, None, gamma, beta, True, 0.0, eps), self.slope),
+            2,
+            2,
+        )
+        inputs = [t for t in (z, gamma, beta) if t.requires_grad]
+        grads = iter(torch.autograd.grad(p, inputs, dp, create_graph=True))
+        return tuple(next(grads) if t.requires_grad else None for t in (z, gamma, beta))  # type: ignore[return-value]
