@@ -2,8 +2,8 @@
 
 Three pure functions of tensors, written so that each is a few passes over memory once fused:
 
-* :func:`forward`: the block's output ``p``, the per-channel statistics, and one ``int8`` code
-  per pooling window (where its maximum lies and whether it is positive);
+* :func:`forward`: the block's output ``p``, the per-channel statistics, and one code per
+  pooling window (where its maximum lies and whether it is positive);
 * :func:`input_grad`: the gradient with respect to the block's input, ``dz = J(z)^T dp``;
 * :func:`input_grad_backward`: the derivative of :func:`input_grad` (what a second-order
   meta-gradient differentiates), with respect to ``z``, ``dp`` and ``gamma``.
@@ -44,22 +44,19 @@ def _nchw(t: Tensor) -> Tensor:
     return t.permute(0, 3, 1, 2)
 
 
-def _windows(t: Tensor) -> Tensor:
-    """``[B, H, W, C]`` -> ``[B, h, 2, w, 2, C]``: the 2x2 windows (a view; an odd last row or
-    column, which floor-mode pooling drops, is left out)."""
+def _corner(t: Tensor, k: int) -> Tensor:
+    """Entry ``k`` (0..3, row-major) of every 2x2 window of ``t`` ``[B, H, W, C]``:
+    ``[B, H // 2, W // 2, C]`` (a strided view; an odd last row or column, which floor-mode
+    pooling drops, is left out)."""
     h, w = t.shape[1] // 2, t.shape[2] // 2
-    return t[:, : 2 * h, : 2 * w].unflatten(1, (h, 2)).unflatten(3, (w, 2))
+    return t[:, k // 2 : 2 * h : 2, k % 2 : 2 * w : 2]
 
 
-def _corner(win: Tensor, k: int) -> Tensor:
-    return win[:, :, k // 2, :, k % 2]
-
-
-def _at_max(win: Tensor, where: Tensor) -> Tensor:
-    """The entry of each window at position ``where`` (0..3, row-major), ``[B, h, w, C]``."""
-    out = _corner(win, 3)
+def _at_max(t: Tensor, where: Tensor) -> Tensor:
+    """The entry of each window of ``t`` at position ``where`` (0..3), ``[B, h, w, C]``."""
+    out = _corner(t, 3)
     for k in (2, 1, 0):
-        out = torch.where(where == k, _corner(win, k), out)
+        out = torch.where(where == k, _corner(t, k), out)
     return out
 
 
@@ -72,15 +69,37 @@ def _spread(values: Tensor, where: Tensor, shape: torch.Size) -> Tensor:
         values[:, :, None, :, None],
         values.new_zeros(()),
     ).flatten(3, 4).flatten(1, 2)
-    rows, cols = shape[1] - full.shape[1], shape[2] - full.shape[2]
-    return F.pad(full, (0, 0, 0, cols, 0, rows)) if rows or cols else full
+    # Always padded (by zero rows for even sizes): one compiled graph for every size.
+    return F.pad(full, (0, 0, 0, shape[2] - full.shape[2], 0, shape[1] - full.shape[1]))
+
+
+def _channel_sum(t: Tensor) -> Tensor:
+    """Per-channel sum of ``[B, H, W, C]``: over each row first, then the rows, then the
+    images. Compiled, every stage is a loop over contiguous channel vectors that the threads
+    share by rows (channels alone are too few to share), and no stage is long enough to need
+    inductor's slower compensated accumulation."""
+    return t.sum(2).sum(1).sum(0)
+
+
+def _channel_var_mean(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel biased variance and mean of ``[B, H, W, C]`` in one pass, from sums of the
+    values less one of them per channel (the shift keeps the difference of the two sums from
+    cancelling when the mean is large against the spread; compiled, this is much cheaper than
+    Welford's update)."""
+    count = t.shape[0] * t.shape[1] * t.shape[2]
+    shift = t[0, 0, 0]
+    d = t - shift
+    mean_d = _channel_sum(d) / count
+    var = (_channel_sum(d * d) / count - mean_d * mean_d).clamp(min=0.0)
+    return var, mean_d + shift
 
 
 def _slopes(code: Tensor, slope: float, like: Tensor) -> tuple[Tensor, Tensor]:
     """Window position (0..3) and the activation's slope at each window's maximum (in the
     floating-point type of ``like``)."""
-    where = code % _POSITIVE
-    factor = torch.where(code >= _POSITIVE, like.new_ones(()), like.new_full((), slope))
+    positive = code >= _POSITIVE
+    where = torch.where(positive, code - _POSITIVE, code)
+    factor = torch.where(positive, like.new_ones(()), like.new_full((), slope))
     return where, factor
 
 
@@ -96,22 +115,22 @@ def forward(
         slope: the activation's negative slope (0 for ReLU).
 
     Returns:
-        ``p`` ``[B, C, H // 2, W // 2]``; ``code`` (``int8``, same shape): the position of each
+        ``p`` ``[B, C, H // 2, W // 2]``; ``code`` (same shape and type): the position of each
         window's first maximum in row-major order (PyTorch's tie rule), plus 4 when it is
-        positive; ``mean`` and ``invstd`` ``[C]``.
+        positive (a small integer in ``z``'s floating-point type: compiled, the kernels are
+        then vector code throughout, where integer codes cost conversions); ``mean`` and ``invstd`` ``[C]``.
     """
     x = _nhwc(z)
-    var, mean = torch.var_mean(x, dim=(0, 1, 2), correction=0)
+    var, mean = _channel_var_mean(x)
     invstd = torch.rsqrt(var + eps)
     scale = invstd * gamma
     shift = beta - mean * scale
-    win = _windows(x)
-    act = [F.leaky_relu(_corner(win, k) * scale + shift, slope) for k in range(4)]
+    act = [F.leaky_relu(_corner(x, k) * scale + shift, slope) for k in range(4)]
     top = torch.maximum(torch.maximum(act[0], act[1]), torch.maximum(act[2], act[3]))
     where = torch.where(
         act[0] == top, 0, torch.where(act[1] == top, 1, torch.where(act[2] == top, 2, 3))
     )
-    code = (where + torch.where(top > 0, _POSITIVE, 0)).to(torch.int8)
+    code = (where + torch.where(top > 0, _POSITIVE, 0)).to(top.dtype)
     return _nchw(top), _nchw(code), mean, invstd
 
 
@@ -136,9 +155,9 @@ def input_grad(
     where, factor = _slopes(_nhwc(code), slope, dp)
     count = x.shape[0] * x.shape[1] * x.shape[2]
     g = dp * factor
-    xhat_max = (_at_max(_windows(x), where) - mean) * invstd
-    sum_g = g.sum((0, 1, 2))
-    sum_gx = (g * xhat_max).sum((0, 1, 2))
+    xhat_max = (_at_max(x, where) - mean) * invstd
+    sum_g = _channel_sum(g)
+    sum_gx = _channel_sum(g * xhat_max)
     scale = invstd * gamma
     xhat = (x - mean) * invstd
     dz = scale * (_spread(g, where, x.shape) - (sum_g + xhat * sum_gx) / count)
@@ -178,11 +197,11 @@ def input_grad_backward(
     count = x.shape[0] * x.shape[1] * x.shape[2]
     g = dp * factor
     xhat = (x - mean) * invstd
-    sum_u = ux.sum((0, 1, 2))
-    sum_ux = (ux * xhat).sum((0, 1, 2))
-    u_max = _at_max(_windows(ux), where)
-    xhat_max = (_at_max(_windows(x), where) - mean) * invstd
-    sum_ug = (u_max * g).sum((0, 1, 2))
+    sum_u = _channel_sum(ux)
+    sum_ux = _channel_sum(ux * xhat)
+    u_max = _at_max(ux, where)
+    xhat_max = (_at_max(x, where) - mean) * invstd
+    sum_ug = _channel_sum(u_max * g)
     mean_u, mean_ux = sum_u / count, sum_ux / count
     a, b = sum_g / count, sum_gx / count
     sum_upg = sum_ug - a * sum_u - b * sum_ux  # sum(u * P(g))
