@@ -21,7 +21,6 @@ separate layers (:mod:`alfa.engine.fast.batchnorm`, :mod:`alfa.engine.fast.pooli
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -166,6 +165,54 @@ class _InputGrad(torch.autograd.Function):
         return d_z, d_dp, d_gamma, None, None, None, None
 
 
+class _ConvGrads(torch.autograd.Function):
+    """The gradients of a convolution's input and weight, ``(dx, dw)``, for output gradient
+    ``dz``, with their derivative written as four ordinary convolution kernels.
+
+    Autograd's own derivative of ``convolution_backward`` computes the weight term as a
+    convolution with batch and channels swapped (an activation-sized kernel) after transposing
+    copies of both operands; that ran at half the rate of the plain kernels and was a fifth of
+    the convolution time of a 4-CONV meta-iteration. Both gradients are bilinear:
+    ``dx = conv_transpose(dz, w)`` and ``dw = correlate(x, dz)``, so for upstream ``(u, v)``::
+
+        d/ddz = conv(u, w) + conv(x, v)      (forward convolutions)
+        d/dw  = correlate(u, dz)             (a weight-gradient kernel)
+        d/dx  = conv_transpose(dz, v)        (an input-gradient kernel)
+    """
+
+    @staticmethod
+    def forward(ctx, dz, x, w, stride: int, padding: int, groups: int, need_dx: bool):
+        dx, dw, _ = _conv_backward(dz, x, w, stride, padding, groups, (need_dx, True))
+        ctx.save_for_backward(dz, x, w)
+        ctx.conv = (stride, padding, groups)
+        return dx, dw
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, u, v):
+        dz, x, w = ctx.saved_tensors
+        stride, padding, groups = ctx.conv
+        need_dz, need_x, need_w = ctx.needs_input_grad[:3]
+        g_dz = g_x = g_w = None
+        if need_dz:
+            g_dz = F.conv2d(x, v, None, stride, padding, 1, groups)
+            if u is not None:
+                g_dz = g_dz.add_(F.conv2d(u, w, None, stride, padding, 1, groups))
+        if need_w and u is not None:
+            g_w = _conv_backward(dz, u, w, stride, padding, groups, (False, True))[1]
+        if need_x:
+            g_x = _conv_backward(dz, x, v, stride, padding, groups, (True, False))[0]
+        return g_dz, g_x, g_w, None, None, None, None
+
+
+def _conv_backward(
+    dz: Tensor, x: Tensor, w: Tensor, stride: int, padding: int, groups: int, mask
+) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.ops.aten.convolution_backward(
+        dz, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], groups, [*mask, False]
+    )
+
+
 @dataclass
 class ConvBlock(Layer):
     """``conv -> BatchNorm -> LeakyReLU (or ReLU) -> MaxPool 2x2``, fused after the convolution.
@@ -188,7 +235,6 @@ class ConvBlock(Layer):
 
     def __post_init__(self) -> None:
         self.adapted = self.conv.adapted
-        self._conv_no_bias = dataclasses.replace(self.conv, bias=None)
 
     @property
     def parts(self) -> list[Layer]:
@@ -218,10 +264,14 @@ class ConvBlock(Layer):
             return self.conv.backward(params, x_saved, dz, need_dx)
         z, gamma, mean, invstd, code = inner
         dz = _InputGrad.apply(z, dy, gamma, mean, invstd, code, self)
-        dx, grads = self._conv_no_bias.backward(params, x_saved, dz, need_dx)
-        if self.conv.bias is not None:
-            bias = params[self.conv.bias]
-            grads[self.conv.bias] = torch.zeros_like(bias).expand(bias.shape)
+        conv, w = self.conv, params[self.conv.weight]
+        groups = w.shape[0]
+        dx, dw = _ConvGrads.apply(
+            dz, x_saved, conv._flat(w), conv.stride, conv.padding, groups, need_dx
+        )
+        grads = {conv.weight: dw.view(w.shape)}
+        if conv.bias is not None:
+            grads[conv.bias] = torch.zeros_like(params[conv.bias])
         return dx, grads
 
     def unfused_vjp(
