@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from alfa.runs.durable import write_all
 from alfa.errors import AlfaError
+from alfa.runs.durable import write_all
 
 __all__ = [
     "CheckpointError",

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from alfa.errors import DivergenceError
 from alfa.engine.meta_learner import MetaLearner
+from alfa.errors import DivergenceError
 from alfa.typing import TaskBatch
 
 __all__ = ["diagnose", "meta_gradients_finite", "meta_parameters_finite"]

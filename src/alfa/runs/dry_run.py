@@ -65,8 +65,8 @@ def dry_run_report(config: Config, run_dir: Path | None) -> str:
     Raises:
         ConfigError: ``train.device`` is cuda and no GPU is present.
     """
-    from alfa.runs.build import resolve_device
     from alfa.config.docs import config_yaml
+    from alfa.runs.build import resolve_device
     from alfa.runs.memory import _size, device_memory, estimate, host_memory
 
     device = resolve_device(config.train.device)

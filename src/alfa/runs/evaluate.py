@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from alfa.runs.distributed import World, gather
 from alfa.engine.losses import accuracy, mse
 from alfa.engine.meta_learner import MetaLearner
+from alfa.runs.distributed import World, gather
 from alfa.tasks.source import TaskSource
 
 __all__ = ["evaluate", "summarise"]

@@ -32,11 +32,11 @@ from typing import Any
 
 import safetensors.torch
 
+from alfa.config import Config, config_from_dict, config_to_dict
+from alfa.engine.meta_learner import MetaLearner
+from alfa.errors import AlfaError
 from alfa.runs.build import build_learner_for, configure_runtime
 from alfa.runs.checkpoint import CheckpointError, atomic_write_bytes
-from alfa.config import Config, config_from_dict, config_to_dict
-from alfa.errors import AlfaError
-from alfa.engine.meta_learner import MetaLearner
 from alfa.runs.preprocessing import Preprocessing, input_channels, preprocessing_for, task_of
 from alfa.runs.reopen import check_weights_finite, load_learner_state, read_run_checkpoint
 from alfa.version import package_version

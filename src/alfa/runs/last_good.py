@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from alfa.runs.build import build_learner
-from alfa.runs.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from alfa.config import Config
 from alfa.errors import AlfaError, DataError
+from alfa.runs.build import build_learner
+from alfa.runs.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from alfa.runs.evaluate import evaluate
 from alfa.runs.reopen import check_weights_finite, load_learner_state
 from alfa.tasks.source import TaskSource

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from alfa.config import Config
-from alfa.runs.memory import check_memory
 from alfa.engine.meta_learner import MetaLearner
-from alfa.runs.runlog import read_metrics
+from alfa.runs.memory import check_memory
 from alfa.runs.reopen import load_run
+from alfa.runs.runlog import read_metrics
 from alfa.tasks.source import TaskSource
 
 __all__ = [

@@ -9,8 +9,6 @@ from typing import Any
 
 import torch
 
-from alfa.runs.build import build_learner, configure_runtime, resolve_device
-from alfa.runs.checkpoint import CheckpointError, latest_good_checkpoint, list_top, load_checkpoint
 from alfa.config import (
     Config,
     config_from_dict,
@@ -19,8 +17,10 @@ from alfa.config import (
     parse_overrides,
     read_yaml,
 )
-from alfa.errors import AlfaError, ConfigError
 from alfa.engine.meta_learner import MetaLearner
+from alfa.errors import AlfaError, ConfigError
+from alfa.runs.build import build_learner, configure_runtime, resolve_device
+from alfa.runs.checkpoint import CheckpointError, latest_good_checkpoint, list_top, load_checkpoint
 from alfa.tasks.source import TaskSource, build_source
 
 __all__ = [

@@ -14,9 +14,9 @@ from typing import IO
 
 import yaml
 
-from alfa.runs.checkpoint import atomic_write_bytes
 from alfa.config import Config, config_to_dict
 from alfa.errors import AlfaError
+from alfa.runs.checkpoint import atomic_write_bytes
 from alfa.runs.reopen import check_path_names
 
 __all__ = [

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alfa.errors import AlfaError, DataError
 from alfa.runs.checkpoint import atomic_write_bytes
 from alfa.runs.durable import append_record
-from alfa.errors import AlfaError, DataError
 
 __all__ = ["ConsoleLog", "NoLog", "RunLog", "format_duration", "read_metrics"]
 

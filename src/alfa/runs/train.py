@@ -3,8 +3,8 @@
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, TensorBoard
 events and ``checkpoints/`` (``step-NNNNNNN.pt``, the last ``train.keep_last`` kept, plus
 ``best.pt`` by validation; see :mod:`alfa.runs.rundir`). A checkpoint holds everything needed to
-continue bit for bit (:mod:`alfa.runs.train_state`). Resuming drops the log records written after the
-checkpoint, so a run killed at any moment and resumed ends exactly as an uninterrupted one.
+continue bit for bit (:mod:`alfa.runs.train_state`). Resuming drops the log records written after
+the checkpoint, so a run killed at any moment and resumed ends exactly as an uninterrupted one.
 Validation, with the best and top-k checkpoints, is :mod:`alfa.runs.validation`.
 
 The console (stderr) shows the validation metric with its 95% CI at each validation and, for
@@ -48,10 +48,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from alfa.config import Config, config_to_dict
+from alfa.engine.execution import check_execution, meta_step, optimizer_step
+from alfa.engine.meta_learner import MetaLearner, MetaOutput
+from alfa.errors import AlfaError, DivergenceError
 from alfa.runs.build import build_learner, build_optimizer, configure_runtime
 from alfa.runs.checkpoint import checkpoint_name, prune_checkpoints, prune_top
 from alfa.runs.checkpoint import save_checkpoint as save_checkpoint
-from alfa.config import Config, config_to_dict
 from alfa.runs.distributed import (
     World,
     announce,
@@ -67,11 +70,9 @@ from alfa.runs.distributed import (
 )
 from alfa.runs.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
 from alfa.runs.durable import is_disk_full
-from alfa.errors import AlfaError, DivergenceError
-from alfa.engine.execution import check_execution, meta_step, optimizer_step
 from alfa.runs.last_good import last_good_checkpoint
 from alfa.runs.memory import check_memory
-from alfa.engine.meta_learner import MetaLearner, MetaOutput
+from alfa.runs.reopen import check_path_names
 from alfa.runs.rundir import (
     check_new_run_dir,
     lock_run_dir,
@@ -80,8 +81,6 @@ from alfa.runs.rundir import (
     unlock_run_dir,
 )
 from alfa.runs.runlog import ConsoleLog, NoLog, RunLog
-from alfa.runs.reopen import check_path_names
-from alfa.tasks.source import TaskSource, build_source
 from alfa.runs.train_state import (
     Window,
     better,
@@ -93,6 +92,7 @@ from alfa.runs.train_state import (
     training_state,
 )
 from alfa.runs.validation import validate
+from alfa.tasks.source import TaskSource, build_source
 
 __all__ = ["TrainResult", "check_new_run_dir", "run_paths", "train"]
 

@@ -20,19 +20,19 @@ import numpy as np
 import torch
 import yaml
 
+from alfa.config import Config, config_to_dict
+from alfa.engine.meta_learner import MetaLearner
+from alfa.errors import AlfaError, ConfigError
 from alfa.runs.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
     latest_good_checkpoint,
     remove_temporaries,
 )
-from alfa.config import Config, config_to_dict
-from alfa.errors import AlfaError, ConfigError
 from alfa.runs.last_good import set_aside_if_damaged
-from alfa.engine.meta_learner import MetaLearner
+from alfa.runs.reopen import changed_keys, load_learner_state, load_run_config, resumable
 from alfa.runs.rundir import run_paths
 from alfa.runs.runlog import read_metrics
-from alfa.runs.reopen import changed_keys, load_learner_state, load_run_config, resumable
 from alfa.tasks.source import TaskSource
 
 __all__ = [

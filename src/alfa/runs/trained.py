@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from alfa.runs.build import build_learner_for, configure_runtime
 from alfa.config import Config
-from alfa.errors import AlfaError
-from alfa.runs.export import read_export
 from alfa.engine.meta_learner import MetaLearner
+from alfa.errors import AlfaError
+from alfa.runs.build import build_learner_for, configure_runtime
+from alfa.runs.export import read_export
 from alfa.runs.preprocessing import Preprocessing, preprocessing_for
 from alfa.runs.reopen import (
     check_path_names,

@@ -16,16 +16,16 @@ from typing import Any
 
 import torch
 
-from alfa.runs.checkpoint import save_checkpoint, top_name
 from alfa.config import Config
+from alfa.engine.meta_learner import MetaLearner
+from alfa.runs.checkpoint import save_checkpoint, top_name
 from alfa.runs.distributed import World
 from alfa.runs.divergence import meta_parameters_finite
 from alfa.runs.evaluate import evaluate
-from alfa.engine.meta_learner import MetaLearner
 from alfa.runs.rundir import run_paths
 from alfa.runs.runlog import ConsoleLog, RunLog
-from alfa.tasks.source import TaskSource
 from alfa.runs.train_state import Window, better, update_top
+from alfa.tasks.source import TaskSource
 
 __all__ = ["validate"]
 
