@@ -188,7 +188,10 @@ def count_flops(name: str, tasks: int | None, **overrides) -> dict[str, int]:
     reference = ReferenceALFA(fresh.model, learner.functional.names, w.steps, learner.task)
     reference.copy_from(learner)
     counts = {}
-    for side, loss in (("ours", lambda: step(batch).loss), ("ref", lambda: reference.meta_loss(batch))):
+    for side, loss in (
+        ("ours", lambda: step(batch).loss),
+        ("ref", lambda: reference.meta_loss(batch)),
+    ):
         with FlopCounterMode(display=False) as counter:
             loss().backward()
         counts[side] = counter.get_flop_counts()["Global"]

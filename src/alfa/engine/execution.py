@@ -73,6 +73,7 @@ def reuse_host_memory() -> bool:
     # A trim threshold of -1 turns trimming off (mallopt(3)).
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
 
+
 MetaStep = Callable[[TaskBatch, int], MetaOutput]
 
 

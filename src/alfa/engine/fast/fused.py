@@ -70,7 +70,9 @@ class KernelSettings:
 
     def fused(self, z: Tensor) -> bool:
         """Whether the fused kernels run for ``z`` (else the separate layers)."""
-        return self.mode in ("compiled", "eager") or (self.mode == "auto" and z.device.type == "cpu")
+        if self.mode == "auto":
+            return z.device.type == "cpu"
+        return self.mode in ("compiled", "eager")
 
 
 _EAGER: kernels.Kernels = (kernels.forward, kernels.input_grad, kernels.input_grad_backward)

@@ -64,11 +64,15 @@ def _spread(values: Tensor, where: Tensor, shape: torch.Size) -> Tensor:
     """``[B, h, w, C]`` window values -> ``[B, H, W, C]``, each at its window's position
     ``where`` and zero elsewhere (including a dropped odd row or column)."""
     positions = torch.arange(4, device=values.device, dtype=where.dtype).view(1, 1, 2, 1, 2, 1)
-    full = torch.where(
-        where[:, :, None, :, None] == positions,
-        values[:, :, None, :, None],
-        values.new_zeros(()),
-    ).flatten(3, 4).flatten(1, 2)
+    full = (
+        torch.where(
+            where[:, :, None, :, None] == positions,
+            values[:, :, None, :, None],
+            values.new_zeros(()),
+        )
+        .flatten(3, 4)
+        .flatten(1, 2)
+    )
     # Always padded (by zero rows for even sizes): one compiled graph for every size.
     return F.pad(full, (0, 0, 0, shape[2] - full.shape[2], 0, shape[1] - full.shape[1]))
 
@@ -118,7 +122,8 @@ def forward(
         ``p`` ``[B, C, H // 2, W // 2]``; ``code`` (same shape and type): the position of each
         window's first maximum in row-major order (PyTorch's tie rule), plus 4 when it is
         positive (a small integer in ``z``'s floating-point type: compiled, the kernels are
-        then vector code throughout, where integer codes cost conversions); ``mean`` and ``invstd`` ``[C]``.
+        then vector code throughout, where integer codes cost conversions); ``mean`` and
+        ``invstd`` ``[C]``.
     """
     x = _nhwc(z)
     var, mean = _channel_var_mean(x)
