@@ -252,13 +252,20 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def _cpu_name() -> str:
+    """The CPU as ``lscpu`` names it, with family, model and stepping (a virtual machine may
+    show only the vendor's brand), and the cores."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return f"cpu ({os.cpu_count()} cores)"
+    name = fields.get("model name", "cpu")
+    ident = ", ".join(
+        f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields
+    )
+    return f"{name} ({ident + ', ' if ident else ''}{os.cpu_count()} cores)"
 
 
 def report(result: dict) -> str:

@@ -4,7 +4,6 @@ the floor it prints is the kernels' time plus the traffic at the measured bandwi
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest

@@ -21,6 +21,7 @@ separate layers (:mod:`alfa.engine.fast.batchnorm`, :mod:`alfa.engine.fast.pooli
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -53,9 +54,14 @@ class KernelSettings:
     :data:`COMPILE_MIN_ELEMENTS` elements (where a C++ compiler is present) and the eager ones
     below; other devices run the unfused layers (not measured yet). ``compiled`` and ``eager``
     force one form of the kernels, ``unfused`` the separate layers.
+
+    ``autograd_conv_grads`` differentiates the convolution's gradients with autograd's own
+    double backward instead of :class:`_ConvGrads` (the same numbers; for measuring what the
+    written-out derivative saves, ``benchmarks/levers.py``).
     """
 
     mode: KernelMode = "auto"
+    autograd_conv_grads: bool = False
 
     def kernels(self, z: Tensor) -> kernels.Kernels:
         """The kernels for activation ``z``: compiled or eager."""
@@ -267,11 +273,12 @@ class ConvBlock(Layer):
         z, gamma, mean, invstd, code = inner
         dz = _InputGrad.apply(z, dy, gamma, mean, invstd, code, self)
         conv, w = self.conv, params[self.conv.weight]
-        groups = w.shape[0]
-        dx, dw = _ConvGrads.apply(
-            dz, x_saved, conv._flat(w), conv.stride, conv.padding, groups, need_dx
-        )
-        grads = {conv.weight: dw.view(w.shape)}
+        if self.settings.autograd_conv_grads:
+            dx, grads = dataclasses.replace(conv, bias=None).backward(params, x_saved, dz, need_dx)
+        else:
+            flat, groups = conv._flat(w), w.shape[0]
+            dx, dw = _ConvGrads.apply(dz, x_saved, flat, conv.stride, conv.padding, groups, need_dx)
+            grads = {conv.weight: dw.view(w.shape)}
         if conv.bias is not None:
             grads[conv.bias] = torch.zeros_like(params[conv.bias])
         return dx, grads
