@@ -149,13 +149,21 @@ def _meta(learner, step, batch):
 
 
 @pytest.mark.parametrize(
-    ("mode", "autograd_conv_grads"), [("eager", False), ("eager", True), ("auto", False)]
+    ("mode", "autograd_conv_grads"),
+    [
+        ("eager", False),
+        ("eager", True),
+        pytest.param("compiled", False, marks=pytest.mark.slow),
+    ],
 )
 def test_meta_gradients_equal_the_unfused_layers(mode, autograd_conv_grads):
     batch = _batch()
     ref_loss, ref_grads = _meta(*_learner("unfused"), batch)
     learner, step = _learner(mode, autograd_conv_grads)
     assert learner.functional.channels_last is None  # NHWC where the blocks are fused
+    assert learner.functional._layout(batch.support_x).is_contiguous(
+        memory_format=torch.channels_last
+    )
     loss, grads = _meta(learner, step, batch)
     assert abs(loss.item() - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
     overall = max(g.abs().max().item() for g in ref_grads)

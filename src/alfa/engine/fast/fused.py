@@ -22,6 +22,7 @@ separate layers (:mod:`alfa.engine.fast.batchnorm`, :mod:`alfa.engine.fast.pooli
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -40,20 +41,24 @@ from alfa.engine.fast.pooling import MaxPool
 __all__ = ["COMPILE_MIN_ELEMENTS", "ConvBlock", "KernelMode", "KernelSettings"]
 
 KernelMode = Literal["auto", "compiled", "eager", "unfused"]
+Form = Literal["compiled", "eager", "unfused"]
 
-COMPILE_MIN_ELEMENTS = 1 << 18
-"""``train.kernels: auto`` compiles the kernels for activations of at least this many elements
-(1 MB of float32): below it a compilation costs more than it saves."""
+COMPILE_MIN_ELEMENTS = 1 << 16
+"""``train.kernels: auto`` runs the compiled kernels for a block whose activation has at least
+this many elements (256 KB of float32), the separate layers below it: there the number of
+operations, not the passes over memory, is the cost, and the test suite's tiny models never
+wait for a compilation."""
 
 
 @dataclass
 class KernelSettings:
     """How the fused blocks of one program run (``train.kernels``), shared by its blocks.
 
-    ``auto``: on the CPU, the compiled kernels for activations of at least
-    :data:`COMPILE_MIN_ELEMENTS` elements (where a C++ compiler is present) and the eager ones
-    below; other devices run the unfused layers (not measured yet). ``compiled`` and ``eager``
-    force one form of the kernels, ``unfused`` the separate layers.
+    ``auto``: on the CPU, where a C++ compiler is present, the compiled kernels for
+    activations of at least :data:`COMPILE_MIN_ELEMENTS` elements and the separate layers for
+    smaller ones; elsewhere the separate layers (other devices: not measured yet).
+    ``compiled`` and ``eager`` force one form of the kernels for every block, ``unfused`` the
+    separate layers.
 
     ``autograd_conv_grads`` differentiates the convolution's gradients with autograd's own
     double backward instead of :class:`_ConvGrads` (the same numbers; for measuring what the
@@ -63,21 +68,19 @@ class KernelSettings:
     mode: KernelMode = "auto"
     autograd_conv_grads: bool = False
 
-    def kernels(self, z: Tensor) -> kernels.Kernels:
-        """The kernels for activation ``z``: compiled or eager."""
-        if self.mode == "compiled" or (
-            self.mode == "auto"
-            and z.device.type == "cpu"
-            and z.numel() >= COMPILE_MIN_ELEMENTS
-            and _can_compile()
-        ):
-            return kernels.compiled()
-        return _EAGER
+    def form(self, device: torch.device, numel: int) -> Form:
+        """How a block whose activation has ``numel`` elements runs."""
+        if self.mode != "auto":
+            return self.mode
+        if device.type == "cpu" and numel >= COMPILE_MIN_ELEMENTS and _can_compile():
+            return "compiled"
+        return "unfused"
 
-    def fused(self, z: Tensor) -> bool:
-        """Whether the fused kernels run for ``z`` (else the separate layers)."""
+    def channels_last(self, device: torch.device) -> bool:
+        """Whether the program keeps its images in channels-last memory: where fused blocks
+        may run (their kernels are written for it)."""
         if self.mode == "auto":
-            return z.device.type == "cpu"
+            return device.type == "cpu" and _can_compile()
         return self.mode in ("compiled", "eager")
 
 
@@ -90,25 +93,32 @@ def _can_compile() -> bool:
     return not _COMPILE_FAILED and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
-def _call(settings: KernelSettings, z: Tensor, which: int, *args) -> tuple[Tensor, ...]:
-    """Run kernel ``which`` of ``settings.kernels(z)``; a compiled kernel that fails to
-    compile (no working compiler) falls back to the eager one, with one warning per process."""
-    chosen = settings.kernels(z)
-    if chosen is _EAGER or torch.compiler.is_compiling():
+def _call(block: ConvBlock, form: Form, which: int, *args) -> tuple[Tensor, ...]:
+    """Run kernel ``which`` in ``form``; a compiled kernel that fails to compile (no working
+    compiler) falls back to the eager one, with one warning per process (``auto`` then runs
+    the separate layers from the next block on)."""
+    if form == "eager" or torch.compiler.is_compiling():
         return _EAGER[which](*args)
+    # The compiled loops are written for channels-last memory; any other layout would be a
+    # recompilation with strided loads (an NCHW tensor reaches them from Flatten's gradient).
+    args = tuple(_channels_last(a) if isinstance(a, Tensor) and a.dim() == 4 else a for a in args)
     try:
-        return chosen[which](*args)
+        return kernels.compiled()[which](*args)
     except Exception as error:  # compilation needs a C++ toolchain; the eager form is exact
-        if settings.mode == "compiled":
+        if block.settings.mode == "compiled":
             raise
         _COMPILE_FAILED.append(f"{type(error).__name__}: {error}")
         warnings.warn(
             f"train.kernels auto: compiling the fused kernels failed ({_COMPILE_FAILED[0][:200]}); "
-            "running them eagerly",
+            "running the separate layers",
             RuntimeWarning,
             stacklevel=2,
         )
         return _EAGER[which](*args)
+
+
+def _channels_last(t: Tensor) -> Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
 
 
 class _Forward(torch.autograd.Function):
@@ -116,12 +126,11 @@ class _Forward(torch.autograd.Function):
     kernel, which also yields the gradients of ``gamma`` and ``beta``."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, gamma: Tensor, beta: Tensor, block: ConvBlock):
-        p, code, mean, invstd = _call(
-            block.settings, z, 0, z, gamma, beta, block.norm.module.eps, block.slope
-        )
+    def forward(ctx, z: Tensor, gamma: Tensor, beta: Tensor, block: ConvBlock, form: Form):
+        eps = block.norm.module.eps
+        p, code, mean, invstd = _call(block, form, 0, z, gamma, beta, eps, block.slope)
         ctx.save_for_backward(z, gamma, beta, mean, invstd, code)
-        ctx.block = block
+        ctx.block, ctx.form = block, form
         ctx.mark_non_differentiable(code, mean, invstd)
         return p, code, mean, invstd
 
@@ -130,11 +139,10 @@ class _Forward(torch.autograd.Function):
         z, gamma, beta, mean, invstd, code = ctx.saved_tensors
         block = ctx.block
         if torch.is_grad_enabled():  # differentiated again (a user's loss, second order)
-            return (*block.unfused_vjp(z, gamma, beta, dp), None)
-        dz, sum_g, sum_gx = _call(
-            block.settings, z, 1, z, dp, gamma, mean, invstd, code, block.slope
-        )
-        return dz, sum_gx, sum_g, None
+            return (*block.unfused_vjp(z, gamma, beta, dp), None, None)
+        args = (z, dp, gamma, mean, invstd, code, block.slope)
+        dz, sum_g, sum_gx = _call(block, ctx.form, 1, *args)
+        return dz, sum_gx, sum_g, None, None
 
 
 class _InputGrad(torch.autograd.Function):
@@ -142,35 +150,20 @@ class _InputGrad(torch.autograd.Function):
     its derivative written out (:func:`alfa.engine.fast.kernels.input_grad_backward`)."""
 
     @staticmethod
-    def forward(ctx, z, dp, gamma, mean, invstd, code, block: ConvBlock):
-        dz, sum_g, sum_gx = _call(
-            block.settings, z, 1, z, dp, gamma, mean, invstd, code, block.slope
-        )
+    def forward(ctx, z, dp, gamma, mean, invstd, code, block: ConvBlock, form: Form):
+        args = (z, dp, gamma, mean, invstd, code, block.slope)
+        dz, sum_g, sum_gx = _call(block, form, 1, *args)
         ctx.save_for_backward(z, dp, gamma, mean, invstd, code, sum_g, sum_gx)
-        ctx.block = block
+        ctx.block, ctx.form = block, form
         return dz
 
     @staticmethod
     @once_differentiable
     def backward(ctx, u: Tensor):
         z, dp, gamma, mean, invstd, code, sum_g, sum_gx = ctx.saved_tensors
-        block = ctx.block
-        d_z, d_dp, d_gamma = _call(
-            block.settings,
-            z,
-            2,
-            u,
-            z,
-            dp,
-            gamma,
-            mean,
-            invstd,
-            code,
-            block.slope,
-            sum_g,
-            sum_gx,
-        )
-        return d_z, d_dp, d_gamma, None, None, None, None
+        args = (u, z, dp, gamma, mean, invstd, code, ctx.block.slope, sum_g, sum_gx)
+        d_z, d_dp, d_gamma = _call(ctx.block, ctx.form, 2, *args)
+        return d_z, d_dp, d_gamma, None, None, None, None, None
 
 
 class _ConvGrads(torch.autograd.Function):
@@ -201,6 +194,8 @@ class _ConvGrads(torch.autograd.Function):
         dz, x, w = ctx.saved_tensors
         stride, padding, groups = ctx.conv
         need_dz, need_x, need_w = ctx.needs_input_grad[:3]
+        if w.is_contiguous(memory_format=torch.channels_last):  # keep the outputs NHWC
+            v = _channels_last(v)
         g_dz = g_x = g_w = None
         if need_dz:
             g_dz = F.conv2d(x, v, None, stride, padding, 1, groups)
@@ -256,22 +251,36 @@ class ConvBlock(Layer):
             return ones, torch.zeros_like(ones)
         return m.weight.repeat(groups), m.bias.repeat(groups)
 
+    def _weight(self, params) -> tuple[Tensor, int]:
+        """The convolution's ``[G*O, C, k, k]`` weight in channels-last memory: oneDNN then
+        writes channels-last outputs even where the input is ambiguous (one channel)."""
+        w = params[self.conv.weight]
+        return _channels_last(self.conv._flat(w)), w.shape[0]
+
     def forward(self, params, x, split):
-        z, x_saved = self.conv.forward(params, x, split)
-        if split is not None or not self.settings.fused(z):
+        conv = self.conv
+        w = params[conv.weight]
+        k = w.shape[-1]
+        size = [(n + 2 * conv.padding - k) // conv.stride + 1 for n in x.shape[2:]]
+        form = self.settings.form(x.device, x.shape[0] * w.shape[0] * w.shape[1] * math.prod(size))
+        if split is not None or form == "unfused":
+            z, x_saved = conv.forward(params, x, split)
             y, saved = run_forward(self.parts[1:], params, z, split)
-            return y, (False, x_saved, saved)
+            return y, (None, x_saved, saved)
+        weight, groups = self._weight(params)
+        bias = params[conv.bias].reshape(-1) if conv.bias is not None else None
+        z = F.conv2d(x, weight, bias, conv.stride, conv.padding, 1, groups)
         gamma, beta = self._affine(z)
-        p, code, mean, invstd = _Forward.apply(z, gamma, beta, self)
-        return p, (True, x_saved, (z, gamma, mean, invstd, code))
+        p, code, mean, invstd = _Forward.apply(z, gamma, beta, self, form)
+        return p, (form, x, (z, gamma, mean, invstd, code))
 
     def backward(self, params, saved, dy, need_dx=True):
-        fused, x_saved, inner = saved
-        if not fused:
+        form, x_saved, inner = saved
+        if form is None:
             dz = run_backward(self.parts[1:], params, inner, dy, {})
             return self.conv.backward(params, x_saved, dz, need_dx)
         z, gamma, mean, invstd, code = inner
-        dz = _InputGrad.apply(z, dy, gamma, mean, invstd, code, self)
+        dz = _InputGrad.apply(z, dy, gamma, mean, invstd, code, self, form)
         conv, w = self.conv, params[self.conv.weight]
         if self.settings.autograd_conv_grads:
             dx, grads = dataclasses.replace(conv, bias=None).backward(params, x_saved, dz, need_dx)

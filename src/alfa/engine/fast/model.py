@@ -109,7 +109,7 @@ class FastModel(FunctionalModel):
         x = x[0] if g == 1 else x.transpose(0, 1).reshape(b, g * x.shape[2], *x.shape[3:])
         nhwc = self.channels_last
         if nhwc is None:
-            nhwc = self._fused and self.program.kernels.fused(x)
+            nhwc = self._fused and self.program.kernels.channels_last(x.device)
         return x.contiguous(memory_format=torch.channels_last) if nhwc else x
 
     def _forward(self, params: Params, x: Tensor, split: int | None):
