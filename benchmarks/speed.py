@@ -12,8 +12,8 @@ runs in its own process, so ``peak_mem_mb`` is that side's own peak (CUDA:
 ``--processes N``: data-parallel scaling instead, 1 against N processes launched with
 ``torchrun`` (``scaling.py``).
 
-``--floor``: also the hardware floor of the iteration (``floor.py``, in a third process with
-the same threads), and each side's time over it.
+``--kernels``, ``--layout``, ``--no-reuse-memory``, ``--reference-reuse-memory`` and
+``--floor``: ``engine_options.py``.
 
 ``--workload episodes``: episodes per second of the image episode sampler on synthetic
 in-memory Omniglot-sized data, against a plain gather of the same images.
@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 
 from alfa.config import TrainConfig
-from alfa.engine.execution import meta_step, optimizer_step, reuse_host_memory
+from alfa.engine.execution import meta_step, optimizer_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from floor import _cpu_name
+import engine_options
 from reference import ReferenceALFA
 from scaling import add_arguments, bench_scaling, report
 from workloads import WORKLOADS, build
@@ -80,18 +80,15 @@ def measure_side(args: argparse.Namespace) -> dict:
             cuda_graph=args.cuda_graph,
             channels_last=args.channels_last,
             autocast=args.autocast,
-            kernels=args.kernels,
-            reuse_memory=not args.no_reuse_memory,
+            **engine_options.train_options(args),
         )
         forward = meta_step(learner, options, device)
-        if args.layout != "auto" and learner.engine == "fast":
-            learner.functional.channels_last = args.layout == "nhwc"  # type: ignore[attr-defined]
+        engine_options.apply_layout(args, learner)
 
         def loss_fn():
             return forward(batch).loss
     else:
-        if args.reference_reuse_memory and device.type == "cpu":
-            reuse_host_memory()
+        engine_options.prepare_reference(args, device)
         fresh, _, _ = build(args.workload, tasks=1, engine="generic")
         module = ReferenceALFA(fresh.model, learner.functional.names, w.steps, learner.task)
         module.copy_from(learner)
@@ -143,16 +140,14 @@ def _child(args: argparse.Namespace, side: str) -> dict:
     cmd += ["--seconds", str(args.seconds), "--min-iters", str(args.min_iters)]
     cmd += ["--threads", str(args.threads), "--device", args.device, "--group", str(args.group)]
     cmd += ["--engine", args.engine] + (["--tasks", str(args.tasks)] if args.tasks else [])
+    cmd += engine_options.child_args(args, side)
     cmd += ["--profile", args.profile] if args.profile else []
     if side == "ours":
         cmd += ["--recompute"] if args.recompute else []
         cmd += ["--compile"] if args.compile else []
         cmd += ["--cuda-graph"] if args.cuda_graph else []
         cmd += ["--channels-last"] if args.channels_last else []
-        cmd += ["--autocast", args.autocast, "--kernels", args.kernels, "--layout", args.layout]
-        cmd += ["--no-reuse-memory"] if args.no_reuse_memory else []
-    else:
-        cmd += ["--reference-reuse-memory"] if args.reference_reuse_memory else []
+        cmd += ["--autocast", args.autocast]
     cmd += ["--max-memory-gb", str(args.max_memory_gb)] if args.max_memory_gb else []
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
@@ -162,24 +157,10 @@ def _child(args: argparse.Namespace, side: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _floor(args: argparse.Namespace) -> dict:
-    """``floor.py`` for the same workload and threads, in its own process."""
-    cmd = [sys.executable, str(Path(__file__).with_name("floor.py")), "--json"]
-    cmd += ["--workload", args.workload, "--threads", str(args.threads)]
-    cmd += ["--tasks", str(args.tasks)] if args.tasks else []
-    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-2000:])
-        return {"error": f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def bench_engine(args: argparse.Namespace) -> dict:
     w = WORKLOADS[args.workload]
-    load_before = list(os.getloadavg())
     ours = _child(args, "ours")
     ref = _child(args, "reference")
-    floor = _floor(args) if args.floor else {}
     failed = {k: v["error"] for k, v in (("ours", ours), ("reference", ref)) if "error" in v}
     # bfloat16 rounds the loss at the percent level; everything else agrees to float32 rounding.
     tolerance = 2e-2 if args.autocast != "none" else 1e-4
@@ -190,17 +171,12 @@ def bench_engine(args: argparse.Namespace) -> dict:
     ours = {"per_s": None, "peak_mem_mb": None, "loss": None} | ours
     ref = {"per_s": None, "peak_mem_mb": None, "loss": None} | ref
     rate = ours["per_s"] / ref["per_s"] if ours["per_s"] and ref["per_s"] else None
-    floor_s = floor.get("floor_s")
-
-    def over_floor(per_s: float | None) -> float | None:
-        return 1.0 / (per_s * floor_s) if per_s and floor_s else None
-
     return {
         "workload": args.workload,
         "config": f"{w.description}, meta-batch {tasks}, {w.steps} steps, alfa, second order",
         "device": torch.cuda.get_device_name(args.device)
         if args.device.startswith("cuda")
-        else _cpu_name(),
+        else f"cpu ({os.cpu_count()} cores)",
         "threads": args.threads,
         "engine": args.engine,
         "group": args.group,
@@ -219,17 +195,7 @@ def bench_engine(args: argparse.Namespace) -> dict:
         "autocast": args.autocast,
         "loss_tolerance": tolerance,
         "first_iteration_s": ours.get("first_s"),
-        "kernels": args.kernels,
-        "layout": args.layout,
-        "reuse_memory": not args.no_reuse_memory,
-        "reference_reuse_memory": args.reference_reuse_memory,
-        "floor_s": floor_s,
-        "floor_conv_s": floor.get("conv_s"),
-        "ours_over_floor": over_floor(ours["per_s"]),
-        "reference_over_floor": over_floor(ref["per_s"]),
-        "load_before": load_before,
-        "load_after": list(os.getloadavg()),
-        "failed": failed | ({"floor": floor["error"]} if "error" in floor else {}),
+        "failed": failed,
     }
 
 
@@ -292,35 +258,13 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="ours: NHWC inputs")
     parser.add_argument("--autocast", choices=["none", "bf16"], default="none", help="ours (CUDA)")
     parser.add_argument(
-        "--kernels",
-        choices=["auto", "compiled", "eager", "unfused"],
-        default="auto",
-        help="ours: train.kernels (fused 4-CONV blocks)",
-    )
-    parser.add_argument(
-        "--layout",
-        choices=["auto", "nchw", "nhwc"],
-        default="auto",
-        help="ours: image memory layout of the fast path (auto: NHWC for fused CPU blocks)",
-    )
-    parser.add_argument(
-        "--no-reuse-memory", action="store_true", help="ours: train.reuse_memory false"
-    )
-    parser.add_argument(
-        "--reference-reuse-memory",
-        action="store_true",
-        help="the reference too keeps freed memory for reuse (as train.reuse_memory does)",
-    )
-    parser.add_argument(
-        "--floor", action="store_true", help="also measure the floor (floor.py) and report over it"
-    )
-    parser.add_argument(
         "--max-memory-gb", type=float, default=0, help="address-space limit of each side"
     )
     parser.add_argument(
         "--processes", type=int, default=0, help="scaling of 1 vs N torchrun processes (0: off)"
     )
     add_arguments(parser)
+    engine_options.add_arguments(parser)
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
@@ -333,7 +277,7 @@ def main() -> None:
     elif args.workload == "episodes":
         result = bench_episodes(args.seconds)
     else:
-        result = bench_engine(args)
+        result = engine_options.finish(args, bench_engine(args))
     report(
         result,
         json_only=args.json,

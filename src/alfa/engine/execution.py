@@ -12,16 +12,16 @@ forward (up to floating-point reassociation, and bf16 rounding when asked for). 
   double backward, which ``torch.compile`` cannot differentiate, so compiling requires the fast
   path. Compiling takes tens of seconds once per run (its cost and
   the speed-up are measured by ``benchmarks/speed.py --compile``); evaluation stays eager.
+* ``kernels``: how the fast path's fused 4-CONV blocks run (:mod:`alfa.engine.fast.fused`):
+  ``auto`` (compiled kernels for large activations on the CPU), ``compiled``, ``eager``, or
+  ``unfused`` (the separate layers).
+* ``reuse_memory`` (CPU): :func:`reuse_host_memory`.
 * ``cuda_graph`` (CUDA only): compile with ``mode="reduce-overhead"``, which replays the forward
   and backward as CUDA graphs: one launch per graph instead of one per kernel.
 * ``channels_last``: convolution inputs in channels-last (NHWC) memory layout, usually the faster
   layout for cuDNN on tensor-core GPUs (fast path only).
 * ``autocast`` (CUDA only): ``"bf16"`` runs matrix products and convolutions in bfloat16 under
   ``torch.autocast`` while the meta-parameters and the inner-loop weights stay float32.
-* ``kernels``: how the fast path's fused 4-CONV blocks run (:mod:`alfa.engine.fast.fused`):
-  ``auto`` (compiled kernels for large activations on the CPU), ``compiled``, ``eager``, or
-  ``unfused`` (the separate layers).
-* ``reuse_memory`` (CPU): :func:`reuse_host_memory`.
 """
 
 from __future__ import annotations

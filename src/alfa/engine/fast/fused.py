@@ -201,6 +201,8 @@ class _ConvGrads(torch.autograd.Function):
             g_dz = F.conv2d(x, v, None, stride, padding, 1, groups)
             if u is not None:
                 g_dz = g_dz.add_(F.conv2d(u, w, None, stride, padding, 1, groups))
+            if dz.is_contiguous(memory_format=torch.channels_last):  # as the kernels take it
+                g_dz = _channels_last(g_dz)
         if need_w and u is not None:
             g_w = _conv_backward(dz, u, w, stride, padding, groups, (False, True))[1]
         if need_x:
@@ -269,7 +271,8 @@ class ConvBlock(Layer):
             return y, (None, x_saved, saved)
         weight, groups = self._weight(params)
         bias = params[conv.bias].reshape(-1) if conv.bias is not None else None
-        z = F.conv2d(x, weight, bias, conv.stride, conv.padding, 1, groups)
+        # channels-last already, except from one input channel, where oneDNN writes NCHW
+        z = _channels_last(F.conv2d(x, weight, bias, conv.stride, conv.padding, 1, groups))
         gamma, beta = self._affine(z)
         p, code, mean, invstd = _Forward.apply(z, gamma, beta, self, form)
         return p, (form, x, (z, gamma, mean, invstd, code))

@@ -49,6 +49,11 @@ class Program:
     support_norm: bool = False
     kernels: KernelSettings = field(default_factory=KernelSettings)
 
+    def __post_init__(self) -> None:
+        for layer in self.layers:
+            if isinstance(layer, ConvBlock):
+                layer.settings = self.kernels
+
 
 class _Unsupported(Exception):
     pass
@@ -124,12 +129,12 @@ def _sequential(seq: nn.Sequential, prefix: str) -> tuple[list[Layer], bool]:
     return layers, images
 
 
-def _conv4(model: Conv4, kernels: KernelSettings) -> list[Layer]:
+def _conv4(model: Conv4) -> list[Layer]:
     layers: list[Layer] = []
     for i, block in enumerate(model.blocks):
         conv, norm = _conv(block.conv, f"blocks.{i}.conv"), _norm(block.norm)
         act = LeakyReLU(_LEAKY_SLOPE)
-        layers.append(ConvBlock(conv, norm, act, _LEAKY_SLOPE, MaxPool(2, 2, 0), kernels))
+        layers.append(ConvBlock(conv, norm, act, _LEAKY_SLOPE, MaxPool(2, 2, 0)))
     return [*layers, Flatten(), _linear(model.classifier, "classifier")]
 
 
@@ -163,8 +168,7 @@ def compile_program(model: nn.Module) -> Program | None:
             layers, images = _sequential(model.net, "net")
             return Program(layers, images)
         if kind is Conv4:
-            kernels = KernelSettings()
-            return Program(_conv4(model, kernels), True, model.norm_mode == "support", kernels)
+            return Program(_conv4(model), True, model.norm_mode == "support")
         if kind is ResNet12:
             return Program(_resnet12(model), True, model.norm_mode == "support")
         if kind is nn.Sequential:
