@@ -23,6 +23,9 @@ maps far more address space than it uses and would not start under it.
 ``--processes N``: data-parallel scaling instead, 1 against N processes launched with
 ``torchrun`` (``scaling.py``).
 
+``--kernels``, ``--layout``, ``--no-reuse-memory``, ``--reference-reuse-memory`` and
+``--floor``: ``engine_options.py``.
+
 ``--workload episodes``: episodes per second of the image episode sampler on synthetic
 in-memory Omniglot-sized data, against a plain gather of the same images.
 
@@ -49,6 +52,7 @@ from alfa.runs.outer_optimizer import adam
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import engine_options
 from reference import ReferenceALFA
 from scaling import add_arguments, bench_scaling, report
 from workloads import WORKLOADS, build
@@ -91,12 +95,15 @@ def measure_side(args: argparse.Namespace) -> dict:
             cuda_graph=args.cuda_graph,
             channels_last=args.channels_last,
             autocast=args.autocast,
+            **engine_options.train_options(args),
         )
         forward = meta_step(learner, options, device)
+        engine_options.apply_layout(args, learner)
 
         def loss_fn():
             return forward(batch).loss
     else:
+        engine_options.prepare_reference(args, device)
         fresh, _, _ = build(args.workload, tasks=1, engine="generic")
         module = ReferenceALFA(fresh.model, learner.functional.names, w.steps, learner.task)
         module.copy_from(learner)
@@ -149,6 +156,7 @@ def _child(args: argparse.Namespace, side: str) -> dict:
     cmd += ["--seconds", str(args.seconds), "--min-iters", str(args.min_iters)]
     cmd += ["--threads", str(args.threads), "--device", args.device, "--group", str(args.group)]
     cmd += ["--engine", args.engine] + (["--tasks", str(args.tasks)] if args.tasks else [])
+    cmd += engine_options.child_args(args, side)
     cmd += ["--profile", args.profile] if args.profile else []
     if side == "ours":
         cmd += ["--recompute"] if args.recompute else []
@@ -325,6 +333,7 @@ def main() -> None:
         "--processes", type=int, default=0, help="scaling of 1 vs N torchrun processes (0: off)"
     )
     add_arguments(parser)
+    engine_options.add_arguments(parser)
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
@@ -344,7 +353,7 @@ def main() -> None:
     elif args.workload == "episodes":
         result = bench_episodes(args.seconds)
     else:
-        result = bench_engine(args)
+        result = engine_options.finish(args, bench_engine(args))
     report(
         result,
         json_only=args.json,

@@ -7,7 +7,7 @@ or detach changes the loss), Adam 1e-3 over the meta-parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -91,9 +91,12 @@ def build(
     engine: str = "auto",
     group: int | str | None = "auto",
     device: str = "cpu",
+    **overrides: int,
 ) -> tuple[MetaLearner, TaskBatch, Workload]:
-    """Our learner for workload ``name`` (seeded), its meta-batch and the workload."""
-    w = WORKLOADS[name]
+    """Our learner for workload ``name`` (seeded), its meta-batch and the workload;
+    ``overrides`` replace fields of the workload (``image_size``, ``filters``: small shapes
+    for tests)."""
+    w = replace(WORKLOADS[name], **overrides)
     torch.manual_seed(0)
     model = _model(w)
     functional = FunctionalModel(model)

@@ -131,6 +131,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training meta-iteration (fast path; docs/engine.md)
     cuda_graph: bool = False  # CUDA: compile and replay the meta-iteration as CUDA graphs
     channels_last: bool = False  # convolution inputs in channels-last (NHWC) layout (fast path)
+    kernels: Literal["auto", "compiled", "eager", "unfused"] = "auto"  # fused 4-CONV blocks
+    reuse_memory: bool = True  # CPU: keep freed tensor memory for reuse (no page faults)
     autocast: Literal["none", "bf16"] = "none"  # bf16: matmuls/convs in bfloat16, weights float32
 
 

@@ -12,6 +12,10 @@ forward (up to floating-point reassociation, and bf16 rounding when asked for). 
   double backward, which ``torch.compile`` cannot differentiate, so compiling requires the fast
   path. Compiling takes tens of seconds once per run (its cost and
   the speed-up are measured by ``benchmarks/speed.py --compile``); evaluation stays eager.
+* ``kernels``: how the fast path's fused 4-CONV blocks run (:mod:`alfa.engine.fast.fused`):
+  ``auto`` (compiled kernels for large activations on the CPU), ``compiled``, ``eager``, or
+  ``unfused`` (the separate layers).
+* ``reuse_memory`` (CPU): :func:`reuse_host_memory`.
 * ``cuda_graph`` (CUDA only): compile with ``mode="reduce-overhead"``, which replays the forward
   and backward as CUDA graphs: one launch per graph instead of one per kernel.
 * ``channels_last``: convolution inputs in channels-last (NHWC) memory layout, usually the faster
@@ -30,16 +34,52 @@ resumed run its own flags back (a CPU resume would otherwise fail at its first s
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
+import sys
 from collections.abc import Callable
 
 import torch
 
 from alfa.config import TrainConfig
+from alfa.engine.fast import FastModel
 from alfa.engine.meta_learner import MetaLearner, MetaOutput
 from alfa.errors import ConfigError
 from alfa.typing import TaskBatch
 
-__all__ = ["check_execution", "meta_step", "optimizer_step"]
+__all__ = ["check_execution", "meta_step", "optimizer_step", "reuse_host_memory"]
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+@functools.cache
+def reuse_host_memory() -> bool:
+    """Keep the memory of freed tensors in the process for the next ones (``train.reuse_memory``).
+
+    glibc's ``malloc`` gives every block above 32 MB its own fresh mapping and returns it to the
+    system when it is freed, so each new activation of that size is zeroed and mapped page by
+    page by the kernel on first touch: on the project's CPU a fresh 64 MB tensor filled at
+    2-4 GB/s against 11-25 GB/s for reused memory (``benchmarks/floor.py`` prints both). A
+    4-CONV meta-iteration allocates gigabytes of such tensors. This turns those mappings off
+    (``M_MMAP_MAX = 0``) and never trims the heap (``M_TRIM_THRESHOLD``), so freed blocks are
+    reused; the process keeps its peak memory until it exits (what a training run reaches
+    again at every iteration anyway). Linux with glibc only; returns
+    whether it applied (once per process).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # A trim threshold of -1 turns trimming off (mallopt(3)).
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+
 
 MetaStep = Callable[[TaskBatch, int], MetaOutput]
 
@@ -82,6 +122,10 @@ def meta_step(learner: MetaLearner, train: TrainConfig, device: torch.device) ->
     check_execution(train, learner, device)
     if train.channels_last:
         learner.functional.channels_last = True  # type: ignore[attr-defined]
+    if isinstance(learner.functional, FastModel):
+        learner.functional.program.kernels.mode = train.kernels
+    if train.reuse_memory and device.type == "cpu":
+        reuse_host_memory()
     precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     if train.autocast == "bf16":
 

@@ -58,6 +58,8 @@ RESUMABLE_KEYS = (
     "train.compile",
     "train.cuda_graph",
     "train.channels_last",
+    "train.kernels",
+    "train.reuse_memory",
     "eval.*",
 )
 """Config keys that may change between the invocations of a run (``eval.*``: the whole section):

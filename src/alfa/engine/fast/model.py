@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alfa.engine.fast.fused import ConvBlock
 from alfa.engine.fast.layers import run_backward, run_forward
 from alfa.engine.fast.program import Program, compile_program
 from alfa.engine.functional import FunctionalModel
@@ -84,7 +85,10 @@ class FastModel(FunctionalModel):
             raise ValueError(f"group must be a positive int, None or 'auto', got {group!r}")
         self.program = program
         self.group = group
-        self.channels_last = False  # images in NHWC memory layout (``train.channels_last``)
+        # Images in NHWC memory layout: True/False as asked (``train.channels_last``), None
+        # (default) where the fused blocks run on the CPU, whose kernels are written for it.
+        self.channels_last: bool | None = None
+        self._fused = any(isinstance(layer, ConvBlock) for layer in program.layers)
 
     def _chunks(self, x: Tensor) -> list[tuple[int, int]]:
         tasks, size = x.shape[0], self.group
@@ -106,7 +110,10 @@ class FastModel(FunctionalModel):
             return x
         g, b = x.shape[:2]
         x = x[0] if g == 1 else x.transpose(0, 1).reshape(b, g * x.shape[2], *x.shape[3:])
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        nhwc = self.channels_last
+        if nhwc is None:
+            nhwc = self._fused and self.program.kernels.channels_last(x.device)
+        return x.contiguous(memory_format=torch.channels_last) if nhwc else x
 
     def _forward(self, params: Params, x: Tensor, split: int | None):
         return run_forward(self.program.layers, params, self._layout(x), split)

@@ -8,11 +8,12 @@ Classes are matched exactly (a subclass may override ``forward``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
 from alfa.engine.fast.batchnorm import BatchNorm
+from alfa.engine.fast.fused import ConvBlock, KernelSettings
 from alfa.engine.fast.layers import (
     Conv,
     Flatten,
@@ -40,11 +41,18 @@ class Program:
         layers: the layers in order.
         images: True when the input is ``[B, C, H, W]`` images (else ``[B, F]`` vectors).
         support_norm: True when the query set is normalised with the support set's statistics.
+        kernels: how its fused blocks run (``train.kernels``), shared by them.
     """
 
     layers: list[Layer]
     images: bool
     support_norm: bool = False
+    kernels: KernelSettings = field(default_factory=KernelSettings)
+
+    def __post_init__(self) -> None:
+        for layer in self.layers:
+            if isinstance(layer, ConvBlock):
+                layer.settings = self.kernels
 
 
 class _Unsupported(Exception):
@@ -124,12 +132,9 @@ def _sequential(seq: nn.Sequential, prefix: str) -> tuple[list[Layer], bool]:
 def _conv4(model: Conv4) -> list[Layer]:
     layers: list[Layer] = []
     for i, block in enumerate(model.blocks):
-        layers += [
-            _conv(block.conv, f"blocks.{i}.conv"),
-            _norm(block.norm),
-            LeakyReLU(_LEAKY_SLOPE),
-            MaxPool(2, 2, 0),
-        ]
+        conv, norm = _conv(block.conv, f"blocks.{i}.conv"), _norm(block.norm)
+        act = LeakyReLU(_LEAKY_SLOPE)
+        layers.append(ConvBlock(conv, norm, act, _LEAKY_SLOPE, MaxPool(2, 2, 0)))
     return [*layers, Flatten(), _linear(model.classifier, "classifier")]
 
 
