@@ -132,10 +132,13 @@ class _Forward(torch.autograd.Function):
         ctx.save_for_backward(z, gamma, beta, mean, invstd, code)
         ctx.block, ctx.form = block, form
         ctx.mark_non_differentiable(code, mean, invstd)
+        ctx.set_materialize_grads(False)  # no activation-sized zeros for the codes
         return p, code, mean, invstd
 
     @staticmethod
     def backward(ctx, dp: Tensor, *_):
+        if dp is None:
+            return None, None, None, None, None
         z, gamma, beta, mean, invstd, code = ctx.saved_tensors
         block = ctx.block
         if torch.is_grad_enabled():  # differentiated again (a user's loss, second order)
@@ -194,7 +197,7 @@ class _ConvGrads(torch.autograd.Function):
         dz, x, w = ctx.saved_tensors
         stride, padding, groups = ctx.conv
         need_dz, need_x, need_w = ctx.needs_input_grad[:3]
-        if w.is_contiguous(memory_format=torch.channels_last):  # keep the outputs NHWC
+        if dz.is_contiguous(memory_format=torch.channels_last):  # keep the outputs NHWC
             v = _channels_last(v)
         g_dz = g_x = g_w = None
         if need_dz:
@@ -288,8 +291,9 @@ class ConvBlock(Layer):
         if self.settings.autograd_conv_grads:
             dx, grads = dataclasses.replace(conv, bias=None).backward(params, x_saved, dz, need_dx)
         else:
-            flat, groups = conv._flat(w), w.shape[0]
-            dx, dw = _ConvGrads.apply(dz, x_saved, flat, conv.stride, conv.padding, groups, need_dx)
+            weight, groups = self._weight(params)
+            args = (dz, x_saved, weight, conv.stride, conv.padding, groups, need_dx)
+            dx, dw = _ConvGrads.apply(*args)
             grads = {conv.weight: dw.view(w.shape)}
         if conv.bias is not None:
             grads[conv.bias] = torch.zeros_like(params[conv.bias])
