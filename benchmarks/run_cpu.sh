@@ -51,7 +51,7 @@ run mini-conv4-2t-same-allocator --workload mini-conv4 --threads 2 --seconds 1 -
 run omniglot-1t-grouped --workload omniglot --threads 1 --min-iters 3 --group 0
 run mini-conv4-1t-recompute --workload mini-conv4 --threads 1 --seconds 1 --min-iters 2 --recompute
 run mini-resnet12-1t-recompute --workload mini-resnet12 --threads 1 --seconds 0 --min-iters 1 \
-  --recompute --max-memory-gb 16
+  --recompute --max-memory-gb 16 --floor
 floor floor-mini-resnet12-2t --workload mini-resnet12 --threads 2
 # Each lever against the reference in one process (levers.py), without and with the allocator.
 levers levers-mini-conv4-2t --workload mini-conv4 --threads 2 --rounds 5
