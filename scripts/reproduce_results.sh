@@ -12,11 +12,13 @@
 #   scripts/adaptivity.py        results/adaptivity.md, .json, .png (from results/table8*)
 #   scripts/metadataset_omniglot_minimal.py
 #                                results/metadataset_omniglot_minimal.md, .json
+#   scripts/omniglot_protocol.py results/omniglot_protocol.md, .json, results/omniglot_protocol/
 # The full run trains every cell of each recipe (Table 8: 1-3 minutes per 40x2 cell and 5-10
 # per 80x3 cell on one core, train_seconds in results/table8.json; about 20 minutes for
-# Omniglot; about 15 minutes for Omniglot in Meta-Dataset's format). JOBS (default 1) trains
-# that many Table 8 cells at once. --quick shortens each script to a few
-# iterations and cells (seconds; the tests run it twice and compare the outputs).
+# Omniglot; about 15 minutes for Omniglot in Meta-Dataset's format; the Omniglot protocol's 30
+# cells take far longer: train_seconds in results/omniglot_protocol.json). JOBS (default 1)
+# trains that many Table 8 and Omniglot protocol cells at once. --quick shortens each script to
+# a few iterations and cells (seconds; the tests run it twice and compare the outputs).
 # PYTHON (default: python) runs the scripts. The Omniglot configs read the minimal zips from
 # $ALFA_DATA/omniglot (README, Getting the data); OMNIGLOT_DATA names their folder instead.
 set -euo pipefail
@@ -44,6 +46,9 @@ if (( quick )); then
     "$py" scripts/adaptivity.py --results "$out/results" --tasks 20
     "$py" scripts/metadataset_omniglot_minimal.py --results "$out/results" \
         --runs "$out/runs/metadataset" --iterations 2 --tasks 5 "${omniglot[@]}"
+    "$py" scripts/omniglot_protocol.py --results "$out/results" \
+        --runs "$out/runs/omniglot_protocol" --iterations 2 --tasks 5 --jobs 1 \
+        --only 5way-alfa_maml-s0 5way-maml-s0 "${omniglot[@]}"
 else
     "$py" scripts/table8.py --results "$out/results" --runs "$out/runs/table8" \
         --jobs "${JOBS:-1}"
@@ -53,5 +58,7 @@ else
     "$py" scripts/clip_frequency.py --out "$out/results/clip_frequency.json"
     "$py" scripts/metadataset_omniglot_minimal.py --results "$out/results" \
         --runs "$out/runs/metadataset" "${omniglot[@]}"
+    "$py" scripts/omniglot_protocol.py --results "$out/results" \
+        --runs "$out/runs/omniglot_protocol" --jobs "${JOBS:-1}" "${omniglot[@]}"
 fi
 echo "re-derived results in $out/results"

@@ -256,9 +256,11 @@ def _eval(args: argparse.Namespace, here: World) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from alfa.paper.table8_run import reproduce
-
-    return reproduce(args, "alfa reproduce table8")
+    if args.table == "omniglot":
+        from alfa.paper.omniglot_run import reproduce
+    else:
+        from alfa.paper.table8_run import reproduce
+    return reproduce(args, f"alfa reproduce {args.table}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

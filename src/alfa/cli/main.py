@@ -118,11 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce",
         help="run a table of the paper with seeds, every row under one protocol (resumable)",
     )
-    p.add_argument("table", choices=["table8"])
-    from alfa.paper.table8_run import add_arguments
+    tables = p.add_subparsers(dest="table", metavar="TABLE", required=True)
+    from alfa.paper import omniglot_run, table8_run
 
-    add_arguments(p, results="runs/table8", runs="runs/table8", jobs=2)
-    p.set_defaults(func=commands.cmd_reproduce)
+    t = tables.add_parser(
+        "table8", help="Table 8 (sinusoid): MAML, learned-fixed, ALFA+MAML, seeds 0-2, ablations"
+    )
+    table8_run.add_arguments(t, results="runs/table8", runs="runs/table8", jobs=2)
+    t.set_defaults(func=commands.cmd_reproduce)
+    t = tables.add_parser(
+        "omniglot",
+        help="the Omniglot protocol on the minimal sets: MAML, learned-fixed, ALFA+MAML, "
+        "ALFA+random init, stable ALFA+MAML; 20- and 5-way 1-shot, seeds 0-2",
+    )
+    omniglot_run.add_arguments(
+        t, results="runs/omniglot_protocol", runs="runs/omniglot_protocol", jobs=2
+    )
+    t.set_defaults(func=commands.cmd_reproduce)
 
     p = sub.add_parser(
         "demo", help="MAML, learned-fixed and ALFA+MAML on sinusoid regression, one protocol"

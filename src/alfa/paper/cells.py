@@ -14,8 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from alfa.config import Config
+from alfa.errors import AlfaError
 
-__all__ = ["train_and_test", "train_and_test_all"]
+__all__ = ["deadline_from", "train_and_test", "train_and_test_all"]
+
+
+def deadline_from(stop_after: str | None) -> float | None:
+    """The ``time.time()`` of a recipe's ``--stop-after HH:MM`` (UTC, today), or None.
+
+    Raises:
+        AlfaError: ``stop_after`` is not ``HH:MM``.
+    """
+    if not stop_after:
+        return None
+    try:
+        hours, minutes = (int(x) for x in stop_after.split(":"))
+    except ValueError:
+        raise AlfaError(f"--stop-after must be HH:MM (UTC), got {stop_after!r}") from None
+    now = time.gmtime()
+    return time.time() + ((hours * 60 + minutes) - (now.tm_hour * 60 + now.tm_min)) * 60
 
 
 def train_and_test(

@@ -6,12 +6,11 @@ differences on the shared test tasks, the verdict, and ``table8.md`` (see
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from alfa.errors import AlfaError
+from alfa.paper.statistics import paired
 from alfa.paper.table8_cells import (
     ABLATION,
     ADAPTIVITY,
@@ -24,31 +23,7 @@ from alfa.paper.table8_cells import (
     cell_key,
 )
 
-__all__ = ["markdown", "paired", "paired_rows", "summaries"]
-
-
-def _ci(values: list[float]) -> tuple[float, float]:
-    """Mean and 95% CI half-width (1.96 * population std / sqrt(n), as alfa.runs.evaluate)."""
-    n = len(values)
-    mean = math.fsum(values) / n
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
-    return mean, 1.96 * std / math.sqrt(n)
-
-
-def paired(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean of the per-task differences ``a - b`` with its 95% CI (paired over tasks), their
-    median, and the share of tasks on which ``a`` has the lower value (robust to a heavy tail)."""
-    if len(a) != len(b):
-        raise AlfaError(f"paired comparison needs the same tasks; got {len(a)} and {len(b)}")
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    mean, ci = _ci(diffs)
-    return {
-        "mean_diff": mean,
-        "ci95": ci,
-        "median_diff": statistics.median(diffs),
-        "share_a_lower": sum(d < 0 for d in diffs) / len(diffs),
-        "tasks": len(a),
-    }
+__all__ = ["markdown", "paired", "paired_rows", "summaries"]  # paired: from alfa.paper.statistics
 
 
 def summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -23,11 +23,11 @@ import fnmatch
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from alfa.errors import AlfaError
+from alfa.paper.cells import deadline_from
 from alfa.paper.provenance import source_commit
 from alfa.paper.table8_cells import CELLS, DEFAULT_ITERATIONS, LABELS, cell_key, controlled_config
 from alfa.paper.table8_report import markdown, paired_rows, summaries
@@ -255,17 +255,6 @@ def add_arguments(parser: argparse.ArgumentParser, *, results: str, runs: str, j
     )
 
 
-def _deadline(stop_after: str | None) -> float | None:
-    if not stop_after:
-        return None
-    try:
-        hours, minutes = (int(x) for x in stop_after.split(":"))
-    except ValueError:
-        raise AlfaError(f"--stop-after must be HH:MM (UTC), got {stop_after!r}") from None
-    now = time.gmtime()
-    return time.time() + ((hours * 60 + minutes) - (now.tm_hour * 60 + now.tm_min)) * 60
-
-
 def reproduce(args: argparse.Namespace, program: str) -> int:
     """Run (or only report) the table as ``args`` say; ``program`` names the command in the
     result files (``alfa reproduce table8`` or ``python scripts/table8.py``).
@@ -295,7 +284,7 @@ def reproduce(args: argparse.Namespace, program: str) -> int:
         only=args.only,
         tasks=args.tasks,
         command=command,
-        deadline=_deadline(args.stop_after),
+        deadline=deadline_from(args.stop_after),
         jobs=args.jobs,
     )
     print((results / "table8.md").read_text())

@@ -1,0 +1,185 @@
+"""The Omniglot protocol (alfa.paper.omniglot_*): one config for every row but the rule, disjoint
+splits, the paired statistics and verdicts, and a short end-to-end run on the real minimal sets
+that is resumable, ships re-evaluable evidence and reports only what it ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alfa.cli.main import main
+from alfa.config import config_to_dict
+from alfa.paper.omniglot_cells import CELLS, METHODS, RULES, SEEDS, cell_key, protocol_config
+from alfa.paper.omniglot_report import CLAIMS, markdown, verdicts
+from alfa.paper.omniglot_run import report, run
+from alfa.runs.evaluate import evaluate
+from alfa.runs.reopen import load_run
+from shared_paths import REAL_OMNIGLOT, REPO
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_rows_differ_only_in_the_rule_and_the_initialisation():
+    for ways in (20, 5):
+        base = _flat(config_to_dict(protocol_config(ways, "maml", 0)))
+        for method in METHODS:
+            other = _flat(config_to_dict(protocol_config(ways, method, 0)))
+            changed = {k for k in base.keys() | other.keys() if base.get(k) != other.get(k)}
+            allowed = {k for k in changed if k.startswith("rule.")} | ({"name"} & changed)
+            if method == "alfa_random":
+                allowed.add("meta.init")
+            assert changed == allowed, method
+            assert ("name" in changed) == (method != "maml")
+            assert other["meta.grad_clip"] == 1.0 and other["meta.first_order"] is False
+    # seeds change only the seed and the name
+    a = _flat(config_to_dict(protocol_config(20, "alfa_maml", 0)))
+    b = _flat(config_to_dict(protocol_config(20, "alfa_maml", 2)))
+    assert {k for k in a if a[k] != b[k]} == {"seed", "name"}
+
+
+def test_the_stable_row_has_the_three_switches_and_random_init_the_official_decay():
+    stable = protocol_config(20, "alfa_maml_stable").rule
+    assert stable.state_encoding == "log_sign" and stable.generator_output == "bounded"
+    assert stable.state_statistics == ("mean", "rms")
+    random = protocol_config(5, "alfa_random")
+    assert random.meta.init == "random" and random.rule.per_element_decay
+    assert protocol_config(20, "alfa_maml").rule.state_encoding == "raw"
+
+
+def test_validation_and_test_alphabets_are_disjoint_from_training():
+    config = protocol_config(20, "maml")
+    alphabets = {}
+    for split in ("split_file", "val_split_file", "test_split_file"):
+        lines = (REPO / getattr(config.data, split)).read_text().split()
+        alphabets[split] = {line.split("/")[0] for line in lines}
+    assert alphabets["val_split_file"] == {"Greek"}
+    assert alphabets["test_split_file"] == {"Early_Aramaic", "Tagalog"}
+    assert len(alphabets["split_file"]) == 5
+    train, val, test = alphabets.values()
+    assert not (train & val) and not (train & test) and not (val & test)
+
+
+def test_a_partial_table_pairs_every_row_first():
+    assert CELLS[: len(METHODS)] == [(20, m, 0) for m in METHODS]
+    assert len(CELLS) == 2 * len(METHODS) * len(SEEDS)
+    assert set(RULES) == set(METHODS)
+
+
+def _pair(n: int, up: int, down: int) -> dict:
+    return {
+        "ways": 20,
+        "a": "alfa_maml",
+        "b": "maml",
+        "per_seed": [{}] * n,
+        "mean_over_seeds": 1.5,
+        "seeds_a_better_beyond_ci": up,
+        "seeds_b_better_beyond_ci": down,
+    }
+
+
+@pytest.mark.parametrize(
+    ("n", "up", "down", "start"),
+    [
+        (3, 3, 0, "holds:"),
+        (1, 1, 0, "holds so far:"),
+        (3, 0, 3, "fails:"),
+        (3, 2, 0, "not shown: better beyond the CI in 2 and worse in 0 of 3 seeds"),
+    ],
+)
+def test_a_claim_holds_only_when_every_seed_wins_beyond_the_ci(n, up, down, start):
+    (claim1,) = [v for v in verdicts([_pair(n, up, down)]) if v["claim"] == CLAIMS[0][2]][:1]
+    assert claim1["verdict"].startswith(start)
+    untested = [v for v in verdicts([]) if v["ways"] == 5]
+    assert all(v["verdict"].startswith("not tested yet") for v in untested)
+
+
+def _strip(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    for key in ("source", "results", "command", "written_by"):
+        doc.pop(key, None)
+    for row in doc["rows"]:
+        row.pop("train_seconds")
+        row.pop("commit")
+    return doc
+
+
+@pytest.mark.slow
+def test_a_short_run_is_resumable_ships_evidence_and_pairs_the_rows(tmp_path, capsys, monkeypatch):
+    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.skip("real Omniglot zips not available")
+    monkeypatch.chdir(REPO)  # the class lists are relative to the repository
+    only = ["20way-maml-s0", "20way-alfa_maml-s0"]
+    kwargs = {"iterations": 2, "only": only, "tasks": 6, "data": str(REAL_OMNIGLOT)}
+    doc = run(tmp_path / "res", tmp_path / "runs", **kwargs)
+    rows = {r["method"]: r for r in doc["rows"]}
+    assert set(rows) == {"maml", "alfa_maml"}
+    for r in rows.values():
+        assert r["test_tasks"] == 6 and r["iterations"] == 2 and 0 < r["accuracy"] < 100
+        assert r["best_val"] is not None and r["checkpoint_iteration"] in (1, 2)
+        assert [p[0] for p in r["val_curve"]] == [1, 2]
+    # the paired mean difference is the difference of the two accuracies (same episodes)
+    pair = next(p for p in doc["paired"] if (p["a"], p["b"]) == ("alfa_maml", "maml"))
+    want = rows["alfa_maml"]["accuracy"] - rows["maml"]["accuracy"]
+    assert pair["per_seed"][0]["mean_diff"] == pytest.approx(want, abs=1e-6)  # 10-digit files
+    # the shipped cell re-evaluates to its row
+    cell = tmp_path / "res" / "omniglot_protocol" / "20way-alfa_maml-s0"
+    assert (cell / "checkpoints" / "best.pt").is_file() and (cell / "class_lists").is_dir()
+    config, learner, source, state = load_run(cell)
+    assert state["iteration"] == rows["alfa_maml"]["checkpoint_iteration"]
+    result = evaluate(learner, source, tasks=6, seed=config.eval.seed, batch=config.eval.batch)
+    assert 100 * result["mean"] == pytest.approx(rows["alfa_maml"]["accuracy"], rel=1e-12)
+    # a second call runs nothing; a cell of another budget is refused
+    capsys.readouterr()
+    again = run(tmp_path / "res", tmp_path / "runs", **kwargs)
+    assert "2 cell(s) done, 0 to run" in capsys.readouterr().out
+    assert _strip(again) == _strip(doc)
+    with pytest.raises(Exception, match="another budget"):
+        run(tmp_path / "res", tmp_path / "runs", **{**kwargs, "iterations": 3})
+    # the report is a rendering of the JSON, and says which cells are missing
+    md = (tmp_path / "res" / "omniglot_protocol.md").read_text()
+    assert md == markdown(json.loads((tmp_path / "res" / "omniglot_protocol.json").read_text()))
+    assert "2 of 30 cells done" in md and "20way-learned_fixed-s0" in md
+    assert "holds so far" in md or "fails so far" in md or "not shown" in md
+    before = md
+    report(tmp_path / "res", "python scripts/omniglot_protocol.py --report-only")
+    after = (tmp_path / "res" / "omniglot_protocol.md").read_text()
+    assert after.split("## Protocol")[1] == before.split("## Protocol")[1]
+
+
+def test_a_damaged_table_is_refused_in_one_line_and_kept(tmp_path, capsys):
+    results = tmp_path / "res"
+    results.mkdir()
+    damaged = results / "omniglot_protocol.json"
+    damaged.write_text('{"rows": [{"ways": 20, "method": "maml"}]}')
+    code = main(["reproduce", "omniglot", "--results", str(results), "--report-only"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1
+    assert str(damaged) in err and "seed" in err
+    assert damaged.read_text() == '{"rows": [{"ways": 20, "method": "maml"}]}'
+
+
+def test_an_unknown_cell_pattern_is_refused_with_an_example(capsys):
+    code = main(
+        ["reproduce", "omniglot", "--only", "20way-reptile-s0", "--results", "/nonexistent"]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "20way-reptile-s0" in err and cell_key(*CELLS[0]) in err
+
+
+def test_the_claims_are_the_papers_three():
+    assert [(a, b) for a, b, _ in CLAIMS] == [
+        ("alfa_maml", "maml"),
+        ("alfa_random", "maml"),
+        ("alfa_maml", "learned_fixed"),
+    ]
+    assert Path(REPO / "scripts" / "omniglot_protocol.py").is_file()
