@@ -183,3 +183,22 @@ def test_the_claims_are_the_papers_three():
         ("alfa_maml", "learned_fixed"),
     ]
     assert Path(REPO / "scripts" / "omniglot_protocol.py").is_file()
+
+
+def test_a_damaged_per_episode_file_is_named_in_the_error(tmp_path):
+    from alfa.errors import AlfaError
+    from alfa.paper.omniglot_report import paired_rows
+
+    rows = [
+        {"ways": 20, "method": m, "seed": 0, "accuracy": 50.0, "ci95": 1.0, "iterations": 2}
+        for m in ("alfa_maml", "maml")
+    ]
+    for method, text in (("alfa_maml", "[0.5, 1.0]"), ("maml", '{"not": "a list"}')):
+        cell = tmp_path / f"20way-{method}-s0"
+        cell.mkdir()
+        (cell / "per_task_accuracy.json").write_text(text)
+    with pytest.raises(AlfaError, match=r"20way-maml-s0/per_task_accuracy\.json"):
+        paired_rows(rows, tmp_path)
+    (tmp_path / "20way-maml-s0" / "per_task_accuracy.json").write_text("[0.25, 1.0]")
+    (pair, *_) = paired_rows(rows, tmp_path)
+    assert pair["per_seed"][0]["mean_diff"] == pytest.approx(12.5)

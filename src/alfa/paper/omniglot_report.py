@@ -10,6 +10,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from alfa.errors import AlfaError
+from alfa.limits import read_bytes
 from alfa.paper.omniglot_cells import (
     BATCH,
     CLIP,
@@ -76,8 +78,26 @@ def summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _per_episode(cell: Path) -> list[float]:
-    """A shipped cell's per-episode test accuracies, in points."""
-    return [100.0 * v for v in json.loads((cell / "per_task_accuracy.json").read_text())]
+    """A shipped cell's per-episode test accuracies, in points.
+
+    Raises:
+        AlfaError: naming the file, when it is missing, too large, not JSON or not a list of
+            accuracies in [0, 1].
+    """
+    path = cell / "per_task_accuracy.json"
+    try:
+        values = json.loads(
+            read_bytes(path, cap=16 << 20, what="per-episode file", error=AlfaError)
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        values = None
+    ok = isinstance(values, list) and values
+    if not ok or not all(type(v) in (int, float) and 0 <= v <= 1 for v in values):
+        raise AlfaError(
+            f"'{path}' does not hold a list of per-episode accuracies in [0, 1]; train the cell "
+            "again (remove its row from the JSON file) or restore the file"
+        )
+    return [100.0 * v for v in values]
 
 
 def paired_rows(rows: list[dict[str, Any]], evidence: Path) -> list[dict[str, Any]]:

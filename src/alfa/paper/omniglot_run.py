@@ -95,8 +95,11 @@ def _validation(run_dir: Path) -> dict[str, Any]:
     curve = []
     path = run_dir / "metrics.jsonl"
     for line in path.read_text().splitlines() if path.is_file() else []:
-        record = json.loads(line)
-        value = record.get("accuracy")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a kill; the run log starts a new one
+            continue
+        value = record.get("accuracy") if isinstance(record, dict) else None
         if record.get("split") == "val" and isinstance(value, float) and math.isfinite(value):
             curve.append([record["iteration"], round(100.0 * value, 4)])
     best = max(curve, key=lambda p: p[1], default=None)

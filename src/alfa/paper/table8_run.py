@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from alfa.errors import AlfaError
+from alfa.limits import read_bytes
 from alfa.paper.cells import deadline_from
 from alfa.paper.provenance import source_commit
 from alfa.paper.table8_cells import CELLS, DEFAULT_ITERATIONS, LABELS, cell_key, controlled_config
@@ -58,9 +59,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise AlfaError(f"'{path}' is not a file; move it away or choose another --results")
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise AlfaError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+        doc = json.loads(read_bytes(path, cap=64 << 20, what="result table", error=AlfaError))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise AlfaError(
