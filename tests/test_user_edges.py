@@ -1,7 +1,10 @@
 """Rough edges a new user hit: the evaluation protocol with random layers, image options of
-``FewShotEpisodes``, ``--ensemble`` of a run that kept only ``best.pt``."""
+``FewShotEpisodes``, ``--ensemble`` of a run that kept only ``best.pt``, a parameter that the
+loss does not use."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -173,3 +176,34 @@ def test_one_default_rule_for_configs_and_python():
     default = inspect.signature(alfa.MetaLearner).parameters["rule"].default
     assert default == RuleConfig().name == load_config(None, []).rule.name == DEFAULT_RULE
     assert type(alfa.MetaLearner(MLP((4,)), steps=1).rule) is alfa.MAML
+
+
+class _WithUnused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = nn.Linear(1, 1)
+        self.unused = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+def test_a_parameter_outside_the_loss_gets_a_zero_gradient_and_one_warning():
+    """MAML leaves it as it is and adapts the rest exactly as without it; said once."""
+    torch.manual_seed(0)
+    model = _WithUnused()
+    plain = nn.Module()
+    plain.used = copy.deepcopy(model.used)  # the same parameter names, none unused
+    plain.forward = plain.used.forward
+    x, y = torch.randn(2, 5, 1), torch.randn(2, 5, 1)
+    with pytest.warns(UserWarning, match=r"'unused\.weight', 'unused\.bias'.*take no part") as seen:
+        adapted, _ = alfa.MetaLearner(model, rule="maml", steps=2, engine="generic").adapt(x, y)
+        alfa.MetaLearner(model, rule="maml", steps=2, engine="generic").adapt(x, y)
+    assert sum("take no part" in str(w.message) for w in seen) == 2  # once per learner
+    for name in ("unused.weight", "unused.bias"):
+        assert torch.equal(
+            adapted[name], getattr(model.unused, name.split(".")[1]).expand_as(adapted[name])
+        )
+    reference, _ = alfa.MetaLearner(plain, rule="maml", steps=2, engine="generic").adapt(x, y)
+    for name in ("used.weight", "used.bias"):
+        assert torch.allclose(adapted[name], reference[name], atol=0, rtol=0)

@@ -12,6 +12,7 @@ under ``vmap`` is named in a :class:`~alfa.errors.ModelError`.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -142,6 +143,28 @@ class FunctionalModel:
         with torch.enable_grad():
             values = loss_fn(self.apply(leaves, x), y)
             grads = torch.autograd.grad(
-                values.sum(), [leaves[n] for n in self.names], create_graph=create_graph
+                values.sum(),
+                [leaves[n] for n in self.names],
+                create_graph=create_graph,
+                allow_unused=True,
             )
-        return values, dict(zip(self.names, grads, strict=True))
+        unused = [n for n, g in zip(self.names, grads, strict=True) if g is None]
+        if unused:
+            self._warn_unused(unused)
+        return values, {
+            n: torch.zeros_like(leaves[n]) if g is None else g
+            for n, g in zip(self.names, grads, strict=True)
+        }
+
+    def _warn_unused(self, names: list[str]) -> None:
+        """Say once which parameters the loss does not depend on: their support gradient is
+        zero (as ``torch.func.grad`` gives), so only a rule's weight decay changes them."""
+        if getattr(self, "_warned_unused", False):
+            return
+        self._warned_unused = True
+        warnings.warn(
+            f"parameter(s) {', '.join(repr(n) for n in names)} of the base learner take no part "
+            "in the loss: their inner-loop gradient is zero (only weight decay changes them); "
+            "remove them from the module if they are not meant to be there",
+            stacklevel=3,
+        )
