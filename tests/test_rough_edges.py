@@ -499,8 +499,12 @@ def test_a_checkpoint_with_a_valid_checksum_but_a_bad_state(run, capsys, change,
 
 def test_reproduce_help_names_real_cells(capsys):
     code, help_text, _ = run_cli(capsys, "reproduce", "--help")
+    assert code == 0 and "table8" in help_text and "omniglot" in help_text
+    code, help_text, _ = run_cli(capsys, "reproduce", "table8", "--help")
     assert code == 0
     assert "40x2-k5-maml-s0" in help_text and "80x3-k20-alfa_maml-*" in help_text
+    code, help_text, _ = run_cli(capsys, "reproduce", "omniglot", "--help")
+    assert code == 0 and "20way-maml-s0" in help_text and "alfa_maml_stable" in help_text
 
 
 def test_reproduce_unknown_cell_lists_the_cells(in_tmp, capsys):

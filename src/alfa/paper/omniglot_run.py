@@ -17,10 +17,8 @@ The shipped ``results/omniglot_protocol.*`` are written by ``python scripts/omni
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import math
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from alfa.paper.cells import deadline_from
 from alfa.paper.omniglot_cells import CELLS, ITERATIONS, METHODS, cell_key, protocol_config
 from alfa.paper.omniglot_report import markdown, paired_rows, summaries
 from alfa.paper.provenance import source_commit
+from alfa.paper.result_table import add_table_arguments, read_table, select_cells, ship_cell
 
 __all__ = ["add_arguments", "main", "report", "reproduce", "run", "select"]
 
@@ -51,42 +50,10 @@ def _key(row: dict[str, Any]) -> str:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    """An earlier ``omniglot_protocol.json``, checked (an empty table when there is none).
-
-    Raises:
-        AlfaError: naming the file, when it cannot be read or does not hold result rows; it is
-            left as it is.
-    """
-    from alfa.limits import read_bytes
-
-    if not path.exists():
-        return {"rows": []}
-    if not path.is_file():
-        raise AlfaError(f"'{path}' is not a file; move it away or choose another --results")
-    try:
-        doc = json.loads(read_bytes(path, cap=64 << 20, what="result table", error=AlfaError))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise AlfaError(
-            f"'{path}' is not valid JSON{where}; repair it, or move it away to run every cell again"
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
-        raise AlfaError(f"'{path}' does not hold a list of result rows; repair or move it away")
+    """An earlier ``omniglot_protocol.json``, checked
+    (:func:`~alfa.paper.result_table.read_table`)."""
     known = {cell_key(*c) for c in CELLS}
-    for i, row in enumerate(doc["rows"]):
-        if not isinstance(row, dict):
-            raise AlfaError(f"'{path}' row {i} is not a JSON object; repair or move the file away")
-        bad = [key for key, kinds in _ROW_KEYS.items() if type(row.get(key, ...)) not in kinds]
-        if row.get("accuracy") is None and not isinstance(row.get("diverged"), str):
-            bad.append("diverged")
-        if not bad and _key(row) not in known:
-            bad.append("cell (not one of the protocol's)")
-        if bad:
-            raise AlfaError(
-                f"'{path}' row {i} lacks or has a wrong {', '.join(bad)}; repair it, or move the "
-                "file away to run every cell again"
-            )
-    return doc
+    return read_table(path, row_keys=_ROW_KEYS, score="accuracy", key=_key, known=known)
 
 
 def _validation(run_dir: Path) -> dict[str, Any]:
@@ -104,22 +71,6 @@ def _validation(run_dir: Path) -> dict[str, Any]:
             curve.append([record["iteration"], round(100.0 * value, 4)])
     best = max(curve, key=lambda p: p[1], default=None)
     return {"val_curve": curve, "best_val": best[1] if best else None}
-
-
-def _ship(run_dir: Path, dest: Path, per_task: list[float] | None) -> None:
-    """Copy the evidence of a cell: best checkpoint, config, log, class lists and per-episode
-    test accuracies."""
-    (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "metrics.jsonl"):
-        shutil.copyfile(run_dir / name, dest / name)
-    if (run_dir / "class_lists").is_dir():
-        shutil.copytree(run_dir / "class_lists", dest / "class_lists", dirs_exist_ok=True)
-    best = run_dir / "checkpoints" / "best.pt"
-    if best.is_file():
-        shutil.copyfile(best, dest / "checkpoints" / "best.pt")
-    if per_task is not None:
-        text = json.dumps([round(v, 10) for v in per_task]) + "\n"
-        (dest / "per_task_accuracy.json").write_text(text)
 
 
 def _write(results: Path, doc: dict[str, Any]) -> None:
@@ -140,15 +91,11 @@ def select(only: list[str] | None) -> list[tuple[int, str, int]]:
     Raises:
         AlfaError: a pattern matches no cell.
     """
-    if not only:
-        return list(CELLS)
-    for pattern in only:
-        if not any(fnmatch.fnmatch(cell_key(*c), pattern) for c in CELLS):
-            raise AlfaError(
-                f"no cell matches {pattern!r}; cells are <ways>way-<method>-s<seed>, e.g. "
-                f"{cell_key(*CELLS[0])} or '20way-*-s0' (alfa reproduce omniglot --help)"
-            )
-    return [c for c in CELLS if any(fnmatch.fnmatch(cell_key(*c), p) for p in only)]
+    hint = (
+        f"cells are <ways>way-<method>-s<seed>, e.g. {cell_key(*CELLS[0])} or '20way-*-s0' "
+        "(alfa reproduce omniglot --help)"
+    )
+    return select_cells(CELLS, cell_key, only, hint)
 
 
 def run(
@@ -209,7 +156,7 @@ def run(
             print(f"{key}: stopped; run the command again to resume it")
             break
         per_task = r.get("per_task")
-        _ship(run_dir, results / NAME / key, per_task)
+        ship_cell(run_dir, results / NAME / key, per_task, "per_task_accuracy.json")
         scored = r.get("mean") is not None
         row = {
             "ways": ways,
@@ -252,8 +199,6 @@ def report(results: Path, written_by: str) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser, *, results: str, runs: str, jobs: int) -> None:
     """The options of ``alfa reproduce omniglot`` and ``scripts/omniglot_protocol.py``."""
-    parser.add_argument("--results", default=results, help=f"folder of {NAME}.md and .json")
-    parser.add_argument("--runs", default=runs, help="folder of the cells' run directories")
     parser.add_argument(
         "--iterations",
         type=int,
@@ -262,28 +207,19 @@ def add_arguments(parser: argparse.ArgumentParser, *, results: str, runs: str, j
         + ")",
     )
     parser.add_argument(
-        "--only",
-        nargs="+",
-        help="cells to run, by name or fnmatch pattern: <ways>way-<method>-s<seed>, e.g. "
-        f"20way-maml-s0 '20way-*-s0'; ways 20, 5; seeds 0-2; methods {', '.join(METHODS)}",
-    )
-    parser.add_argument("--tasks", type=int, default=600, help="test episodes (600 in the table)")
-    parser.add_argument(
         "--data",
         help="folder of images_background_small1.zip and images_background_small2.zip "
         "(default: $ALFA_DATA/omniglot, which shipped configs name)",
     )
-    parser.add_argument(
-        "--jobs", type=int, default=jobs, help="cells trained at once, one process and thread each"
-    )
-    parser.add_argument(
-        "--stop-after", help="UTC time HH:MM after which no new cell is started (e.g. 07:55)"
-    )
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help=f"rewrite {NAME}.md and .json from the rows of the JSON file and the per-episode "
-        f"accuracies under {NAME}/ (trains nothing)",
+    add_table_arguments(
+        parser,
+        name=NAME,
+        results=results,
+        runs=runs,
+        jobs=jobs,
+        only_help="cells to run, by name or fnmatch pattern: <ways>way-<method>-s<seed>, e.g. "
+        f"20way-maml-s0 '20way-*-s0'; ways 20, 5; seeds 0-2; methods {', '.join(METHODS)}",
+        evidence="per-episode accuracies",
     )
 
 

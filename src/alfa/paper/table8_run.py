@@ -19,17 +19,15 @@ checkpoint, ``config.yaml``, ``metrics.jsonl`` and per-task test MSEs are copied
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from alfa.errors import AlfaError
-from alfa.limits import read_bytes
 from alfa.paper.cells import deadline_from
 from alfa.paper.provenance import source_commit
+from alfa.paper.result_table import add_table_arguments, read_table, select_cells, ship_cell
 from alfa.paper.table8_cells import CELLS, DEFAULT_ITERATIONS, LABELS, cell_key, controlled_config
 from alfa.paper.table8_report import markdown, paired_rows, summaries
 
@@ -48,53 +46,14 @@ _ROW_KEYS: dict[str, tuple[type, ...]] = {
 
 
 def _read(path: Path) -> dict[str, Any]:
-    """An earlier ``table8.json``, checked (an empty table when there is none).
-
-    Raises:
-        AlfaError: naming the file, when it cannot be read or does not hold result rows; it is
-            left as it is.
-    """
-    if not path.exists():
-        return {"rows": []}
-    if not path.is_file():
-        raise AlfaError(f"'{path}' is not a file; move it away or choose another --results")
-    try:
-        doc = json.loads(read_bytes(path, cap=64 << 20, what="result table", error=AlfaError))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise AlfaError(
-            f"'{path}' is not valid JSON{where}; repair it, or move it away to run every cell again"
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
-        raise AlfaError(f"'{path}' does not hold a list of result rows; repair or move it away")
-    known = {cell_key(*c) for c in CELLS}
-    for i, row in enumerate(doc["rows"]):
-        if not isinstance(row, dict):
-            raise AlfaError(f"'{path}' row {i} is not a JSON object; repair or move the file away")
-        bad = [key for key, kinds in _ROW_KEYS.items() if type(row.get(key, ...)) not in kinds]
-        if row.get("mse") is None and not isinstance(row.get("diverged"), str):
-            bad.append("diverged")
-        if not bad and cell_key(row["net"], row["shots"], row["method"], row["seed"]) not in known:
-            bad.append("cell (not one of the recipe's)")
-        if bad:
-            raise AlfaError(
-                f"'{path}' row {i} lacks or has a wrong {', '.join(bad)}; repair it, or move the "
-                "file away to run every cell again"
-            )
-    return doc
-
-
-def _ship(run_dir: Path, dest: Path, per_task: list[float] | None) -> None:
-    """Copy the evidence of a cell: best checkpoint, config, log and per-task test MSEs."""
-    (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "config.yaml", dest / "config.yaml")
-    shutil.copyfile(run_dir / "metrics.jsonl", dest / "metrics.jsonl")
-    best = run_dir / "checkpoints" / "best.pt"
-    if best.is_file():
-        shutil.copyfile(best, dest / "checkpoints" / "best.pt")
-    if per_task is not None:
-        text = json.dumps([round(v, 10) for v in per_task]) + "\n"
-        (dest / "per_task_mse.json").write_text(text)
+    """An earlier ``table8.json``, checked (:func:`~alfa.paper.result_table.read_table`)."""
+    return read_table(
+        path,
+        row_keys=_ROW_KEYS,
+        score="mse",
+        key=lambda r: cell_key(r["net"], r["shots"], r["method"], r["seed"]),
+        known={cell_key(*c) for c in CELLS},
+    )
 
 
 def _write(results: Path, doc: dict[str, Any]) -> None:
@@ -113,15 +72,11 @@ def _write(results: Path, doc: dict[str, Any]) -> None:
 def select(only: list[str] | None) -> list[tuple[str, int, str, int]]:
     """The cells matching any of ``only``'s patterns (fnmatch), in the recipe's order; every
     pattern must match a cell."""
-    if not only:
-        return list(CELLS)
-    for pattern in only:
-        if not any(fnmatch.fnmatch(cell_key(*c), pattern) for c in CELLS):
-            raise AlfaError(
-                f"no cell matches {pattern!r}; cells are <net>-k<shots>-<method>-s<seed>, e.g. "
-                f"{cell_key(*CELLS[0])} or '80x3-k20-alfa_maml-*' (alfa reproduce --help)"
-            )
-    return [c for c in CELLS if any(fnmatch.fnmatch(cell_key(*c), p) for p in only)]
+    hint = (
+        f"cells are <net>-k<shots>-<method>-s<seed>, e.g. {cell_key(*CELLS[0])} or "
+        "'80x3-k20-alfa_maml-*' (alfa reproduce table8 --help)"
+    )
+    return select_cells(CELLS, cell_key, only, hint)
 
 
 def run(
@@ -182,7 +137,7 @@ def run(
         if r.get("stopped"):  # Ctrl-C or SIGTERM: the cells that are running stop too
             print(f"{key}: stopped; run the command again to resume it")
             break
-        _ship(run_dir, results / "table8" / key, r.get("per_task"))
+        ship_cell(run_dir, results / "table8" / key, r.get("per_task"), "per_task_mse.json")
         row = {
             "net": net,
             "shots": shots,
@@ -227,30 +182,19 @@ def report(results: Path, written_by: str) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser, *, results: str, runs: str, jobs: int) -> None:
     """The options of ``alfa reproduce table8`` and ``scripts/table8.py`` (defaults differ)."""
-    parser.add_argument("--results", default=results, help="folder of table8.md and table8.json")
-    parser.add_argument("--runs", default=runs, help="folder of the cells' run directories")
     parser.add_argument(
         "--iterations", type=int, default=DEFAULT_ITERATIONS, help="meta-iterations per cell"
     )
-    parser.add_argument(
-        "--only",
-        nargs="+",
-        help="cells to run, by name or fnmatch pattern: <net>-k<shots>-<method>-s<seed>, e.g. "
-        "40x2-k5-maml-s0 '40x2-k5-*-s0' '80x3-k20-alfa_maml-*'; nets 40x2, 80x3; shots 5, 10, "
-        f"20 (ablations: 5); seeds 0-2; methods {', '.join(LABELS)}",
-    )
-    parser.add_argument("--tasks", type=int, default=600, help="test tasks (600 in the table)")
-    parser.add_argument(
-        "--jobs", type=int, default=jobs, help="cells trained at once, one process and thread each"
-    )
-    parser.add_argument(
-        "--stop-after", help="UTC time HH:MM after which no new cell is started (e.g. 07:55)"
-    )
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="rewrite table8.md and table8.json from the rows of table8.json and the per-task "
-        "MSEs under table8/ (trains nothing)",
+    add_table_arguments(
+        parser,
+        name="table8",
+        results=results,
+        runs=runs,
+        jobs=jobs,
+        only_help="cells to run, by name or fnmatch pattern: <net>-k<shots>-<method>-s<seed>, "
+        "e.g. 40x2-k5-maml-s0 '40x2-k5-*-s0' '80x3-k20-alfa_maml-*'; nets 40x2, 80x3; shots 5, "
+        f"10, 20 (ablations: 5); seeds 0-2; methods {', '.join(LABELS)}",
+        evidence="per-task MSEs",
     )
 
 
