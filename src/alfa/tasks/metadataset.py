@@ -4,7 +4,8 @@ An episode of ``N`` classes with ``k_c`` support images of class ``c`` and ``q``
 class becomes a :class:`~alfa.typing.TaskBatch` with one task (``T = 1``): support
 ``[1, sum k_c, C, H, W]``, query ``[1, N q, C, H, W]``, labels ``0..N-1`` in the (random) order of
 the description, pixels as :class:`~alfa.data.metadataset.MetaDatasetSource` decodes them
-(resized and scaled to ``[-1, 1]`` as Meta-Dataset's decoder does).
+(resized and scaled to ``[-1, 1]`` as Meta-Dataset's decoder does, up to the differences that
+docs/metadataset.md lists).
 
 Episodes differ in size, so they are not stacked: a meta-batch of several episodes is a list,
 and :func:`meta_batch_loss` runs them one after the other (grouping by episode; the outer loss
