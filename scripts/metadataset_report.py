@@ -17,8 +17,9 @@ See docs/metadataset.md for what each part does.
 - Data: `images_background_small1/2` (Greek and Latin appear in both and are merged):
   242 characters of 20 drawings. Training: the 6 alphabets of `configs/omniglot/splits`
   (203 characters); test: Early_Aramaic and Tagalog (39 characters); no validation alphabet.
-  No rotations (Meta-Dataset has none). Images decoded to RGB, resized to 28x28, scaled to
-  [-1, 1].
+  No rotations (Meta-Dataset has none). Images stored as Meta-Dataset's converter stores
+  Omniglot (RGB, inverted to white strokes on black, JPEG of quality 75) and decoded as its
+  decoder does (bilinear resize to 28x28 with aligned corners in float32, scaled to [-1, 1]).
 - Episodes (Meta-Dataset's sampler, alphabet-aware): ways uniform in [5, min(50, alphabet
   size)], 10 query images per class (half the smallest class, at most 10), support budget and
   imbalanced shots as in the Meta-Dataset paper.

@@ -35,7 +35,7 @@ def test_fixed_episodes_are_reproducible_and_hold_the_described_images(tmp_path)
         for label, (class_id, shots) in enumerate(zip(d.classes, d.shots, strict=True)):
             assert int((batch.support_y[0] == label).sum()) == shots
             assert int((batch.query_y[0] == label).sum()) == 3
-            stored = source.images(class_id).float() / 127.5 - 1.0
+            stored = source.images(class_id)  # decoded and scaled to [-1, 1]
             chosen = torch.cat(
                 [
                     batch.support_x[0][batch.support_y[0] == label],

@@ -70,8 +70,7 @@ def test_every_results_file_records_its_commit_and_command():
     # The runs behind the Meta-Dataset results: their commit, and each run's command.
     assert re.fullmatch(r"[0-9a-f]{40}", metadataset["runs_source"]["commit"])
     assert all(
-        # recorded at the runs' commit, before the module moved into alfa.paper
-        r["command"].startswith("python -m alfa.metadataset_run --config ")
+        r["command"].startswith("python -m alfa.paper.metadataset_run --config ")
         for r in metadataset["runs"].values()
     )
     for name, doc in (

@@ -14,13 +14,13 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+import torch
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tb_masked
 
 from alfa.data.check import check_dataset, run_check
 from alfa.data.example_proto import ExampleError, decode_example, encode_example
 from alfa.data.formats import detect_format
-from alfa.data.metadataset import MetaDatasetSource
+from alfa.data.metadataset import MetaDatasetSource, resize_and_scale
 from alfa.data.metadataset_spec import load_spec
 from alfa.data.tfrecord import crc32c, masked_crc32c, read_records, write_records
 from alfa.errors import DataError
@@ -115,11 +115,55 @@ def test_source_round_trip_and_spec(tmp_path) -> None:
     source = MetaDatasetSource(tmp_path / "src", image_size=6)
     for class_id, expected in arrays.items():
         got = source.images(class_id)
-        assert got.shape == (len(expected), 3, 6, 6)
-        np.testing.assert_array_equal(got.numpy(), np.stack(expected).transpose(0, 3, 1, 2))
-    resized = MetaDatasetSource(tmp_path / "src", image_size=3).images(0)[0].numpy()
-    image = Image.fromarray(arrays[0][0]).resize((3, 3), Image.Resampling.BILINEAR)
-    np.testing.assert_array_equal(resized, np.asarray(image).transpose(2, 0, 1))
+        assert got.shape == (len(expected), 3, 6, 6) and got.dtype == torch.float32
+        # At its own size an image is only scaled, as Meta-Dataset's decoder does it (float32).
+        stored = np.stack(expected).transpose(0, 3, 1, 2).astype(np.float32)
+        np.testing.assert_array_equal(got.numpy(), np.float32(2) * (stored / 255 - 0.5))
+
+
+def _one_image_source(root, pixels: np.ndarray) -> None:
+    """A flat source of 5 classes, class 0 holding the grey PNG ``pixels`` (lossless)."""
+    write_source(root, [1] * 5, size=2)
+    write_record_file(root / "0.tfrecords", [example_bytes(png(pixels), 0)])
+
+
+def _scaled(values) -> np.ndarray:
+    return 2 * (np.asarray(values, dtype=np.float64) / 255 - 0.5)
+
+
+def test_resize_is_bilinear_with_aligned_corners(tmp_path) -> None:
+    """TensorFlow 1's ``resize_images(BILINEAR, align_corners=True)``: output pixel ``i`` samples
+    the input at ``i (in - 1) / (out - 1)``, the corner pixels are kept; in float, no rounding."""
+    # 2x2 -> 3x3: samples at 0, 0.5, 1 in each direction.
+    _one_image_source(tmp_path / "up", np.array([[0, 30], [60, 91]], np.uint8))
+    up = MetaDatasetSource(tmp_path / "up", image_size=3).images(0)[0]
+    hand = [[0, 15, 30], [30, 45.25, 60.5], [60, 75.5, 91]]  # 45.25: (0 + 30 + 60 + 91) / 4
+    assert up.shape == (3, 3, 3)
+    for channel in up:  # grey: the same in R, G and B
+        np.testing.assert_allclose(channel.numpy(), _scaled(hand), rtol=0, atol=1e-6)
+    # 4x4 -> 3x3: samples at 0, 1.5, 3.
+    four = np.array([[0, 10, 20, 30], [40, 50, 60, 70], [80, 90, 100, 110], [120, 131, 140, 150]])
+    _one_image_source(tmp_path / "mid", four.astype(np.uint8))
+    mid = MetaDatasetSource(tmp_path / "mid", image_size=3).images(0)[0, 0]
+    hand = [
+        [0, (10 + 20) / 2, 30],
+        [(40 + 80) / 2, (50 + 60 + 90 + 100) / 4, (70 + 110) / 2],
+        [120, (131 + 140) / 2, 150],
+    ]
+    np.testing.assert_allclose(mid.numpy(), _scaled(hand), rtol=0, atol=1e-6)
+    # 3x3 -> 2x2 keeps the corners (an antialiased resize would average their neighbours).
+    nine = np.array([[7, 200, 9], [200, 255, 200], [11, 200, 13]], np.uint8)
+    _one_image_source(tmp_path / "down", nine)
+    down = MetaDatasetSource(tmp_path / "down", image_size=2).images(0)[0, 0]
+    np.testing.assert_allclose(down.numpy(), _scaled([[7, 9], [11, 13]]), rtol=0, atol=1e-6)
+
+
+def test_resize_and_scale_at_the_target_size_is_the_scaling_alone() -> None:
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 3, 5, 5), np.uint8))
+    out = resize_and_scale(images, 5)
+    assert out.dtype == torch.float32 and out.shape == (3, 3, 5, 5)
+    assert torch.equal(out, 2 * (images.float() / 255.0 - 0.5))
+    assert float(out.min()) >= -1 and float(out.max()) <= 1
 
 
 def test_bilevel_spec_alphabets(tmp_path) -> None:

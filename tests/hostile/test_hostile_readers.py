@@ -181,6 +181,12 @@ CASES |= {
         _convert_to("out", fsize=300), ("out", "nothing was kept")
     ),
     "data convert again once there is room": Case(_convert_to("out"), ("wrote 16 classes",), "ok"),
+    "data convert: a drawing of 100000x100000 pixels": Case(
+        _convert_zip(dict(data=bomb_png(100000, 100000))), ("011_01.png", "too large")
+    ),
+    "data convert: a drawing that is not an image": Case(
+        _convert_zip(dict(data=b"not an image")), ("011_01.png", "not a recognised image")
+    ),
     "spec: images_per_class by split of numbers": Case(
         _spec(images_per_class={"TRAIN": 5}), ("dataset_spec.json", "images_per_class")
     ),

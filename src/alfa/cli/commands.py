@@ -284,7 +284,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_data_convert(args: argparse.Namespace) -> int:
     from alfa.data.metadataset_convert import convert_omniglot
 
-    print(convert_omniglot(args.zips, args.to).line())
+    print(convert_omniglot(args.zips, args.to, keep_png=args.keep_png).line())
     return 0
 
 

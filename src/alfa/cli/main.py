@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", choices=["omniglot"], help="the dataset (alphabets: superclasses)")
     p.add_argument("zips", nargs="+", metavar="ZIP", help="its zip files (first wins)")
     p.add_argument("--to", required=True, metavar="DIR", help="a new or empty output folder")
+    p.add_argument(
+        "--keep-png",
+        action="store_true",
+        help="store the zips' PNG bytes unchanged (black strokes on white) instead of what "
+        "Meta-Dataset's converter writes: RGB, inverted (white strokes on black), JPEG of "
+        "quality 75",
+    )
     p.set_defaults(func=commands.cmd_data_convert)
 
     p = sub.add_parser(

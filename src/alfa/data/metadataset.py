@@ -7,9 +7,15 @@ Layout (Meta-Dataset's converted records, ``$RECORDS/<source>/``)::
     1.tfrecords
     ...
 
-Images are decoded as Meta-Dataset's decoder does: to 3 channels (RGB), a bilinear resize to
-``image_size`` x ``image_size``; the episode sampler scales them to ``[-1, 1]``. A source is read
-lazily, one class file at a time, and each decoded class is cached as ``uint8 [n, C, H, W]``.
+Images are decoded as Meta-Dataset's decoder (``meta_dataset/data/decoder.py``, ``ImageDecoder``)
+does: the encoded image to ``uint8`` RGB, a bilinear resize to ``image_size`` x ``image_size`` in
+``float32`` with ``align_corners=True`` (TensorFlow 1's ``tf.image.resize_images``: no
+antialiasing, no rounding), then ``2 * (x / 255 - 0.5)`` to ``[-1, 1]``
+(:func:`resize_and_scale`). The JPEG decoder differs: PIL's libjpeg uses its accurate integer
+inverse DCT, TensorFlow's ``decode_jpeg`` by default the fast one, so a decoded JPEG pixel may
+differ slightly (a PNG decodes the same). A source is read lazily, one class file at a time, and
+each decoded class is cached as ``float32 [n, C, image_size, image_size]`` (4 bytes a value:
+9,408 bytes an image at 28 x 28 RGB).
 
 Every problem names the file: a missing class file, a record file that is truncated or not a
 TFRecord, an Example without ``image``/``label``, a label that is not the file's class, a record
@@ -25,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 from torch import Tensor
 
 from alfa.data.example_proto import ExampleError, decode_example
@@ -34,7 +40,37 @@ from alfa.data.metadataset_spec import SPEC_FILE, SPLITS, DatasetSpec, load_spec
 from alfa.data.tfrecord import iter_records
 from alfa.errors import DataError
 
-__all__ = ["MetaDatasetSource", "check_source", "find_sources", "is_metadataset_root"]
+__all__ = [
+    "MetaDatasetSource",
+    "check_source",
+    "find_sources",
+    "is_metadataset_root",
+    "resize_and_scale",
+]
+
+
+def resize_and_scale(images: Tensor, size: int) -> Tensor:
+    """Decoded images as Meta-Dataset's ``ImageDecoder`` returns them.
+
+    A bilinear resize to ``size`` x ``size`` with ``align_corners=True`` in ``float32`` (output
+    pixel ``i`` samples the input at ``i * (in - 1) / (size - 1)``, the corner pixels' centres
+    aligned; no antialiasing, no rounding), as TensorFlow 1's ``tf.image.resize_images(...,
+    method=BILINEAR, align_corners=True)``; an image already ``size`` x ``size`` is unchanged.
+    Then ``2 * (x / 255 - 0.5)``, in that order, to ``[-1, 1]``.
+
+    Args:
+        images: ``uint8 [n, C, H, W]`` (any ``H``, ``W``).
+        size: Side of the output.
+
+    Returns:
+        ``float32 [n, C, size, size]`` in ``[-1, 1]``.
+    """
+    x = images.to(torch.float32)
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=True, antialias=False
+        )
+    return 2 * (x / 255.0 - 0.5)
 
 
 def is_metadataset_root(path: str | os.PathLike[str]) -> bool:
@@ -82,11 +118,10 @@ class MetaDatasetSource:
         return self.spec.record_file(self.root, class_id)
 
     def _decode(self, data: bytes, file: Path, index: int) -> np.ndarray:
+        """One record's image, ``uint8 [C, H, W]`` at its own size."""
         try:
             with decode_image(data, f"{file} (record {index})") as image:  # pixel limit first
                 image = image.convert("RGB" if self.channels == 3 else "L")
-                size = (self.image_size, self.image_size)
-                image = image.resize(size, Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
         except ImageTooLarge:
             raise
@@ -98,7 +133,8 @@ class MetaDatasetSource:
         return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
     def read_class(self, class_id: int, *, decode: bool = True) -> list[bytes] | Tensor:
-        """The images of one class: ``uint8 [n, C, H, W]`` (or the encoded bytes).
+        """The images of one class: ``float32 [n, C, S, S]`` in ``[-1, 1]`` with ``S`` the
+        ``image_size`` (:func:`resize_and_scale`), or the encoded bytes.
 
         Raises:
             DataError: Any problem of the class file, naming it.
@@ -133,14 +169,20 @@ class MetaDatasetSource:
             )
         if not decode:
             return encoded
-        images = torch.from_numpy(
-            np.stack([self._decode(b, file, i) for i, b in enumerate(encoded)])
-        )
+        decoded = [self._decode(b, file, i) for i, b in enumerate(encoded)]
+        size = self.image_size
+        images = torch.empty((len(decoded), self.channels, size, size), dtype=torch.float32)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, array in enumerate(decoded):
+            by_shape.setdefault(array.shape, []).append(i)
+        for indices in by_shape.values():  # one resize per image size
+            group = torch.from_numpy(np.stack([decoded[i] for i in indices]))
+            images[indices] = resize_and_scale(group, size)
         self._cache[class_id] = images
         return images
 
     def images(self, class_id: int) -> Tensor:
-        """Decoded ``uint8 [n, C, H, W]`` images of a class (cached)."""
+        """Decoded ``float32 [n, C, S, S]`` images of a class in ``[-1, 1]`` (cached)."""
         out = self.read_class(class_id)
         assert isinstance(out, Tensor)
         return out

@@ -2,8 +2,16 @@
 
 The output is one Meta-Dataset source folder: ``dataset_spec.json`` (a bi-level specification:
 the alphabets are the superclasses, the characters their classes) and one
-``<class_id>.tfrecords`` per character, each record a ``tf.train.Example`` holding the
-character's PNG bytes exactly as stored in the zip (``image``) and its class id (``label``).
+``<class_id>.tfrecords`` per character, each record a ``tf.train.Example`` holding one encoded
+image (``image``) and the character's class id (``label``).
+
+The images are what Meta-Dataset's converter writes for Omniglot (its
+``dataset_to_records.OmniglotConverter``, which calls ``write_tfrecord_from_directory`` with
+``invert_img=True``): each PNG of the zip is decoded, converted to RGB, inverted (white strokes
+on black; Omniglot's PNGs have black strokes on white) and encoded as a JPEG of PIL's default
+quality, :data:`JPEG_QUALITY` (Meta-Dataset saves without a quality argument), with PIL's
+default chroma subsampling. ``keep_png=True`` (``--keep-png``) stores the zip's PNG bytes
+unchanged instead: lossless, black strokes on white, not what Meta-Dataset's records hold.
 
 The split is the alphabet split of ``configs/omniglot/splits/minimal_*.txt``: 6 training
 alphabets and 2 test alphabets, no validation alphabet. Rotations are not classes (Meta-Dataset
@@ -15,24 +23,33 @@ minimal sets share Greek and Latin), the first zip given wins, as :mod:`alfa.dat
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import ImageOps
+
 from alfa.data.example_proto import encode_example
+from alfa.data.images import decode_image
 from alfa.data.metadataset_spec import SPEC_FILE, DatasetSpec, spec_to_json
 from alfa.data.tfrecord import write_records
 from alfa.errors import DataError
 from alfa.limits import read_member
 
 __all__ = [
+    "JPEG_QUALITY",
     "OMNIGLOT_TEST_ALPHABETS",
     "OMNIGLOT_TRAIN_ALPHABETS",
     "ConversionSummary",
     "convert_omniglot",
+    "meta_dataset_jpeg",
 ]
+
+JPEG_QUALITY = 75
+"""JPEG quality of the converted images: PIL's default, the one Meta-Dataset's converter gets."""
 
 OMNIGLOT_TRAIN_ALPHABETS: tuple[str, ...] = (
     "Balinese",
@@ -102,6 +119,26 @@ def _read(archive: zipfile.ZipFile, zip_path: str, name: str) -> bytes:
     return read_member(archive, name, f"{zip_path}: member {name}")
 
 
+def meta_dataset_jpeg(data: bytes, where: str) -> bytes:
+    """The record image Meta-Dataset's Omniglot converter makes of one encoded image: decoded,
+    converted to RGB, inverted (``255 - x`` per channel) and encoded as a JPEG of quality
+    :data:`JPEG_QUALITY`.
+
+    Args:
+        data: The encoded image (an Omniglot PNG).
+        where: What names the image in an error (the zip and member).
+
+    Raises:
+        DataError: The image does not decode, or its header claims more than
+            :data:`alfa.data.images.MAX_IMAGE_PIXELS` (refused before decoding).
+    """
+    with decode_image(data, where) as image:
+        inverted = ImageOps.invert(image.convert("RGB"))
+    out = io.BytesIO()
+    inverted.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
 def _written(out: Path, made: bool, files: list[Path]) -> None:
     """Remove what a failed conversion wrote: its files, and ``out`` when it made it."""
     for file in files:
@@ -125,6 +162,7 @@ def _write(
     train: list[str],
     test: list[str],
     files: list[Path],
+    keep_png: bool,
 ) -> DatasetSpec:
     """Write one record file per character (each appended to ``files`` before it is written)."""
     names: list[str] = []
@@ -144,10 +182,12 @@ def _write(
                 unique: dict[str, Member] = {}
                 for z, n in members[(alphabet, character)]:
                     unique.setdefault(n.rsplit("/", 1)[1], (z, n))
-                records = [
-                    encode_example({"image": [_read(opened[z], z, n)], "label": [class_id]})
-                    for z, n in (unique[k] for k in sorted(unique))
-                ]
+                records = []
+                for z, n in (unique[k] for k in sorted(unique)):
+                    image = _read(opened[z], z, n)
+                    if not keep_png:
+                        image = meta_dataset_jpeg(image, f"{z}: member {n}")
+                    records.append(encode_example({"image": [image], "label": [class_id]}))
                 files.append(out / f"{class_id}.tfrecords")
                 write_records(files[-1], records)
                 names.append(f"{alphabet}-{character}")
@@ -168,16 +208,21 @@ def _write(
     )
 
 
-def convert_omniglot(zips: list[str], out: str | os.PathLike[str]) -> ConversionSummary:
+def convert_omniglot(
+    zips: list[str], out: str | os.PathLike[str], *, keep_png: bool = False
+) -> ConversionSummary:
     """Write the Omniglot images of ``zips`` as a Meta-Dataset source at ``out``.
 
     Args:
         zips: Omniglot zip files (``images_background*.zip``), first wins on duplicates.
         out: A new or empty folder for the source.
+        keep_png: Store each zip member's PNG bytes unchanged instead of the inverted RGB JPEG
+            that Meta-Dataset's converter writes (:func:`meta_dataset_jpeg`).
 
     Raises:
-        DataError: A zip is missing, unreadable or holds no Omniglot image; an alphabet of the
-            split is in none of the zips; ``out`` is a file or a non-empty folder.
+        DataError: A zip is missing, unreadable or holds no Omniglot image; an image does not
+            decode (unless ``keep_png``); an alphabet of the split is in none of the zips;
+            ``out`` is a file or a non-empty folder.
     """
     out = Path(out)
     _check_out(out)
@@ -191,7 +236,7 @@ def convert_omniglot(zips: list[str], out: str | os.PathLike[str]) -> Conversion
     files: list[Path] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        spec = _write(out, zips, members, train, test, files)
+        spec = _write(out, zips, members, train, test, files, keep_png)
         files.append(out / SPEC_FILE)
         (out / SPEC_FILE).write_text(json.dumps(spec_to_json(spec, str(out)), indent=2))
     except BaseException as exc:

@@ -3,7 +3,9 @@
 An episode of ``N`` classes with ``k_c`` support images of class ``c`` and ``q`` query images per
 class becomes a :class:`~alfa.typing.TaskBatch` with one task (``T = 1``): support
 ``[1, sum k_c, C, H, W]``, query ``[1, N q, C, H, W]``, labels ``0..N-1`` in the (random) order of
-the description, pixels scaled to ``[-1, 1]`` as Meta-Dataset's decoder does.
+the description, pixels as :class:`~alfa.data.metadataset.MetaDatasetSource` decodes them
+(resized and scaled to ``[-1, 1]`` as Meta-Dataset's decoder does, up to the differences that
+docs/metadataset.md lists).
 
 Episodes differ in size, so they are not stacked: a meta-batch of several episodes is a list,
 and :func:`meta_batch_loss` runs them one after the other (grouping by episode; the outer loss
@@ -54,11 +56,9 @@ def build_episode(source: MetaDatasetSource, episode: Episode) -> TaskBatch:
         qx.append(images[order[shots : shots + desc.query]])
         sy.append(torch.full((shots,), label, dtype=torch.long))
         qy.append(torch.full((desc.query,), label, dtype=torch.long))
-
-    def pixels(parts: list[Tensor]) -> Tensor:
-        return (torch.cat(parts).float() / 127.5 - 1.0).unsqueeze(0)
-
-    return TaskBatch(pixels(sx), torch.cat(sy)[None], pixels(qx), torch.cat(qy)[None])
+    return TaskBatch(
+        torch.cat(sx)[None], torch.cat(sy)[None], torch.cat(qx)[None], torch.cat(qy)[None]
+    )
 
 
 class EpisodeStream:
