@@ -18,7 +18,8 @@
 # $ALFA_DATA/omniglot holds images_background_small1.zip and images_background_small2.zip
 # (default ALFA_DATA: ../shared/data beside the repository). The runs and the exported files
 # store the data path as ${ALFA_DATA}/omniglot/..., not as a path of this machine. WAYS="20 5" by default. ALFA is the command
-# that runs the CLI (default: `alfa`). One thread per run (OMP_NUM_THREADS=1, train.threads=1)
+# that runs the CLI (default: `alfa`). OUT is where the exported files go (default
+# src/alfa/resources/pretrained: the shipped files are replaced; another folder leaves them). One thread per run (OMP_NUM_THREADS=1, train.threads=1)
 # on the CPU: a rerun gives the same weights bit for bit on the same machine and software.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ export ALFA_DATA=${ALFA_DATA:-../shared/data}
 RUNS=${RUNS:-runs/pretrained}
 WAYS=${WAYS:-20 5}
 read -r -a ALFA <<< "${ALFA:-alfa}"
-OUT=src/alfa/resources/pretrained
+OUT=${OUT:-src/alfa/resources/pretrained}
 SPLITS=configs/omniglot/splits
 # shellcheck disable=SC2016  # the variable is stored as written, expanded when the data is read
 ROOT='${ALFA_DATA}/omniglot/images_background_small1.zip,${ALFA_DATA}/omniglot/images_background_small2.zip'
