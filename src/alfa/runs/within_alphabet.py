@@ -80,9 +80,8 @@ def evaluate_within_alphabet(
 
     Args:
         learner: a meta-learner, or several whose outputs are averaged (an ensemble).
-        source: the episodes, e.g.
-            :meth:`WithinAlphabetSource.from_config(config, class_lists)
-            <alfa.tasks.within_alphabet.WithinAlphabetSource.from_config>`.
+        source: the episodes, e.g. those of a run's test classes,
+            :meth:`~alfa.tasks.within_alphabet.WithinAlphabetSource.from_config`.
         tasks: episodes of the main part, and of each smaller alphabet's part.
         seed: the episodes' seed (``eval.seed``, 1234 by default); the same seed gives the
             same episodes.
