@@ -6,7 +6,9 @@
 # 600 and 1000 meta-iterations, seed 0; see results/omniglot_minimal.md):
 #   1. a run on the 6/2 alphabet split (6 meta-train alphabets), tested with `alfa eval` on the
 #      600 fixed episodes of the 2 held-out alphabets (Early_Aramaic, Tagalog): the accuracy the
-#      README reports (written to $RUNS/omniglot-<N>way-6of8/eval.json);
+#      README reports (written to $RUNS/omniglot-<N>way-6of8/eval.json), and with
+#      `alfa eval --episodes within-alphabet` on episodes of one held-out alphabet each
+#      (Lake et al.'s one-shot task; $RUNS/omniglot-<N>way-6of8/eval_within.json);
 #   2. a run on all 8 alphabets (configs/omniglot/splits/minimal_all.txt), same recipe and seed,
 #      exported with `alfa export` as the shipped model src/alfa/resources/pretrained/
 #      omniglot-<N>way.safetensors.
@@ -17,9 +19,14 @@
 #
 # $ALFA_DATA/omniglot holds images_background_small1.zip and images_background_small2.zip
 # (default ALFA_DATA: ../shared/data beside the repository). The runs and the exported files
-# store the data path as ${ALFA_DATA}/omniglot/..., not as a path of this machine. WAYS="20 5" by default. ALFA is the command
-# that runs the CLI (default: `alfa`). One thread per run (OMP_NUM_THREADS=1, train.threads=1)
-# on the CPU: a rerun gives the same weights bit for bit on the same machine and software.
+# store the data path as ${ALFA_DATA}/omniglot/..., not as a path of this machine.
+# WAYS="20 5" by default. ALFA is the command that runs the CLI (default: `alfa`). OUT is where
+# the exported files go (default src/alfa/resources/pretrained: the shipped files are replaced;
+# another folder leaves them as they are). One thread per run (OMP_NUM_THREADS=1,
+# train.threads=1) on the CPU, with the separate 4-CONV layers the shipped models were trained
+# with (train.kernels=unfused; the fused blocks of the default, auto, round differently, and
+# only where a C++ compiler is present): a rerun gives the same weights bit for bit on the same
+# machine and software.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -27,7 +34,7 @@ export ALFA_DATA=${ALFA_DATA:-../shared/data}
 RUNS=${RUNS:-runs/pretrained}
 WAYS=${WAYS:-20 5}
 read -r -a ALFA <<< "${ALFA:-alfa}"
-OUT=src/alfa/resources/pretrained
+OUT=${OUT:-src/alfa/resources/pretrained}
 SPLITS=configs/omniglot/splits
 # shellcheck disable=SC2016  # the variable is stored as written, expanded when the data is read
 ROOT='${ALFA_DATA}/omniglot/images_background_small1.zip,${ALFA_DATA}/omniglot/images_background_small2.zip'
@@ -61,7 +68,7 @@ train() {  # train RUN_DIR CONFIG OVERRIDES...: a fresh run unless it is marked 
 for ways in $WAYS; do
   config=configs/omniglot/alfa_maml_${ways}way_1shot.yaml
   common=("data.root=$ROOT" "train.iterations=$(iterations "$ways")" train.threads=1 seed=0
-    "data.test_split_file=$SPLITS/minimal_test.txt")
+    train.kernels=unfused "data.test_split_file=$SPLITS/minimal_test.txt")
   split_run=$RUNS/omniglot-${ways}way-6of8
   all_run=$RUNS/omniglot-${ways}way-all8
   train "$split_run" "$config" "${common[@]}" "data.split_file=$SPLITS/minimal_train.txt"
@@ -69,6 +76,10 @@ for ways in $WAYS; do
   run "${ALFA[@]}" eval "$split_run" --checkpoint last --json > "$split_run/eval.txt"
   tail -n 1 "$split_run/eval.txt" > "$split_run/eval.json"
   head -n 1 "$split_run/eval.txt" | tee -a "$log"
+  run "${ALFA[@]}" eval "$split_run" --checkpoint last --episodes within-alphabet --json \
+    > "$split_run/eval_within.txt"
+  tail -n 1 "$split_run/eval_within.txt" > "$split_run/eval_within.json"
+  sed '$d' "$split_run/eval_within.txt" | tee -a "$log"  # the report's lines, not its JSON
   run "${ALFA[@]}" export "$all_run" --checkpoint last --to "$OUT/omniglot-${ways}way.safetensors" \
     | tee -a "$log"
 done

@@ -16,6 +16,7 @@ from alfa.errors import AlfaError
 if TYPE_CHECKING:
     from alfa.config import Config
     from alfa.runs.distributed import World
+    from alfa.runs.trained import Trained
 
 
 def _everywhere(message: str) -> AlfaError:
@@ -201,6 +202,7 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     from alfa.runs.reopen import load_ensemble
     from alfa.runs.trained import open_trained, trained_config
     from alfa.tasks.source import build_source
+    from alfa.tasks.within_alphabet import check_grouped
 
     if args.tasks is not None and args.tasks < 1:
         raise _everywhere(f"--tasks must be at least 1; got {args.tasks}")
@@ -208,20 +210,34 @@ def _eval(args: argparse.Namespace, here: World) -> int:
         raise _everywhere(f"--steps must be 0 (as trained) or more; got {args.steps}")
     if args.ensemble < 0:
         raise _everywhere(f"--ensemble must be 0 (off) or more; got {args.ensemble}")
+    within = args.episodes == "within-alphabet"
+    query = args.query
+    if query is not None and not within:
+        raise _everywhere(
+            "--query sets the queries of within-alphabet episodes; add --episodes "
+            "within-alphabet (the standard episodes take data.test_query=N)"
+        )
+    if query is not None and query < 1:
+        raise _everywhere(f"--query must be at least 1; got {query}")
     if args.run_dir is not None and "=" in args.run_dir and args.pretrained:
         args.overrides, args.run_dir = [args.run_dir, *args.overrides], None
     target = _eval_target(args)  # a run directory or an `alfa export` file
     stored = trained_config(target)
     config = eval_config(stored, args.overrides)  # e.g. data.test_root=DIR
+    if within:
+        check_grouped(config)  # before any weights or data are read
     tasks = args.tasks or config.eval.tasks
     steps = _eval_steps(
         args.steps or config.eval.steps or config.meta.steps, config.meta.steps, config.rule.name
     )
-    check_memory(config, resolve_device(config.train.device), tasks=tasks)  # before allocating
+    if not within:  # within-alphabet: once the source says how many queries
+        check_memory(config, resolve_device(config.train.device), tasks=tasks)
     trained = open_trained(target, checkpoint=args.checkpoint)
     learner = trained.learner.to(configure_runtime(config))  # train.device/threads overrides
     # only the test classes are read, from the lists kept with the run or export
     lists = still_valid(stored, config, trained.class_lists)
+    if within:
+        return _eval_within(args, here, target, config, trained, lists, tasks, steps)
     source = build_source(config, splits=("test",), class_lists=lists)
     learners = [learner]
     if args.ensemble > 1:
@@ -250,6 +266,60 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     line = f"{result['metric']}: {result['mean']:.4f} +- {result['ci95']:.4f} (95% CI"
     line += f", {result['tasks']} tasks, {result['steps']} steps, iteration {trained.iteration})"
     print(line)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _eval_within(
+    args: argparse.Namespace,
+    here: World,
+    target: Path,
+    config: Config,
+    trained: Trained,
+    lists: dict[str, list[str]],
+    tasks: int,
+    steps: int,
+) -> int:
+    """``alfa eval --episodes within-alphabet``: the run's test characters in episodes of one
+    alphabet each (:mod:`alfa.runs.within_alphabet`), with the accuracy per alphabet."""
+    from dataclasses import replace
+
+    from alfa.runs.build import resolve_device
+    from alfa.runs.memory import check_memory
+    from alfa.runs.reopen import load_ensemble
+    from alfa.runs.within_alphabet import evaluate_within_alphabet, report_lines
+    from alfa.tasks.within_alphabet import WithinAlphabetSource
+
+    source = WithinAlphabetSource.from_config(config, lists, query=args.query)
+    queried = replace(config, data=replace(config.data, test_query=source.query))
+    check_memory(queried, resolve_device(config.train.device), tasks=tasks)
+    learner = trained.learner
+    learners = [learner]
+    if args.ensemble > 1:
+        if trained.is_export:
+            raise _everywhere("--ensemble needs a run directory; an export holds one model")
+        learners = load_ensemble(target, args.ensemble, config, source.sources[0])
+    result = evaluate_within_alphabet(
+        learners,
+        source,
+        tasks=tasks,
+        seed=config.eval.seed,
+        batch=config.eval.batch,
+        steps=steps,
+        first_order=config.eval.first_order,
+        device=next(learner.parameters()).device,
+        progress=not args.json,
+        world=here,
+    )
+    if not here.main:
+        return 0
+    result["iteration"] = trained.iteration
+    used = trained.origin.name
+    result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else used
+    result["train_seed"] = config.seed
+    for line in report_lines(result, f", iteration {trained.iteration}"):
+        print(line)
     if args.json:
         print(json.dumps(result))
     return 0

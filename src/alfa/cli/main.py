@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="evaluate a model shipped with alfa (alfa models lists them) on its test classes",
     )
+    p.add_argument(
+        "--episodes",
+        choices=("standard", "within-alphabet"),
+        default="standard",
+        help="standard: the run's N-way episodes of all its test classes (default); "
+        "within-alphabet (Omniglot): every episode's characters from one alphabet, unrotated, "
+        "with the accuracy per alphabet (Lake et al.'s one-shot task)",
+    )
+    p.add_argument(
+        "--query",
+        type=int,
+        default=None,
+        metavar="N",
+        help="query drawings per class of a within-alphabet episode (default: every drawing "
+        "not in the support set, 19 for Omniglot at 1 shot)",
+    )
     _timeout_option(p)
     p.set_defaults(func=commands.cmd_eval)
 

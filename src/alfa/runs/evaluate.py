@@ -49,6 +49,7 @@ def evaluate(
     progress: bool = False,
     per_task: bool = False,
     world: World | None = None,
+    classes: int | None = None,
 ) -> dict[str, Any]:
     """Adapt to each fixed task's support set and score its query set.
 
@@ -61,6 +62,11 @@ def evaluate(
 
     With ``world`` (a distributed job) the chunks are shared among its ranks and every rank
     returns the whole result.
+
+    With ``classes`` (classification) only the first ``classes`` outputs are scored: tasks with
+    fewer classes than the learner's output layer (labels ``0 .. classes - 1``, e.g. a 17-way
+    episode for a 20-way model), whose other outputs stand for no class of the task and are
+    never predicted. The adaptation still sees every output, as the learner was trained.
 
     The learners are put in eval mode while they are scored (and given back in the mode they
     were in), so random layers such as ``nn.Dropout`` are off and the same tasks give the same
@@ -84,6 +90,7 @@ def evaluate(
             progress,
             per_task,
             world,
+            classes,
         )
     finally:
         for m, mode in zip(learners, modes, strict=True):
@@ -103,6 +110,7 @@ def _evaluate(
     progress: bool,
     per_task: bool,
     world: World | None,
+    classes: int | None,
 ) -> dict[str, Any]:
     steps = learners[0].steps if steps is None else steps
     here = world if world is not None else World()
@@ -119,6 +127,8 @@ def _evaluate(
         ]
         mean_out = torch.stack(outputs).mean(0)
         if source.task == "classification":
+            if classes is not None:
+                mean_out = mean_out[..., :classes]
             hits = accuracy(mean_out, chunk.query_y).cpu()
             done[index] = (hits.mean(1), hits)
         else:
