@@ -179,6 +179,21 @@ def test_a_plain_sequential_takes_the_fast_path():
     _assert_same(make, "alfa", _images(size=12))
 
 
+@pytest.mark.parametrize("inputs", ["images", "vectors"])
+def test_a_flatten_first_model_takes_the_fast_path_on_images_and_vectors(inputs):
+    """``Flatten`` then ``Linear``: images are flattened per task, flat inputs pass through."""
+
+    def make():
+        features = 1 * 6 * 6 if inputs == "images" else 1
+        outputs = 3 if inputs == "images" else 1
+        return nn.Sequential(nn.Flatten(), nn.Linear(features, 8), nn.ReLU(), nn.Linear(8, outputs))
+
+    if inputs == "images":
+        _assert_same(make, "alfa", _images(size=6))
+    else:
+        _assert_same(make, "maml", _sinusoid(), task="regression")
+
+
 def test_evaluation_without_graph_matches():
     batch = _images(size=16)
     generic = _learner(conv4(), "alfa", "generic")

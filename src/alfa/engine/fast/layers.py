@@ -161,12 +161,13 @@ class LeakyReLU(Layer):
 
 
 class Flatten(Layer):
-    """Image layout ``[B, G*C, H, W]`` -> vector layout ``[G, B, C*H*W]``."""
+    """Image layout ``[B, G*C, H, W]`` -> vector layout ``[G, B, C*H*W]`` (any trailing
+    dimensions: a leading ``Flatten`` may also receive inputs that are flat already)."""
 
     def forward(self, params, x, split):
-        b, gc, h, w = x.shape
+        b, gc = x.shape[:2]
         groups = _groups(params)
-        y = x.reshape(b, groups, (gc // groups) * h * w).transpose(0, 1)
+        y = x.reshape(b, groups, (gc // groups) * x[0, 0].numel()).transpose(0, 1)
         return y, x.shape
 
     def backward(self, params, shape, dy, need_dx=True):

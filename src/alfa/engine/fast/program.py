@@ -122,6 +122,7 @@ def _sequential(seq: nn.Sequential, prefix: str) -> tuple[list[Layer], bool]:
             layers.append(_pool(m))
         elif kind is nn.Flatten and m.start_dim == 1 and m.end_dim == -1:
             layers.append(Flatten())
+            images = True if images is None else images  # before any layer: image input
         else:
             raise _Unsupported(path)
     if images is None:
