@@ -239,7 +239,8 @@ def test_a_huge_learning_rate_diverges_with_step_layer_and_task(tmp_path, capsys
     assert re.search(
         r"training diverged: iteration 1: non-finite (support loss at|query loss after) inner "
         r"step \d, layer 'net\.\d' \(first non-finite output\), task \d+; "
-        r"no checkpoint was written yet$",
+        r"no checkpoint was written yet; to stabilise it, try a smaller rule\.lr or meta\.lr, "
+        r"or meta\.grad_clip=1\.0 \(docs/stability\.md\)$",
         line,
     ), line
     assert list_checkpoints(run / "checkpoints") == []
@@ -357,3 +358,25 @@ def test_a_run_in_use_cannot_be_resumed_twice(tmp_path, capsys):
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     assert "in use by another" in error_line(capsys)
+
+
+def test_the_divergence_hint_names_only_the_stabilisers_a_config_lacks():
+    from alfa.runs.divergence import remedies
+
+    paper = remedies(load_config(None, ["rule.name=alfa"]))
+    for switch in (
+        "meta.grad_clip=1.0",
+        "rule.state_encoding=log_sign",
+        "rule.generator_output=bounded",
+        "rule.state_statistics=[mean,rms]",
+    ):
+        assert switch in paper
+        assert load_config(None, ["rule.name=alfa", switch])  # each is a valid override
+    stable = remedies(
+        load_config(
+            None,
+            ["rule.name=alfa", "meta.grad_clip=1", "rule.state_encoding=log_sign"],
+        )
+    )
+    assert "grad_clip" not in stable and "log_sign" not in stable and "bounded" in stable
+    assert "rule.state" not in remedies(load_config(None, ["rule.name=maml"]))

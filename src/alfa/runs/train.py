@@ -75,7 +75,12 @@ from alfa.runs.distributed import (
     shared_error,
     world,
 )
-from alfa.runs.divergence import diagnose, meta_gradients_finite, meta_parameters_finite
+from alfa.runs.divergence import (
+    diagnose,
+    meta_gradients_finite,
+    meta_parameters_finite,
+    remedies,
+)
 from alfa.runs.durable import is_disk_full
 from alfa.runs.last_good import last_good_checkpoint
 from alfa.runs.memory import check_memory
@@ -516,7 +521,7 @@ def _loop(
         if here.main:
             good = last_good_checkpoint(config, paths["checkpoints"], source, device).describe()
         good = broadcast(good, here)  # every rank raises rank 0's message
-        error = DivergenceError(f"training diverged: {exc}; {good}")
+        error = DivergenceError(f"training diverged: {exc}; {good}; {remedies(config)}")
         raise (shared_error(error) if here.distributed else error) from exc
     finally:
         bar.close()
