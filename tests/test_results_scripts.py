@@ -35,6 +35,9 @@ WRITERS = {
     "adaptivity.png": "scripts/adaptivity.py",
     "metadataset_omniglot_minimal.md": "scripts/metadataset_omniglot_minimal.py",
     "metadataset_omniglot_minimal.json": "scripts/metadataset_omniglot_minimal.py",
+    "omniglot_protocol.md": "scripts/omniglot_protocol.py",
+    "omniglot_protocol.json": "scripts/omniglot_protocol.py",
+    "omniglot_protocol": "scripts/omniglot_protocol.py",
 }
 TIMING = {"train_seconds", "seconds"}
 
@@ -53,8 +56,11 @@ def test_every_results_file_records_its_commit_and_command():
     clip = json.loads((RESULTS / "clip_frequency.json").read_text())
     adaptivity = json.loads((RESULTS / "adaptivity.json").read_text())
     metadataset = json.loads((RESULTS / "metadataset_omniglot_minimal.json").read_text())
+    protocol = json.loads((RESULTS / "omniglot_protocol.json").read_text())
+    assert all(re.fullmatch(r"[0-9a-f]{40}", r["commit"]) for r in protocol["rows"])
     for doc, script in (
         (table8, "table8.py"),
+        (protocol, "omniglot_protocol.py"),
         (omniglot, "omniglot_minimal.py"),
         (metadataset, "metadataset_omniglot_minimal.py"),
     ):
@@ -75,6 +81,7 @@ def test_every_results_file_records_its_commit_and_command():
     )
     for name, doc in (
         ("table8.md", table8),
+        ("omniglot_protocol.md", protocol),
         ("omniglot_minimal.md", omniglot),
         ("metadataset_omniglot_minimal.md", metadataset),
     ):
@@ -170,6 +177,8 @@ def test_the_quick_run_of_every_results_script_is_deterministic(tmp_path):
         "adaptivity.json",
         "metadataset_omniglot_minimal.md",
         "metadataset_omniglot_minimal.json",
+        "omniglot_protocol.md",
+        "omniglot_protocol.json",
     } <= set(first)
     for key in first:
         assert first[key] == second[key], key
@@ -183,6 +192,9 @@ def test_the_quick_run_of_every_results_script_is_deterministic(tmp_path):
     assert [r["iterations"] for r in metadataset["runs"].values()] == [2] * 4
     assert all(len(r["episode_accuracies"]) == 5 for r in metadataset["runs"].values())
     assert all(0 < r["accuracy"] < 100 for r in metadataset["runs"].values())
+    protocol = first["omniglot_protocol.json"]
+    assert [(r["ways"], r["method"]) for r in protocol["rows"]] == [(5, "maml"), (5, "alfa_maml")]
+    assert all(0 < r["accuracy"] < 100 and r["test_tasks"] == 5 for r in protocol["rows"])
 
 
 def test_alfa_eval_of_a_shipped_checkpoint_prints_the_shipped_number(capsys):
@@ -204,3 +216,23 @@ def test_alfa_eval_of_a_shipped_checkpoint_prints_the_shipped_number(capsys):
     assert f"| 40x2 | 5 | alfa_maml | 1 | {row['mse']:.3f} +- {row['ci95']:.3f} |" in (
         (RESULTS / "table8.md").read_text()
     )
+
+
+def test_alfa_eval_of_a_shipped_omniglot_protocol_cell_repeats_its_episodes(capsys, monkeypatch):
+    """`alfa eval` of a shipped protocol cell on its first 20 test episodes gives the mean of
+    the cell's first 20 shipped per-episode accuracies (episode i depends only on the seed and
+    i), at the recorded checkpoint, with only ALFA_DATA set."""
+    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.skip("real Omniglot zips not available")
+    monkeypatch.setenv("ALFA_DATA", str(REAL_OMNIGLOT.parent))
+    doc = json.loads((RESULTS / "omniglot_protocol.json").read_text())
+    row = next(r for r in doc["rows"] if r["accuracy"] is not None)
+    cell = RESULTS / "omniglot_protocol" / f"{row['ways']}way-{row['method']}-s{row['seed']}"
+    shipped = json.loads((cell / "per_task_accuracy.json").read_text())
+    assert len(shipped) == row["test_tasks"] == 600
+    assert statistics.fmean(shipped) * 100 == pytest.approx(row["accuracy"], abs=1e-6)
+    capsys.readouterr()
+    assert main(["eval", str(cell), "--tasks", "20", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["iteration"] == row["checkpoint_iteration"]
+    assert printed["mean"] == pytest.approx(statistics.fmean(shipped[:20]), abs=1e-6)
