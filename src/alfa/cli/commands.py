@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alfa.errors import AlfaError
 
@@ -199,7 +199,6 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     from alfa.runs.class_lists import still_valid
     from alfa.runs.evaluate import evaluate
     from alfa.runs.memory import check_memory
-    from alfa.runs.reopen import load_ensemble
     from alfa.runs.trained import open_trained, trained_config
     from alfa.tasks.source import build_source
     from alfa.tasks.within_alphabet import check_grouped
@@ -239,11 +238,7 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     if within:
         return _eval_within(args, here, target, config, trained, lists, tasks, steps)
     source = build_source(config, splits=("test",), class_lists=lists)
-    learners = [learner]
-    if args.ensemble > 1:
-        if trained.is_export:
-            raise _everywhere("--ensemble needs a run directory; an export holds one model")
-        learners = load_ensemble(target, args.ensemble, config, source)
+    learners = _learners(args, target, trained, config, source)
     result = evaluate(
         learners,
         source,
@@ -259,16 +254,36 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     )
     if not here.main:
         return 0
-    result["iteration"] = trained.iteration
-    used = trained.origin.name  # best.pt, the newest periodic one when there is none, or export
-    result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else used
-    result["train_seed"] = config.seed
+    _tag(result, args, trained, config)
     line = f"{result['metric']}: {result['mean']:.4f} +- {result['ci95']:.4f} (95% CI"
     line += f", {result['tasks']} tasks, {result['steps']} steps, iteration {trained.iteration})"
     print(line)
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def _learners(
+    args: argparse.Namespace, target: Path, trained: Trained, config: Config, source: Any
+) -> list[Any]:
+    """The learner that ``alfa eval`` tests, or the ``--ensemble`` of a run's best checkpoints."""
+    from alfa.runs.reopen import load_ensemble
+
+    if args.ensemble <= 1:
+        return [trained.learner]
+    if trained.is_export:
+        raise _everywhere("--ensemble needs a run directory; an export holds one model")
+    return load_ensemble(target, args.ensemble, config, source)
+
+
+def _tag(
+    result: dict[str, Any], args: argparse.Namespace, trained: Trained, config: Config
+) -> None:
+    """What ``alfa eval`` adds to a result: the iteration, the checkpoint and the train seed."""
+    used = trained.origin.name  # best.pt, the newest periodic one when there is none, or export
+    result["iteration"] = trained.iteration
+    result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else used
+    result["train_seed"] = config.seed
 
 
 def _eval_within(
@@ -287,7 +302,6 @@ def _eval_within(
 
     from alfa.runs.build import resolve_device
     from alfa.runs.memory import check_memory
-    from alfa.runs.reopen import load_ensemble
     from alfa.runs.within_alphabet import evaluate_within_alphabet, report_lines
     from alfa.tasks.within_alphabet import WithinAlphabetSource
 
@@ -295,11 +309,7 @@ def _eval_within(
     queried = replace(config, data=replace(config.data, test_query=source.query))
     check_memory(queried, resolve_device(config.train.device), tasks=tasks)
     learner = trained.learner
-    learners = [learner]
-    if args.ensemble > 1:
-        if trained.is_export:
-            raise _everywhere("--ensemble needs a run directory; an export holds one model")
-        learners = load_ensemble(target, args.ensemble, config, source.sources[0])
+    learners = _learners(args, target, trained, config, source.sources[0])
     result = evaluate_within_alphabet(
         learners,
         source,
@@ -314,10 +324,7 @@ def _eval_within(
     )
     if not here.main:
         return 0
-    result["iteration"] = trained.iteration
-    used = trained.origin.name
-    result["checkpoint"] = f"top-{args.ensemble} ensemble" if args.ensemble > 1 else used
-    result["train_seed"] = config.seed
+    _tag(result, args, trained, config)
     for line in report_lines(result, f", iteration {trained.iteration}"):
         print(line)
     if args.json:
