@@ -54,10 +54,12 @@ WAYS = (20, 5)
 """20-way 1-shot first, then 5-way 1-shot."""
 
 FILTERS = 32
-"""Filters of every 4-CONV block. The Omniglot standard is 64; on this project's 2-core CPU a
-64-filter meta-iteration of 5 steps took 2.9 s at meta-batch 8 on one thread
-(``benchmarks/speed.py --workload omniglot --threads 1``), which puts 5 rows x 3 seeds x 2
-ways at this budget past a week of one core, so the budget forces 32."""
+"""Filters of every 4-CONV block. The Omniglot standard is 64; on this project's idle 2-core CPU
+a 64-filter meta-iteration of 5 steps took 2.9 s at meta-batch 8 on one thread
+(``benchmarks/speed.py --workload omniglot --threads 1``), about 2.5 hours per 20-way cell at
+meta-batch 4, an estimated 90 CPU-hours for the 30 cells against about 35 with 32 filters (a
+32-filter 20-way cell took 2 hours on one thread of the machine shared with a second cell and
+other work), so the budget forces 32."""
 
 STEPS = 5
 """Inner steps, in training and in testing: the standard number for Omniglot."""
