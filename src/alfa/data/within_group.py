@@ -39,7 +39,6 @@ The rules (each one a choice, and why):
 
 from __future__ import annotations
 
-import math
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -48,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 
 from alfa.data.dataset import ImageClassDataset
-from alfa.data.episodes import EpisodeSpec, derive_seed, sample_tasks
+from alfa.data.episodes import EpisodeSpec, FixedEpisodes, derive_seed, sample_tasks
 from alfa.errors import DataError
 from alfa.typing import TaskBatch
 
@@ -105,11 +104,12 @@ class GroupPart:
         return self.groups[index % len(self.groups)]
 
 
-class PartEpisodes(Sequence[TaskBatch]):
+class PartEpisodes(FixedEpisodes):
     """The fixed seeded episodes of one :class:`GroupPart`, in batches of ``batch_size``.
 
     A batch stacks episodes of the same shape, so it can be adapted to in one vectorised call;
-    task ``i`` is the same for any ``batch_size``.
+    task ``i`` is the same for any ``batch_size``. Batching is :class:`FixedEpisodes`'s; only
+    the drawing of episode ``i`` (from the group whose turn it is) differs.
     """
 
     def __init__(
@@ -123,6 +123,7 @@ class PartEpisodes(Sequence[TaskBatch]):
     ) -> None:
         if num_tasks < 1 or batch_size < 1:
             raise DataError(f"num_tasks and batch_size must be >= 1, got {num_tasks}, {batch_size}")
+        # not FixedEpisodes.__init__: the episodes come from one dataset and spec per group
         self.part = part
         self.num_tasks = int(num_tasks)
         self.batch_size = int(batch_size)
@@ -142,18 +143,6 @@ class PartEpisodes(Sequence[TaskBatch]):
         which = index % len(self.part.groups)
         generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
         return sample_tasks(self._subsets[which], self._specs[which], generator, 1)
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_tasks / self.batch_size)
-
-    def __getitem__(self, index: int) -> TaskBatch:  # type: ignore[override]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
-        start = index * self.batch_size
-        tasks = [self.task(i) for i in range(start, min(start + self.batch_size, self.num_tasks))]
-        return TaskBatch(*(torch.cat(parts) for parts in zip(*tasks, strict=True)))
 
 
 @dataclass(frozen=True)
