@@ -232,7 +232,7 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     if not within:  # within-alphabet: once the source says how many queries
         check_memory(config, resolve_device(config.train.device), tasks=tasks)
     trained = open_trained(target, checkpoint=args.checkpoint)
-    learner = trained.learner.to(configure_runtime(config))  # train.device/threads overrides
+    trained.learner.to(configure_runtime(config))  # train.device/threads overrides
     # only the test classes are read, from the lists kept with the run or export
     lists = still_valid(stored, config, trained.class_lists)
     if within:
@@ -240,17 +240,7 @@ def _eval(args: argparse.Namespace, here: World) -> int:
     source = build_source(config, splits=("test",), class_lists=lists)
     learners = _learners(args, target, trained, config, source)
     result = evaluate(
-        learners,
-        source,
-        split="test",
-        tasks=tasks,
-        seed=config.eval.seed,
-        batch=config.eval.batch,
-        steps=steps,
-        first_order=config.eval.first_order,
-        device=next(learner.parameters()).device,
-        progress=not args.json,
-        world=here,
+        learners, source, split="test", **_protocol(args, config, trained, tasks, steps, here)
     )
     if not here.main:
         return 0
@@ -274,6 +264,22 @@ def _learners(
     if trained.is_export:
         raise _everywhere("--ensemble needs a run directory; an export holds one model")
     return load_ensemble(target, args.ensemble, config, source)
+
+
+def _protocol(
+    args: argparse.Namespace, config: Config, trained: Trained, tasks: int, steps: int, here: World
+) -> dict[str, Any]:
+    """The fixed test protocol that both kinds of ``alfa eval`` episodes are scored under."""
+    return {
+        "tasks": tasks,
+        "seed": config.eval.seed,
+        "batch": config.eval.batch,
+        "steps": steps,
+        "first_order": config.eval.first_order,
+        "device": next(trained.learner.parameters()).device,
+        "progress": not args.json,
+        "world": here,
+    }
 
 
 def _tag(
@@ -308,19 +314,9 @@ def _eval_within(
     source = WithinAlphabetSource.from_config(config, lists, query=args.query)
     queried = replace(config, data=replace(config.data, test_query=source.query))
     check_memory(queried, resolve_device(config.train.device), tasks=tasks)
-    learner = trained.learner
     learners = _learners(args, target, trained, config, source.sources[0])
     result = evaluate_within_alphabet(
-        learners,
-        source,
-        tasks=tasks,
-        seed=config.eval.seed,
-        batch=config.eval.batch,
-        steps=steps,
-        first_order=config.eval.first_order,
-        device=next(learner.parameters()).device,
-        progress=not args.json,
-        world=here,
+        learners, source, **_protocol(args, config, trained, tasks, steps, here)
     )
     if not here.main:
         return 0
