@@ -28,7 +28,13 @@ from alfa.paper.cells import deadline_from
 from alfa.paper.omniglot_cells import CELLS, ITERATIONS, METHODS, cell_key, protocol_config
 from alfa.paper.omniglot_report import markdown, paired_rows, summaries
 from alfa.paper.provenance import source_commit
-from alfa.paper.result_table import add_table_arguments, read_table, select_cells, ship_cell
+from alfa.paper.result_table import (
+    add_table_arguments,
+    read_table,
+    script_main,
+    select_cells,
+    ship_cell,
+)
 
 __all__ = ["add_arguments", "main", "report", "reproduce", "run", "select"]
 
@@ -261,17 +267,17 @@ def reproduce(args: argparse.Namespace, program: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python scripts/omniglot_protocol.py``: the shipped table, written into ``results/``."""
-    parser = argparse.ArgumentParser(
+    return script_main(
+        argv,
         description="The Omniglot protocol: MAML, learned-fixed, ALFA+MAML, ALFA+random init and "
         "ALFA+MAML with the stable generator, 20-way then 5-way 1-shot, seeds 0-2, validation-"
         "selected, paired over 600 test episodes. Resumable cell by cell.",
+        program="python scripts/omniglot_protocol.py",
+        runs="runs/omniglot_protocol",
+        jobs=2,
+        add_arguments=add_arguments,
+        reproduce=reproduce,
     )
-    add_arguments(parser, results="results", runs="runs/omniglot_protocol", jobs=2)
-    try:
-        return reproduce(parser.parse_args(argv), "python scripts/omniglot_protocol.py")
-    except AlfaError as exc:
-        print(f"alfa: error: {exc}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import argparse
 import fnmatch
 import json
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 from alfa.errors import AlfaError
 from alfa.limits import read_bytes
 
-__all__ = ["add_table_arguments", "read_table", "select_cells", "ship_cell"]
+__all__ = ["add_table_arguments", "read_table", "script_main", "select_cells", "ship_cell"]
 
 Cell = TypeVar("Cell", bound=tuple)
 
@@ -134,3 +135,24 @@ def add_table_arguments(
         help=f"rewrite {name}.md and {name}.json from the rows of {name}.json and the {evidence} "
         f"under {name}/ (trains nothing)",
     )
+
+
+def script_main(
+    argv: list[str] | None,
+    *,
+    description: str,
+    program: str,
+    runs: str,
+    jobs: int,
+    add_arguments: Callable[..., None],
+    reproduce: Callable[[argparse.Namespace, str], int],
+) -> int:
+    """The ``scripts/<table>.py`` entry point of a table: its options with ``results/`` as the
+    results folder, then ``reproduce``; a user error is one line on stderr and exit code 2."""
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser, results="results", runs=runs, jobs=jobs)
+    try:
+        return reproduce(parser.parse_args(argv), program)
+    except AlfaError as exc:
+        print(f"alfa: error: {exc}", file=sys.stderr)
+        return 2

@@ -27,7 +27,13 @@ from typing import Any
 from alfa.errors import AlfaError
 from alfa.paper.cells import deadline_from
 from alfa.paper.provenance import source_commit
-from alfa.paper.result_table import add_table_arguments, read_table, select_cells, ship_cell
+from alfa.paper.result_table import (
+    add_table_arguments,
+    read_table,
+    script_main,
+    select_cells,
+    ship_cell,
+)
 from alfa.paper.table8_cells import CELLS, DEFAULT_ITERATIONS, LABELS, cell_key, controlled_config
 from alfa.paper.table8_report import markdown, paired_rows, summaries
 
@@ -236,17 +242,17 @@ def reproduce(args: argparse.Namespace, program: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python scripts/table8.py``: the shipped table, written into ``results/``."""
-    parser = argparse.ArgumentParser(
+    return script_main(
+        argv,
         description="Table 8: MAML, learned-fixed and ALFA+MAML (unit and official generator "
         "init) under one protocol (meta.grad_clip 1.0 for all), seeds 0-2; plus the no-clip "
         "and generator-switch ablations. Resumable cell by cell.",
+        program="python scripts/table8.py",
+        runs="runs/table8_controlled",
+        jobs=1,
+        add_arguments=add_arguments,
+        reproduce=reproduce,
     )
-    add_arguments(parser, results="results", runs="runs/table8_controlled", jobs=1)
-    try:
-        return reproduce(parser.parse_args(argv), "python scripts/table8.py")
-    except AlfaError as exc:
-        print(f"alfa: error: {exc}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":
