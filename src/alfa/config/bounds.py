@@ -19,7 +19,15 @@ import yaml
 from alfa.errors import ConfigError
 from alfa.limits import MAX_DEPTH
 
-__all__ = ["MAX_COUNT", "MAX_INT", "MAX_WIDTH", "check_counts", "short", "yaml_depth_check"]
+__all__ = [
+    "JITTER_BOUNDS",
+    "MAX_COUNT",
+    "MAX_INT",
+    "MAX_WIDTH",
+    "check_counts",
+    "short",
+    "yaml_depth_check",
+]
 
 MAX_INT = 2**63 - 1
 """The largest integer a config key may hold (seeds use all of it; sizes and counts are
@@ -30,6 +38,13 @@ MAX_COUNT = 2**31 - 1
 
 MAX_WIDTH = 2**20
 """The largest layer width (``model.hidden`` entries, ``model.filters``)."""
+
+
+JITTER_BOUNDS = {"degrees": 180.0, "shift": 0.5, "scale": 0.9}
+"""The largest range of each part of the training images' affine jitter (``data.jitter_*``,
+:class:`alfa.data.augment.AffineJitter`): 180 degrees already turns a drawing every way, a
+shift of half the side moves it out of view, and a zoom range of 0.9 keeps factors in
+``[0.1, 1.9]``."""
 
 
 def short(value: Any) -> str:

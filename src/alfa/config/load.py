@@ -20,7 +20,14 @@ from typing import Any, Literal
 
 import yaml
 
-from alfa.config.bounds import MAX_INT, MAX_WIDTH, check_counts, short, yaml_depth_check
+from alfa.config.bounds import (
+    JITTER_BOUNDS,
+    MAX_INT,
+    MAX_WIDTH,
+    check_counts,
+    short,
+    yaml_depth_check,
+)
 from alfa.errors import ConfigError
 from alfa.limits import MAX_IMAGE_SIDE, read_text
 
@@ -352,6 +359,13 @@ def validate(config: Config) -> None:
             "data.train_classes",
             "is all (every class), so data.split_file (a list of training classes) must be empty",
         )
+        for part, top in JITTER_BOUNDS.items():
+            value = getattr(d, f"jitter_{part}")
+            _require(
+                math.isfinite(value) and 0 <= value <= top,
+                f"data.jitter_{part}",
+                f"must be between 0 and {top}; got {value}",
+            )
         _require(d.test_query >= 0, "data.test_query", f"must be 0 or more; got {d.test_query}")
         _require(
             d.test_name in ("", *DATASETS[1:-1]),  # not metadataset
@@ -365,6 +379,12 @@ def validate(config: Config) -> None:
         )
     else:
         _require(config.model.name == "mlp", "model.name", "must be mlp for sinusoid regression")
+    for part in JITTER_BOUNDS:
+        _require(
+            not getattr(d, f"jitter_{part}") or d.name not in ("sinusoid", "metadataset"),
+            f"data.jitter_{part}",
+            f"jitters images of an episodic image dataset; {d.name} has none to jitter",
+        )
     _require(config.model.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}")
     _require(all(h >= 1 for h in config.model.hidden), "model.hidden", "widths must be >= 1")
     _require(

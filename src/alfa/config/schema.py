@@ -47,6 +47,10 @@ class DataConfig:
     format: str = ""  # dataset format (see `alfa data check`); empty: detect
     image_size: int = 84  # images are resized to image_size x image_size pixels
     rotations: bool = False  # Omniglot: rotations by 90 degrees as extra classes
+    # random affine jitter of each training image (alfa.data.augment); 0: none
+    jitter_degrees: float = 0.0  # training images turned by U(-d, d) degrees; 0: not turned
+    jitter_shift: float = 0.0  # training images moved by U(-f, f) of the side on each axis
+    jitter_scale: float = 0.0  # training images zoomed by U(1 - z, 1 + z); 0: not zoomed
     split_file: str = ""  # optional class-list file of the meta-training classes
     test_split_file: str = ""  # optional class-list file of the meta-test classes
     val_split_file: str = ""  # optional class-list file of the validation classes

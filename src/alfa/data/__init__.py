@@ -3,13 +3,15 @@
 Entry points: :func:`load_dataset` (any supported layout, see :data:`LOADERS`),
 :class:`FewShotEpisodes` (a user's folder or ``torch.utils.data.Dataset`` as a training
 stream and fixed test tasks), :class:`EpisodeSampler` (random training tasks),
-:func:`fixed_episodes` (reproducible validation/test tasks), :class:`PrefetchingLoader`
+:func:`fixed_episodes` (reproducible validation/test tasks), :class:`AffineJitter` (random
+affine jitter of training images), :class:`PrefetchingLoader`
 (worker processes for large data sets) and :func:`run_check` (the ``alfa data check``
 command).
 """
 
 from __future__ import annotations
 
+from alfa.data.augment import AffineJitter
 from alfa.data.check import CheckReport, check_dataset, format_report, run_check
 from alfa.data.dataset import (
     ClassSubset,
@@ -36,6 +38,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LOADERS",
+    "AffineJitter",
     "CheckReport",
     "ClassSubset",
     "EpisodeSampler",

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from alfa.data.augment import JITTER_STREAM, AffineJitter
 from alfa.data.dataset import ImageClassDataset
 from alfa.errors import DataError
 from alfa.typing import TaskBatch
@@ -35,6 +36,7 @@ __all__ = [
     "FixedEpisodes",
     "derive_seed",
     "fixed_episodes",
+    "jitter_stream_seed",
     "to_float",
 ]
 
@@ -58,6 +60,12 @@ def derive_seed(seed: int, index: int) -> int:
         return z ^ (z >> 31)
 
     return mix(mix(int(seed) & _MASK64) ^ (int(index) & _MASK64)) >> 1
+
+
+def jitter_stream_seed(batch_seed: int) -> int:
+    """The seed of a meta-batch's jitter (:mod:`alfa.data.augment`), from the seed its tasks
+    are drawn with."""
+    return derive_seed(batch_seed, JITTER_STREAM)
 
 
 def to_float(images: Tensor, normalise: str) -> Tensor:
@@ -142,6 +150,8 @@ def sample_tasks(
     *,
     part: tuple[int, int] | None = None,
     raw: bool = False,
+    jitter: AffineJitter | None = None,
+    jitter_seed: int = 0,
 ) -> TaskBatch:
     """Draw ``num_tasks`` tasks with ``generator`` and stack them along a leading axis.
 
@@ -151,6 +161,10 @@ def sample_tasks(
 
     ``raw=True`` leaves the images ``uint8`` (a quarter of the bytes to copy to a GPU); the
     caller applies :func:`to_float` with ``spec.normalise`` where they arrive.
+
+    ``jitter`` moves every image of task ``index`` by its own random affine map
+    (:mod:`alfa.data.augment`), drawn with a generator seeded by
+    ``derive_seed(jitter_seed, index)``: ``generator``'s draws are those of an unjittered batch.
     """
     counts = dataset.images_per_class()
     per_class = spec.shots + spec.query
@@ -162,6 +176,8 @@ def sample_tasks(
         if not start <= index < stop:
             continue
         images = dataset.gather(classes, picks)
+        if jitter:
+            images = jitter(images, torch.Generator().manual_seed(derive_seed(jitter_seed, index)))
         tasks.append(images.reshape(spec.ways, per_class, *images.shape[1:]))
     num_tasks = len(tasks)
     grouped = torch.stack(tasks)  # [T, N, K+Q, C, H, W]

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from alfa.data.augment import AffineJitter
 from alfa.data.dataset import ImageClassDataset
 from alfa.data.episodes import FixedEpisodes, fixed_episodes
 from alfa.data.folder import SPLIT_FOLDERS, load_folder
@@ -56,6 +57,8 @@ class FewShotEpisodes:
         seed: seed of the training stream (``seed`` of a config).
         normalise: ``auto`` (ImageNet statistics for RGB, none for grey), ``imagenet`` or
             ``none``.
+        jitter: a random affine map for every training image (:mod:`alfa.data.augment`, as
+            ``data.jitter_*`` of a config); validation and test images are never jittered.
 
     Raises:
         DataError: a split with fewer than ``ways`` classes or a class with fewer than
@@ -78,6 +81,7 @@ class FewShotEpisodes:
         meta_batch: int = 4,
         seed: int = 0,
         normalise: str = "auto",
+        jitter: AffineJitter | None = None,
     ) -> None:
         self.ways, self.shots, self.query = ways, shots, query
         self.test_query = query if test_query is None else test_query
@@ -88,7 +92,7 @@ class FewShotEpisodes:
             "test": test,
         }
         self.loader = PrefetchingLoader(
-            train, ways, shots, query, meta_batch, seed=seed, normalise=normalise
+            train, ways, shots, query, meta_batch, seed=seed, normalise=normalise, jitter=jitter
         )
         for split in ("val", "test"):  # impossible counts fail now, not after training
             data = self.splits[split]

@@ -14,8 +14,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from alfa.data.augment import AffineJitter
 from alfa.data.dataset import ImageClassDataset
-from alfa.data.episodes import EpisodeSampler, EpisodeSpec, derive_seed, sample_tasks
+from alfa.data.episodes import (
+    EpisodeSampler,
+    EpisodeSpec,
+    derive_seed,
+    jitter_stream_seed,
+    sample_tasks,
+)
 from alfa.errors import DataError
 from alfa.typing import TaskBatch
 
@@ -30,18 +37,27 @@ class _MetaBatches(Dataset[TaskBatch]):
         meta_batch: int,
         seed: int,
         raw: bool = False,
+        jitter: AffineJitter | None = None,
     ) -> None:
         self.dataset = dataset
         self.spec = spec
         self.meta_batch = meta_batch
         self.seed = seed
         self.raw = raw
+        self.jitter = jitter
         self.part: tuple[int, int] | None = None
 
     def __getitem__(self, index: int) -> TaskBatch:
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
+        batch_seed = derive_seed(self.seed, index)
         return sample_tasks(
-            self.dataset, self.spec, generator, self.meta_batch, part=self.part, raw=self.raw
+            self.dataset,
+            self.spec,
+            torch.Generator().manual_seed(batch_seed),
+            self.meta_batch,
+            part=self.part,
+            raw=self.raw,
+            jitter=self.jitter,
+            jitter_seed=jitter_stream_seed(batch_seed),
         )
 
 
@@ -83,6 +99,8 @@ class PrefetchingLoader:
         multiprocessing_context: e.g. ``"spawn"``; ``None`` uses the platform default.
         raw: Yield ``uint8`` images, not normalised (see
             :func:`~alfa.data.episodes.sample_tasks`); :attr:`spec` says how to normalise them.
+        jitter: A random affine map for every image (:mod:`alfa.data.augment`); None or
+            all-zero ranges: none.
 
     Raises:
         DataError: Bad counts (see :class:`~alfa.data.episodes.EpisodeSpec`) or worker settings.
@@ -104,6 +122,7 @@ class PrefetchingLoader:
         pin_memory: bool = False,
         multiprocessing_context: str | None = None,
         raw: bool = False,
+        jitter: AffineJitter | None = None,
     ) -> None:
         self.spec = EpisodeSpec.create(dataset, ways, shots, query, normalise)
         if meta_batch < 1 or num_workers < 0 or prefetch_factor < 1:
@@ -113,7 +132,7 @@ class PrefetchingLoader:
             )
         if num_batches is not None and num_batches < 0:
             raise DataError(f"num_batches must be >= 0 or None, got {num_batches}")
-        self.batches = _MetaBatches(dataset, self.spec, meta_batch, int(seed), raw)
+        self.batches = _MetaBatches(dataset, self.spec, meta_batch, int(seed), raw, jitter)
         self.num_batches = num_batches
         self.num_workers = num_workers
         self.prefetch_factor = prefetch_factor

@@ -9,6 +9,9 @@ processes (``data.workers: -1``, the default, picks :func:`default_workers`), th
 as page-locked ``uint8`` (a quarter of the bytes of float32) with an asynchronous copy, and they
 are scaled and normalised on the GPU (the same correctly rounded operations as on the CPU: the
 same numbers). On the CPU the batches are float32 from the start, as before.
+
+Training images may be jittered (``data.jitter_*``: :mod:`alfa.data.augment`); validation and
+test images never are.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from alfa.data import (
     fixed_episodes,
 )
 from alfa.data import load_dataset as _load
+from alfa.data.augment import AffineJitter
 from alfa.data.episodes import to_float
 from alfa.data.every_class import load_every_class
 from alfa.data.formats import split_paths
@@ -223,6 +227,7 @@ class EpisodicSource:
             # page-locked batches for asynchronous host-to-GPU copies
             pin_memory=cuda,
             raw=self.transfer is not None,
+            jitter=AffineJitter(d.jitter_degrees, d.jitter_shift, d.jitter_scale),
         )
         if config.train.val_every:
             self._split("val")  # fail before training when validation is impossible
