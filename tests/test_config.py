@@ -161,6 +161,57 @@ def test_clip_parses_and_reaches_the_generator(tmp_path):
     assert float(out.max()) == 2.0 and float(out.min()) == 2.0
 
 
+def test_the_generator_preset_sets_the_switches_a_config_leaves_open(tmp_path):
+    stable = load_config(None, ["rule.name=alfa", "rule.generator=stable"]).rule
+    assert (stable.state_encoding, stable.generator_output, stable.state_statistics) == (
+        "log_sign",
+        "bounded",
+        ("mean", "rms"),
+    )
+    # a switch beside the preset wins, and the config then says it is a custom mix
+    mixed = load_config(
+        None, ["rule.name=alfa", "rule.generator=stable", "rule.generator_output=linear"]
+    ).rule
+    assert (mixed.generator, mixed.generator_output, mixed.state_encoding) == (
+        "custom",
+        "linear",
+        "log_sign",
+    )
+    # a preset named on the command line beats the switches of the file it overrides
+    path = tmp_path / "paper.yaml"
+    path.write_text("rule:\n  name: alfa\n  state_encoding: raw\n  generator_output: linear\n")
+    assert load_config(path, ["rule.generator=stable"]).rule == stable
+    # switches spelled out one by one are recognised as the preset they match
+    spelled = ["rule.state_encoding=log_sign", "rule.generator_output=bounded"]
+    assert (
+        load_config(None, ["rule.name=alfa", *spelled, "rule.state_statistics=[mean,rms]"]).rule
+        == stable
+    )
+    assert load_config(None, ["rule.name=alfa", spelled[0]]).rule.generator == "custom"
+    assert load_config(None, ["rule.name=alfa"]).rule.generator == "paper"
+    # a saved config reads back as it was, and so does one written before the key existed
+    again = config_from_dict(
+        yaml.safe_load(
+            yaml.safe_dump(
+                config_to_dict(
+                    load_config(
+                        None,
+                        ["rule.name=alfa", "rule.generator=stable", "rule.generator_output=linear"],
+                    )
+                )
+            )
+        )
+    )
+    assert again.rule == mixed
+    old = config_to_dict(load_config(None, ["rule.name=alfa", *spelled]))
+    del old["rule"]["generator"]
+    assert config_from_dict(old).rule.generator == "custom"
+    with pytest.raises(ConfigError, match=r"'rule\.generator' is stable, a preset of ALFA"):
+        load_config(None, ["rule.generator=stable"])
+    with pytest.raises(ConfigError, match=r"'rule\.generator' must be one of"):
+        load_config(None, ["rule.name=alfa", "rule.generator=steady"])
+
+
 # --- property-based -----------------------------------------------------------------------------
 
 

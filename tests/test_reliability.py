@@ -364,12 +364,8 @@ def test_the_divergence_hint_names_only_the_stabilisers_a_config_lacks():
     from alfa.runs.divergence import remedies
 
     paper = remedies(load_config(None, ["rule.name=alfa"]))
-    for switch in (
-        "meta.grad_clip=1.0",
-        "rule.state_encoding=log_sign",
-        "rule.generator_output=bounded",
-        "rule.state_statistics=[mean,rms]",
-    ):
+    assert "rule.state" not in paper  # one preset names the three switches
+    for switch in ("meta.grad_clip=1.0", "rule.generator=stable"):
         assert switch in paper
         assert load_config(None, ["rule.name=alfa", switch])  # each is a valid override
     stable = remedies(
@@ -378,5 +374,8 @@ def test_the_divergence_hint_names_only_the_stabilisers_a_config_lacks():
             ["rule.name=alfa", "meta.grad_clip=1", "rule.state_encoding=log_sign"],
         )
     )
-    assert "grad_clip" not in stable and "log_sign" not in stable and "bounded" in stable
+    assert "grad_clip" not in stable and "log_sign" not in stable and "generator=" not in stable
+    for switch in ("rule.generator_output=bounded", "rule.state_statistics=[mean,rms]"):
+        assert switch in stable
+        assert load_config(None, ["rule.name=alfa", switch])
     assert "rule.state" not in remedies(load_config(None, ["rule.name=maml"]))

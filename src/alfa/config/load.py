@@ -41,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
+    "generator_name",
     "leaf_keys",
     "load_config",
     "parse_overrides",
@@ -48,6 +49,7 @@ __all__ = [
 
 
 from alfa.config.schema import (
+    GENERATOR_PRESETS,
     Config,
     DataConfig,
     EvalConfig,
@@ -167,9 +169,35 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _with_generator_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the switches that its ``rule.generator`` names filled in where ``data``
+    does not set them itself (:data:`~alfa.config.schema.GENERATOR_PRESETS`)."""
+    rule = data.get("rule")
+    if not isinstance(rule, dict) or not isinstance(rule.get("generator"), str):
+        return data
+    preset = GENERATOR_PRESETS.get(rule["generator"], {})  # custom, or unknown: its check says
+    filled = {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}
+    return {**data, "rule": {**filled, **rule}}
+
+
+def generator_name(rule: RuleConfig) -> str:
+    """The preset whose switches ``rule`` has, or ``custom`` for another mix."""
+    for name, preset in GENERATOR_PRESETS.items():
+        if all(getattr(rule, key) == value for key, value in preset.items()):
+            return name
+    return "custom"
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from nested plain data."""
-    config = _build(Config, data or {}, "")
+    """Build and validate a :class:`Config` from nested plain data.
+
+    ``rule.generator`` sets the generator switches the data does not set itself, and is then
+    recorded as what the switches are: the preset they match, or ``custom``.
+    """
+    config = _build(Config, _with_generator_preset(data or {}), "")
+    name = generator_name(config.rule)
+    if name != config.rule.generator:
+        config = config.replace(rule=dataclasses.replace(config.rule, generator=name))
     validate(config)
     return config
 
@@ -308,8 +336,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
-    data = read_yaml(path) if path is not None else {}
-    data = _merge(data, parse_overrides(overrides or []))
+    data = _with_generator_preset(read_yaml(path) if path is not None else {})
+    # a preset named on the command line beats the file's switches, not the line's own ones
+    data = _merge(data, _with_generator_preset(parse_overrides(overrides or [])))
     return config_from_dict(data)
 
 
@@ -427,6 +456,12 @@ def validate(config: Config) -> None:
         tuple(r.state_statistics) in (("mean",), ("mean", "rms")),
         "rule.state_statistics",
         f"must be [mean] or [mean, rms]; got {list(r.state_statistics)}",
+    )
+    _require(
+        r.generator != "stable" or (r.name == "alfa" and bool(r.generate)),
+        "rule.generator",
+        "is stable, a preset of ALFA's generator, so it needs rule.name=alfa with "
+        "rule.generate set",
     )
     switches = {
         "state_encoding": r.state_encoding != "raw",

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "DEFAULT_RULE",
+    "GENERATOR_PRESETS",
     "Config",
     "DataConfig",
     "EvalConfig",
@@ -29,6 +30,25 @@ DEFAULT_RULE = "maml"
 is compared with and the one without meta-learned hyperparameters. ALFA is named when it is
 wanted (``rule.name: alfa``, ``rule="alfa"``). A config that names no rule has always trained
 MAML, so every existing config keeps its meaning."""
+
+
+GeneratorPreset = Literal["paper", "stable", "custom"]
+"""``rule.generator``: a name of :data:`GENERATOR_PRESETS`, or ``custom`` (another mix)."""
+
+GENERATOR_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"state_statistics": ("mean",), "state_encoding": "raw", "generator_output": "linear"},
+    "stable": {
+        "state_statistics": ("mean", "rms"),
+        "state_encoding": "log_sign",
+        "generator_output": "bounded",
+    },
+}
+"""What ``rule.generator`` names: the values of ALFA's three generator switches. ``paper`` is
+g_phi as published (Eq. 5 on the layer-wise means, raw, unbounded outputs); ``stable`` reads
+means and RMS, log-sign encoded, and bounds the multipliers to (0, 2), the switches that never
+diverged in the controlled Table 8 (docs/stability.md). A switch set beside the preset wins
+over the preset's value (a preset given as an override wins over the file's switches), and a
+loaded config names the preset its switches match, or ``custom``."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class RuleConfig:
     weight_decay: float = 0.0005  # lambda; beta0 starts at lr * weight_decay (reference A.2)
     # ALFA generator g_phi
     generator_input: Literal["both", "weights", "gradients"] = "both"  # what g_phi reads (Table 5)
+    generator: GeneratorPreset = "paper"  # paper | stable: sets the next 3 keys (stability.md)
     state_statistics: tuple[str, ...] = ("mean",)  # [mean] (paper) or [mean, rms] (adaptivity.md)
     generate: tuple[str, ...] = ("alpha", "beta")  # which hyperparameters g_phi generates (Table 6)
     generator_layers: Literal[2, 3] = 2  # layers of g_phi; 2: official code; 3: paper text

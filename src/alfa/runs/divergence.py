@@ -12,28 +12,31 @@ from typing import Any
 import torch
 
 from alfa.config import Config
+from alfa.config.schema import GENERATOR_PRESETS
 from alfa.engine.meta_learner import MetaLearner
 from alfa.errors import DivergenceError
 from alfa.typing import TaskBatch
 
 __all__ = ["diagnose", "meta_gradients_finite", "meta_parameters_finite", "remedies"]
 
-_GENERATOR_SWITCHES = (
-    ("state_encoding", "log_sign", "rule.state_encoding=log_sign"),
-    ("generator_output", "bounded", "rule.generator_output=bounded"),
-    ("state_statistics", ("mean", "rms"), "rule.state_statistics=[mean,rms]"),
-)
+
+def _override(key: str, value: Any) -> str:
+    shown = f"[{','.join(value)}]" if isinstance(value, tuple) else value
+    return f"rule.{key}={shown}"
 
 
 def remedies(config: Config) -> str:
     """What may stabilise a run that diverged: smaller learning rates and, among what its config
     does not use yet, clipping the meta-gradient and, for ALFA, the generator switches that never
-    diverged in the controlled Table 8 (docs/stability.md)."""
+    diverged in the controlled Table 8 (docs/stability.md): ``rule.generator=stable`` when it
+    uses none of them, else those it lacks."""
     ways = []
     if config.meta.grad_clip <= 0:
         ways.append("meta.grad_clip=1.0")
     if config.rule.name == "alfa":
-        ways += [o for key, value, o in _GENERATOR_SWITCHES if getattr(config.rule, key) != value]
+        stable = GENERATOR_PRESETS["stable"]
+        lacks = [_override(k, v) for k, v in stable.items() if getattr(config.rule, k) != v]
+        ways += ["rule.generator=stable"] if len(lacks) == len(stable) else lacks
     also = f", or {' '.join(ways)}" if ways else ""
     return f"to stabilise it, try a smaller rule.lr or meta.lr{also} (docs/stability.md)"
 
