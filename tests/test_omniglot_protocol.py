@@ -11,7 +11,15 @@ import pytest
 
 from alfa.cli.main import main
 from alfa.config import config_to_dict
-from alfa.paper.omniglot_cells import CELLS, METHODS, RULES, SEEDS, cell_key, protocol_config
+from alfa.paper.omniglot_cells import (
+    CELLS,
+    METHODS,
+    RULES,
+    SEEDS,
+    VARIANTS,
+    cell_key,
+    protocol_config,
+)
 from alfa.paper.omniglot_report import CLAIMS, markdown, verdicts
 from alfa.paper.omniglot_run import report, run
 from alfa.runs.evaluate import evaluate
@@ -202,3 +210,52 @@ def test_a_damaged_per_episode_file_is_named_in_the_error(tmp_path):
     (tmp_path / "20way-maml-s0" / "per_task_accuracy.json").write_text("[0.25, 1.0]")
     (pair, *_) = paired_rows(rows, tmp_path)
     assert pair["per_seed"][0]["mean_diff"] == pytest.approx(12.5)
+
+
+def test_a_variant_changes_only_its_keys_and_the_name():
+    for method in METHODS:
+        base = _flat(config_to_dict(protocol_config(20, method, 1)))
+        jitter = _flat(config_to_dict(protocol_config(20, method, 1, variant="jitter")))
+        changed = {k for k in base if base[k] != jitter[k]}
+        assert changed == {"name", *(f"data.{k}" for k in VARIANTS["jitter"]["data"])}
+        assert jitter["name"] == f"20way-{method}-s1+jitter"
+    with pytest.raises(Exception, match="unknown variant 'blur'; the variants are jitter"):
+        protocol_config(20, "maml", variant="blur")
+
+
+@pytest.mark.slow
+def test_a_variant_is_its_own_table_compared_cell_by_cell_with_the_protocol(
+    tmp_path, capsys, monkeypatch
+):
+    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.skip("real Omniglot zips not available")
+    monkeypatch.chdir(REPO)
+    res = tmp_path / "res"
+    kwargs = {"iterations": 2, "only": ["20way-maml-s0"], "tasks": 6, "data": str(REAL_OMNIGLOT)}
+    # before the protocol's cell exists, the variant's cell has nothing to be compared with
+    early = run(res, tmp_path / "runs", variant="jitter", **kwargs)
+    assert early["against_protocol"][0]["test"] is None
+    assert (
+        "No cell of the variant has a protocol cell"
+        in (res / "omniglot_protocol_jitter.md").read_text()
+    )
+    base = run(res, tmp_path / "runs", **kwargs)
+    assert (tmp_path / "runs" / "20way-maml-s0+jitter-2").is_dir()
+    assert (res / "omniglot_protocol_jitter" / "20way-maml-s0" / "checkpoints").is_dir()
+    assert not (res / "omniglot_protocol.json").read_text().count("jitter")
+    # the report compares the two cells: the paired difference is that of the accuracies
+    report(res, "python scripts/omniglot_protocol.py --report-only --variant jitter", "jitter")
+    doc = json.loads((res / "omniglot_protocol_jitter.json").read_text())
+    (entry,) = doc["against_protocol"]
+    want = doc["rows"][0]["accuracy"] - base["rows"][0]["accuracy"]
+    assert entry["test"]["mean_diff"] == pytest.approx(want, abs=1e-6)
+    assert entry["protocol_best_val"] == base["rows"][0]["best_val"]
+    md = (res / "omniglot_protocol_jitter.md").read_text()
+    assert md == markdown(doc)
+    assert "variant `jitter`" in md and "`data.jitter_degrees: 10.0`" in md
+    assert "## Against the protocol" in md and "1 cell(s) run with the variant" in md
+    # the command line names the variant, and refuses one that does not exist
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "omniglot", "--results", str(res), "--report-only", "--variant", "x"])
+    assert exit_info.value.code == 2 and "invalid choice: 'x'" in capsys.readouterr().err

@@ -25,6 +25,10 @@ second order; Adam 1e-3 on the meta-gradient clipped to global norm 1 for every 
 :data:`ITERATIONS` meta-iterations; validation on 200 fixed tasks every twelfth of the budget
 selects the tested checkpoint; 600 fixed test episodes (seed 1234), the same for every row and
 seed, so rows are compared paired over episodes.
+
+A variant (:data:`VARIANTS`) changes one thing for every cell and is a table of its own, compared
+cell by cell with the protocol's: the same seed draws the same tasks and initialisation, so a
+difference is the variant's.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "RULES",
     "SEEDS",
     "STEPS",
+    "VARIANTS",
     "WAYS",
     "cell_key",
     "parse_cell_key",
@@ -118,6 +123,14 @@ COMPARISONS = [
 ]
 """Pairs (a, b) whose per-episode accuracy differences a - b are reported."""
 
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "jitter": {"data": {"jitter_degrees": 10.0, "jitter_shift": 0.1, "jitter_scale": 0.1}},
+}
+"""Config sections that a variant of the protocol sets for every cell. ``jitter``: each training
+image turned by up to 10 degrees, moved by up to a tenth of the side on each axis and zoomed by
+up to 10% (:mod:`alfa.data.augment`); validation and test images are never jittered. It answers
+whether standard augmentation helps on validation, before the pretrained models use it."""
+
 SPLITS = "configs/omniglot/splits"
 ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
 DATA_ROOT = ",".join(f"${{ALFA_DATA}}/omniglot/{z}" for z in ZIPS)
@@ -155,8 +168,10 @@ def protocol_config(
     iterations: int | None = None,
     tasks: int = 600,
     data: str | None = None,
+    variant: str | None = None,
 ) -> Config:
-    """The config of one cell: the protocol above, the row's rule and initialisation, the seed.
+    """The config of one cell: the protocol above, the row's rule and initialisation, the seed,
+    and what ``variant`` (a key of :data:`VARIANTS`) changes.
 
     ``iterations`` (default :data:`ITERATIONS`) also sets the validation and checkpoint
     interval (a twelfth of it); ``tasks`` is the number of test episodes (and of validation
@@ -165,50 +180,54 @@ def protocol_config(
     used, so a shipped config holds no path of the machine that wrote it).
 
     Raises:
-        AlfaError: an unknown method or number of ways.
+        AlfaError: an unknown method, number of ways or variant.
     """
     if method not in RULES or ways not in WAYS:
         raise AlfaError(
             f"unknown cell {ways}-way {method!r}; the methods are {', '.join(METHODS)} and the "
             f"ways {', '.join(map(str, WAYS))}"
         )
+    if variant is not None and variant not in VARIANTS:
+        raise AlfaError(f"unknown variant {variant!r}; the variants are {', '.join(VARIANTS)}")
+    changes = VARIANTS[variant] if variant else {}
     iterations = ITERATIONS[ways] if iterations is None else iterations
     root = DATA_ROOT if data is None else ",".join(f"{data}/{z}" for z in ZIPS)
     every = max(1, iterations // 12)
-    return config_from_dict(
-        {
-            "seed": seed,
-            "name": cell_key(ways, method, seed),
-            "data": {
-                "name": "omniglot",
-                "root": root,
-                "ways": ways,
-                "shots": 1,
-                "query": 5,
-                "test_query": 15,
-                "image_size": 28,
-                "split_file": f"{SPLITS}/minimal_train_without_val.txt",
-                "val_split_file": f"{SPLITS}/minimal_val.txt",
-                "test_split_file": f"{SPLITS}/minimal_test.txt",
-            },
-            "model": {"name": "conv4", "filters": FILTERS},
-            "rule": RULES[method],
-            "meta": {
-                "init": INIT.get(method, "learned"),
-                "steps": STEPS,
-                "batch_size": BATCH[ways],
-                "lr": 0.001,
-                "first_order": False,
-                "grad_clip": CLIP,
-            },
-            "train": {
-                "iterations": iterations,
-                "log_every": max(1, min(100, iterations // 20)),
-                "val_every": every,
-                "val_tasks": min(200, tasks),
-                "checkpoint_every": every,
-                "threads": 1,
-            },
-            "eval": {"tasks": tasks, "seed": 1234, "batch": 50},
-        }
-    )
+    sections: dict[str, Any] = {
+        "seed": seed,
+        "name": cell_key(ways, method, seed) + (f"+{variant}" if variant else ""),
+        "data": {
+            "name": "omniglot",
+            "root": root,
+            "ways": ways,
+            "shots": 1,
+            "query": 5,
+            "test_query": 15,
+            "image_size": 28,
+            "split_file": f"{SPLITS}/minimal_train_without_val.txt",
+            "val_split_file": f"{SPLITS}/minimal_val.txt",
+            "test_split_file": f"{SPLITS}/minimal_test.txt",
+        },
+        "model": {"name": "conv4", "filters": FILTERS},
+        "rule": RULES[method],
+        "meta": {
+            "init": INIT.get(method, "learned"),
+            "steps": STEPS,
+            "batch_size": BATCH[ways],
+            "lr": 0.001,
+            "first_order": False,
+            "grad_clip": CLIP,
+        },
+        "train": {
+            "iterations": iterations,
+            "log_every": max(1, min(100, iterations // 20)),
+            "val_every": every,
+            "val_tasks": min(200, tasks),
+            "checkpoint_every": every,
+            "threads": 1,
+        },
+        "eval": {"tasks": tasks, "seed": 1234, "batch": 50},
+    }
+    for section, values in changes.items():
+        sections[section] = {**sections[section], **values}
+    return config_from_dict(sections)

@@ -22,12 +22,13 @@ from alfa.paper.omniglot_cells import (
     METHODS,
     SEEDS,
     STEPS,
+    VARIANTS,
     WAYS,
     cell_key,
 )
 from alfa.paper.statistics import paired
 
-__all__ = ["CLAIMS", "markdown", "paired_rows", "summaries", "verdicts"]
+__all__ = ["CLAIMS", "against_protocol", "markdown", "paired_rows", "summaries", "verdicts"]
 
 CLAIMS = [
     ("alfa_maml", "maml", "1. ALFA+MAML is more accurate than MAML"),
@@ -137,6 +138,75 @@ def paired_rows(rows: list[dict[str, Any]], evidence: Path) -> list[dict[str, An
     return out
 
 
+def against_protocol(
+    rows: list[dict[str, Any]],
+    base_rows: list[dict[str, Any]],
+    evidence: Path,
+    base_evidence: Path,
+) -> list[dict[str, Any]]:
+    """Each cell of a variant against the protocol's cell of the same ways, row and seed: the
+    difference of their best validation accuracies, and the paired per-episode test difference
+    (variant - protocol, in points) when both scored."""
+    base = {cell_key(r["ways"], r["method"], r["seed"]): r for r in base_rows}
+    out = []
+    for row in rows:
+        key = cell_key(row["ways"], row["method"], row["seed"])
+        other = base.get(key)
+        entry: dict[str, Any] = {
+            "ways": row["ways"],
+            "method": row["method"],
+            "seed": row["seed"],
+            "best_val": row.get("best_val"),
+            "protocol_best_val": None if other is None else other.get("best_val"),
+            "test": None,
+        }
+        if other is not None and _scored(row) and _scored(other):
+            ta, tb = _per_episode(evidence / key), _per_episode(base_evidence / key)
+            stats = paired(ta, tb)
+            stats.pop("share_a_lower")
+            entry["test"] = stats
+        out.append(entry)
+    return out
+
+
+def _variant_lines(doc: dict[str, Any]) -> list[str]:
+    """The comparison of a variant with the protocol, cell by cell and row by row."""
+    entries = doc.get("against_protocol", [])
+    lines = [
+        "## Against the protocol",
+        "",
+        "Each cell against the protocol's cell of the same row and seed (same tasks, same "
+        "initialisation): best validation accuracy (%) of both, and the paired difference "
+        "variant - protocol on the 600 test episodes with its 95% CI. The variant helps on "
+        "validation for a row only when its best validation accuracy is higher in every seed.",
+        "",
+        "| ways | method | seed | best validation (variant / protocol) | test difference |",
+        "|---|---|---|---|---|",
+    ]
+    for e in entries:
+        test = e["test"]
+        shown = "-" if test is None else f"{test['mean_diff']:+.2f} +- {test['ci95']:.2f}"
+        lines.append(
+            f"| {e['ways']} | {LABELS[e['method']]} | {e['seed']} | {_pct(e['best_val'])} / "
+            f"{_pct(e['protocol_best_val'])} | {shown} |"
+        )
+    lines.append("")
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for e in entries:
+        if e["best_val"] is not None and e["protocol_best_val"] is not None:
+            groups.setdefault((e["ways"], e["method"]), []).append(e)
+    for (ways, method), group in groups.items():
+        higher = sum(e["best_val"] > e["protocol_best_val"] for e in group)
+        word = "helps" if higher == len(group) else "does not help"
+        lines.append(
+            f"- {ways}-way {LABELS[method]}: the variant {word} on validation (higher in "
+            f"{higher} of {len(group)} seed(s))."
+        )
+    if not groups:
+        lines.append("- No cell of the variant has a protocol cell to compare with yet.")
+    return lines
+
+
 def _verdict(pair: dict[str, Any] | None) -> str:
     """One plain sentence from a comparison's paired tests."""
     if pair is None:
@@ -207,11 +277,24 @@ def markdown(doc: dict[str, Any]) -> str:
     """``omniglot_protocol.md`` from ``omniglot_protocol.json``'s content."""
     rows, summary, pairs = doc["rows"], doc["summary"], doc["paired"]
     hours = sum(r.get("train_seconds") or 0.0 for r in rows) / 3600
-    lines = [
-        "# Omniglot (minimal background sets, real data): MAML, learned-fixed and ALFA, seeded",
-        "",
+    variant = doc.get("variant")
+    folder = f"omniglot_protocol_{variant}" if variant else "omniglot_protocol"
+    title = "# Omniglot (minimal background sets, real data): MAML, learned-fixed and ALFA, seeded"
+    lines = [title + (f", variant `{variant}`" if variant else ""), ""]
+    if variant:
+        changed = ", ".join(
+            f"`{section}.{k}: {v}`"
+            for section, kv in VARIANTS[variant].items()
+            for k, v in kv.items()
+        )
+        lines += [
+            f"The protocol below with {changed} in every cell, compared cell by cell with the "
+            "protocol's own table (`omniglot_protocol.md`) at the end.",
+            "",
+        ]
+    lines += [
         f"Written by `{doc['written_by']}` at commit `{doc['source']['commit']}`; every cell is "
-        f"shipped in `{doc['results']}/omniglot_protocol/<cell>/` (config, metrics, best "
+        f"shipped in `{doc['results']}/{folder}/<cell>/` (config, metrics, best "
         "checkpoint, per-episode test accuracies), where `alfa eval <cell>` reproduces its "
         "number. The table is complete when every cell below has run; cells still missing are "
         "listed at the end.",
@@ -287,10 +370,14 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {per_seed} | {p['seeds_a_better_beyond_ci']} / {p['seeds_b_better_beyond_ci']} |"
         )
     missing = [cell_key(*c) for c in doc.get("cells", []) if cell_key(*c) not in by_key]
-    lines += ["", "## Cells", ""]
-    lines.append(
-        f"{len(by_key)} of {len(by_key) + len(missing)} cells done."
-        + (f" Missing: {', '.join(missing)}." if missing else "")
-    )
+    if variant:  # a variant runs the cells it is asked for (--only), not a whole table
+        lines += ["", *_variant_lines(doc), "", "## Cells", ""]
+        lines.append(f"{len(by_key)} cell(s) run with the variant: {', '.join(by_key)}.")
+    else:
+        lines += ["", "## Cells", ""]
+        lines.append(
+            f"{len(by_key)} of {len(by_key) + len(missing)} cells done."
+            + (f" Missing: {', '.join(missing)}." if missing else "")
+        )
     lines += ["", f"Reproduce (resumable, cell by cell): `{doc['command']}`", ""]
     return "\n".join(lines)

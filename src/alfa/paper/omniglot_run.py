@@ -5,6 +5,10 @@ statistics, verdicts and report in :mod:`alfa.paper.omniglot_report`; this modul
 tests the cells (:mod:`alfa.paper.cells`, several at once with ``--jobs``), ships each one's
 evidence and writes ``omniglot_protocol.md`` and ``omniglot_protocol.json``.
 
+``--variant NAME`` runs a variant of the protocol (:data:`~alfa.paper.omniglot_cells.VARIANTS`)
+as a table of its own, ``omniglot_protocol_<NAME>.{md,json}``, compared cell by cell with the
+protocol's table in the same results folder.
+
 It is resumable cell by cell: a cell already in ``omniglot_protocol.json`` with the same budget
 is skipped, an interrupted one continues from its last checkpoint (``--stop-after`` starts no new
 cell after a time, for machines that stop every process after a few hours). Each finished cell's
@@ -25,8 +29,15 @@ from typing import Any
 
 from alfa.errors import AlfaError
 from alfa.paper.cells import deadline_from
-from alfa.paper.omniglot_cells import CELLS, ITERATIONS, METHODS, cell_key, protocol_config
-from alfa.paper.omniglot_report import markdown, paired_rows, summaries
+from alfa.paper.omniglot_cells import (
+    CELLS,
+    ITERATIONS,
+    METHODS,
+    VARIANTS,
+    cell_key,
+    protocol_config,
+)
+from alfa.paper.omniglot_report import against_protocol, markdown, paired_rows, summaries
 from alfa.paper.provenance import source_commit
 from alfa.paper.result_table import (
     add_table_arguments,
@@ -36,9 +47,15 @@ from alfa.paper.result_table import (
     ship_cell,
 )
 
-__all__ = ["add_arguments", "main", "report", "reproduce", "run", "select"]
+__all__ = ["add_arguments", "main", "report", "reproduce", "run", "select", "table_name"]
 
 NAME = "omniglot_protocol"
+
+
+def table_name(variant: str | None = None) -> str:
+    """The stem of a table's files and evidence folder: the protocol's, or a variant's."""
+    return f"{NAME}_{variant}" if variant else NAME
+
 
 _ROW_KEYS: dict[str, tuple[type, ...]] = {
     "ways": (int,),
@@ -82,13 +99,19 @@ def _validation(run_dir: Path) -> dict[str, Any]:
 def _write(results: Path, doc: dict[str, Any]) -> None:
     from alfa.runs.checkpoint import atomic_write_bytes
 
+    name = table_name(doc.get("variant"))
     order = {cell_key(*c): i for i, c in enumerate(CELLS)}
     doc["rows"].sort(key=lambda r: order[_key(r)])
     doc["cells"] = [list(c) for c in CELLS]
     doc["summary"] = summaries(doc["rows"])
-    doc["paired"] = paired_rows(doc["rows"], results / NAME)
-    atomic_write_bytes(results / f"{NAME}.json", (json.dumps(doc, indent=1) + "\n").encode())
-    atomic_write_bytes(results / f"{NAME}.md", markdown(doc).encode())
+    doc["paired"] = paired_rows(doc["rows"], results / name)
+    if doc.get("variant"):
+        base = _read(results / f"{NAME}.json")["rows"]
+        doc["against_protocol"] = against_protocol(
+            doc["rows"], base, results / name, results / NAME
+        )
+    atomic_write_bytes(results / f"{name}.json", (json.dumps(doc, indent=1) + "\n").encode())
+    atomic_write_bytes(results / f"{name}.md", markdown(doc).encode())
 
 
 def select(only: list[str] | None) -> list[tuple[int, str, int]]:
@@ -115,10 +138,12 @@ def run(
     deadline: float | None = None,
     jobs: int = 1,
     data: str | None = None,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """Train the missing cells (those matching ``only``), write the result files.
 
     ``data``: the folder of the two minimal zips (default ``$ALFA_DATA/omniglot``).
+    ``variant``: a key of :data:`~alfa.paper.omniglot_cells.VARIANTS` (None: the protocol).
 
     ``iterations``: meta-iterations of every cell (default: the protocol's, per number of
     ways). ``deadline`` (a ``time.time()`` value): start no new cell after it. ``jobs``: cells
@@ -132,28 +157,32 @@ def run(
     for folder, what in ((results, "--results"), (runs, "--runs")):
         if folder.exists() and not folder.is_dir():
             raise AlfaError(f"{what} '{folder}' is not a folder; choose a folder")
+    if variant is not None and variant not in VARIANTS:
+        raise AlfaError(f"unknown variant {variant!r}; the variants are {', '.join(VARIANTS)}")
     cells = select(only)
-    json_path = results / f"{NAME}.json"
+    name = table_name(variant)
+    json_path = results / f"{name}.json"
     doc = _read(json_path)
     if doc["rows"] and doc.get("budget_iterations") != iterations:
         raise AlfaError(
             f"'{json_path}' holds runs of another budget (--iterations "
             f"{doc.get('budget_iterations')}); use another --results"
         )
-    doc.update(budget_iterations=iterations, command=command, written_by=command)
+    doc.update(budget_iterations=iterations, command=command, written_by=command, variant=variant)
     doc["results"] = str(results)
     doc["source"] = source_commit()
     done = {_key(r) for r in doc["rows"]}
     todo = [c for c in cells if cell_key(*c) not in done]
-    print(f"omniglot protocol: {len(cells) - len(todo)} cell(s) done, {len(todo)} to run")
+    label = f"omniglot protocol{f' ({variant})' if variant else ''}"
+    print(f"{label}: {len(cells) - len(todo)} cell(s) done, {len(todo)} to run")
     try:
         results.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AlfaError(f"cannot create '{results}': {exc.strerror or exc}") from exc
     work = []
     for ways, method, seed in todo:
-        config = protocol_config(ways, method, seed, iterations, tasks, data)
-        work.append((config, runs / f"{cell_key(ways, method, seed)}-{config.train.iterations}"))
+        config = protocol_config(ways, method, seed, iterations, tasks, data, variant)
+        work.append((config, runs / f"{config.name}-{config.train.iterations}"))
     finished = train_and_test_all(work, tasks, jobs=jobs, deadline=deadline, progress=jobs == 1)
     for index, r in finished:
         (ways, method, seed), (config, run_dir) = todo[index], work[index]
@@ -162,7 +191,7 @@ def run(
             print(f"{key}: stopped; run the command again to resume it")
             break
         per_task = r.get("per_task")
-        ship_cell(run_dir, results / NAME / key, per_task, "per_task_accuracy.json")
+        ship_cell(run_dir, results / name / key, per_task, "per_task_accuracy.json")
         scored = r.get("mean") is not None
         row = {
             "ways": ways,
@@ -187,18 +216,19 @@ def run(
     return doc
 
 
-def report(results: Path, written_by: str) -> dict[str, Any]:
-    """Rewrite ``omniglot_protocol.md`` and ``.json`` from the rows already in the JSON file.
+def report(results: Path, written_by: str, variant: str | None = None) -> dict[str, Any]:
+    """Rewrite ``omniglot_protocol.md`` and ``.json`` (or a variant's) from the rows already in
+    the JSON file.
 
     Raises:
         AlfaError: there is no such file, or it is not a table of this protocol.
     """
-    json_path = results / f"{NAME}.json"
+    json_path = results / f"{table_name(variant)}.json"
     if not json_path.is_file():
         raise AlfaError(f"'{json_path}' does not exist; there is nothing to report")
     doc = _read(json_path)
     doc.setdefault("command", written_by)
-    doc.update(source=source_commit(), written_by=written_by, results=str(results))
+    doc.update(source=source_commit(), written_by=written_by, results=str(results), variant=variant)
     _write(results, doc)
     return doc
 
@@ -216,6 +246,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, results: str, runs: str, j
         "--data",
         help="folder of images_background_small1.zip and images_background_small2.zip "
         "(default: $ALFA_DATA/omniglot, which shipped configs name)",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        help="run a variant of the protocol as a table of its own, compared cell by cell with "
+        "the protocol's (jitter: training images randomly turned, moved and zoomed a little)",
     )
     add_table_arguments(
         parser,
@@ -241,11 +277,19 @@ def reproduce(args: argparse.Namespace, program: str) -> int:
     if args.iterations is not None and args.iterations < 1:
         raise AlfaError(f"--iterations must be at least 1, got {args.iterations}")
     results = Path(args.results)
+    variant = getattr(args, "variant", None)
+    name = table_name(variant)
+    chosen = ["--variant", variant] if variant else []
     if args.report_only:
-        report(results, f"{program} --report-only --results {results}")
-        print((results / f"{NAME}.md").read_text())
+        report(
+            results,
+            " ".join([program, "--report-only", "--results", str(results), *chosen]),
+            variant,
+        )
+        print((results / f"{name}.md").read_text())
         return 0
     shown = [] if str(results) == "results" else ["--results", str(results)]
+    shown += chosen
     if args.iterations is not None:
         shown += ["--iterations", str(args.iterations)]
     if args.tasks != 600:
@@ -260,8 +304,9 @@ def reproduce(args: argparse.Namespace, program: str) -> int:
         deadline=deadline_from(args.stop_after),
         jobs=args.jobs,
         data=args.data,
+        variant=variant,
     )
-    print((results / f"{NAME}.md").read_text())
+    print((results / f"{name}.md").read_text())
     return 0
 
 
