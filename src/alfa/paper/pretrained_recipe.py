@@ -1,0 +1,268 @@
+"""The pretrained Omniglot models, trained with what the Omniglot protocol showed works best.
+
+For each number of ways, a row of the protocol (:mod:`alfa.paper.omniglot_cells`, optionally a
+variant such as ``jitter``) is trained twice with the protocol's config, seed 0, no validation,
+for the number of meta-iterations the protocol's validation chose for that row (the median of
+its seeds' tested checkpoints):
+
+- the *twin*, on the 6 training alphabets of ``configs/omniglot/splits/minimal_train.txt`` (the
+  protocol's 5 and its validation alphabet), tested on the 600 fixed episodes of the 2 held-out
+  alphabets and on within-alphabet one-shot episodes (:mod:`alfa.runs.within_alphabet`): the
+  accuracy reported for the pretrained model;
+- the *model*, on all 8 alphabets (``minimal_all.txt``), exported with its config and class
+  lists as ``omniglot-<N>way.safetensors`` (:mod:`alfa.runs.export`).
+
+The results go to ``pretrained_omniglot.{md,json}``. The recipe is resumable run by run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from alfa.config import Config, config_from_dict, config_to_dict
+from alfa.errors import AlfaError
+from alfa.paper.omniglot_cells import LABELS, SPLITS, VARIANTS, WAYS, protocol_config
+from alfa.paper.result_table import read_table
+
+__all__ = ["PARTS", "pretrained_config", "run", "selected_iterations"]
+
+NAME = "pretrained_omniglot"
+
+PARTS = {"twin": "minimal_train.txt", "model": "minimal_all.txt"}
+"""The training classes of each of a number of ways' two runs."""
+
+
+def selected_iterations(table: Path, ways: int, method: str) -> int:
+    """The meta-iterations the protocol's validation chose for a row: the median (rounded down to
+    a tested checkpoint) of the iterations of its seeds' tested checkpoints in ``table`` (an
+    ``omniglot_protocol*.json``).
+
+    Raises:
+        AlfaError: the table cannot be read, or holds no scored cell of the row.
+    """
+    doc = read_table(
+        table,
+        row_keys={"ways": (int,), "method": (str,), "seed": (int,)},
+        score="accuracy",
+        key=lambda r: f"{r['ways']}-{r['method']}",
+        known={f"{w}-{m}" for w in WAYS for m in LABELS},
+    )
+    chosen = sorted(
+        r["checkpoint_iteration"]
+        for r in doc["rows"]
+        if (r["ways"], r["method"]) == (ways, method)
+        and r.get("accuracy") is not None
+        and isinstance(r.get("checkpoint_iteration"), int)
+    )
+    if not chosen:
+        raise AlfaError(
+            f"'{table}' holds no tested {ways}-way {method} cell; run it first "
+            f"(alfa reproduce omniglot --only '{ways}way-{method}-s*')"
+        )
+    return int(statistics.median_low(chosen))
+
+
+def pretrained_config(
+    ways: int,
+    method: str,
+    part: str,
+    iterations: int,
+    *,
+    variant: str | None = None,
+    data: str | None = None,
+) -> Config:
+    """The protocol's config of ``method`` (seed 0, ``variant``) trained on ``part``'s classes
+    (:data:`PARTS`) for ``iterations`` meta-iterations, without validation.
+
+    Raises:
+        AlfaError: an unknown part, method, number of ways or variant.
+    """
+    if part not in PARTS:
+        raise AlfaError(f"unknown part {part!r}; the parts are {', '.join(PARTS)}")
+    base = config_to_dict(protocol_config(ways, method, 0, iterations, data=data, variant=variant))
+    base["name"] = f"omniglot-{ways}way-{part}"
+    base["data"].update(split_file=f"{SPLITS}/{PARTS[part]}", val_split_file="")
+    base["train"].update(val_every=0)
+    return config_from_dict(base)
+
+
+def _within(run_dir: Path, tasks: int) -> dict[str, Any]:
+    """The within-alphabet one-shot accuracy of a run's last checkpoint, without per-task lists."""
+    from alfa.runs.class_lists import read_run_class_lists
+    from alfa.runs.reopen import load_run
+    from alfa.runs.within_alphabet import evaluate_within_alphabet
+    from alfa.tasks.within_alphabet import WithinAlphabetSource
+
+    config, learner, _, _ = load_run(run_dir, checkpoint="last")
+    source = WithinAlphabetSource.from_config(config, read_run_class_lists(run_dir))
+    result = evaluate_within_alphabet(
+        learner, source, tasks=tasks, seed=config.eval.seed, batch=config.eval.batch
+    )
+    result.pop("per_task")
+    result.pop("task_alphabets")
+    for entry in result["separate"].values():
+        entry.pop("per_task", None)
+    return result
+
+
+def _percent(mean: float | None, ci: float | None) -> str:
+    return "-" if mean is None else f"{100 * mean:.2f} +- {100 * (ci or 0):.2f}%"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """``pretrained_omniglot.md`` from its JSON content."""
+    lines = [
+        "# The pretrained Omniglot models",
+        "",
+        f"Written by `{doc['command']}`. Each model is the protocol's row "
+        "(`results/omniglot_protocol.md`) trained on all 8 minimal alphabets for the "
+        "meta-iterations its validation chose; its twin, trained on 6 alphabets the same way, "
+        "is tested on the 2 held-out ones (Early_Aramaic, Tagalog).",
+        "",
+        "| ways | row | meta-iterations | twin: 600 test episodes | twin: within one alphabet "
+        "| exported model |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in doc["models"]:
+        within = entry["within"]
+        parts = [
+            f"{name} {_percent(a['mean'], a['ci95'])}" for name, a in within["alphabets"].items()
+        ]
+        parts += [
+            f"{name} ({s['characters']}-way) {_percent(s['mean'], s['ci95'])}"
+            for name, s in within["separate"].items()
+        ]
+        row = LABELS[entry["method"]] + (f", {entry['variant']}" if entry["variant"] else "")
+        lines.append(
+            f"| {entry['ways']} | {row} | {entry['iterations']} | "
+            f"{_percent(entry['test']['mean'], entry['test']['ci95'])} | {'; '.join(parts)} | "
+            f"`{entry['export']}` |"
+        )
+    return "\n".join([*lines, ""])
+
+
+def run(
+    results: Path,
+    runs: Path,
+    out: Path,
+    method: str,
+    *,
+    ways: tuple[int, ...] = WAYS,
+    variant: str | None = None,
+    table: Path | None = None,
+    iterations: int | None = None,
+    tasks: int = 600,
+    data: str | None = None,
+    jobs: int = 2,
+    command: str = "python scripts/pretrained_omniglot.py",
+) -> dict[str, Any]:
+    """Train (or resume) the twin and the model of each number of ``ways``, test the twin,
+    export the model to ``out/omniglot-<N>way.safetensors`` and write the result files.
+
+    ``table``: the protocol table that chooses the meta-iterations (default: the protocol's, or
+    the variant's, in ``results``); ``iterations`` overrides it.
+
+    Raises:
+        AlfaError: an unknown method or variant, or a table without the row.
+    """
+    from alfa.paper.cells import train_and_test_all
+    from alfa.runs.checkpoint import atomic_write_bytes
+    from alfa.runs.export import export_run
+
+    if method not in LABELS:
+        raise AlfaError(f"unknown row {method!r}; the rows are {', '.join(LABELS)}")
+    if variant is not None and variant not in VARIANTS:
+        raise AlfaError(f"unknown variant {variant!r}; the variants are {', '.join(VARIANTS)}")
+    stem = f"omniglot_protocol_{variant}" if variant else "omniglot_protocol"
+    table = results / f"{stem}.json" if table is None else table
+    work: list[tuple[Config, Path]] = []
+    for n in ways:
+        budget = selected_iterations(table, n, method) if iterations is None else iterations
+        for part in PARTS:
+            config = pretrained_config(n, method, part, budget, variant=variant, data=data)
+            work.append((config, runs / config.name))
+    tested = dict(train_and_test_all(work, tasks, jobs=jobs, progress=jobs == 1))
+    if len(tested) < len(work) or any(r.get("stopped") for r in tested.values()):
+        raise AlfaError("training stopped before every run finished; run the command again")
+    diverged = [work[i][0].name for i, r in tested.items() if r.get("diverged")]
+    if diverged:
+        raise AlfaError(f"{', '.join(diverged)} diverged; the recipe does not ship it")
+    models = []
+    for index in range(0, len(work), len(PARTS)):
+        (twin, twin_dir), (_, model_dir) = work[index], work[index + 1]
+        n = twin.data.ways
+        to = out / f"omniglot-{n}way.safetensors"
+        out.mkdir(parents=True, exist_ok=True)
+        exported = export_run(model_dir, to, checkpoint="last")
+        result = tested[index]
+        models.append(
+            {
+                "ways": n,
+                "method": method,
+                "variant": variant,
+                "iterations": twin.train.iterations,
+                "test": {k: result[k] for k in ("mean", "ci95", "tasks", "steps")},
+                "within": _within(twin_dir, tasks),
+                "export": to.name,
+                "export_sha256": exported.metadata.get("sha256"),
+            }
+        )
+    doc = {"command": command, "table": str(table), "models": models}
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(results / f"{NAME}.json", (json.dumps(doc, indent=1) + "\n").encode())
+    atomic_write_bytes(results / f"{NAME}.md", markdown(doc).encode())
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python scripts/pretrained_omniglot.py --method ROW``: the shipped models and their
+    results; a user error is one line on stderr and exit code 2."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        description="Train the pretrained Omniglot models with a row of the Omniglot protocol "
+        "(its validation-chosen budget), test their 6-alphabet twins and export the models."
+    )
+    parser.add_argument("--method", required=True, choices=list(LABELS), help="the row")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help="a variant of the protocol")
+    parser.add_argument("--ways", type=int, nargs="+", default=list(WAYS), choices=WAYS)
+    parser.add_argument("--iterations", type=int, help="meta-iterations (default: the table's)")
+    parser.add_argument("--results", default="results", help="folder of the protocol's tables")
+    parser.add_argument("--runs", default="runs/pretrained_omniglot", help="run directories")
+    parser.add_argument(
+        "--out", default="src/alfa/resources/pretrained", help="folder of the exported models"
+    )
+    parser.add_argument("--data", help="folder of the two minimal zips (default $ALFA_DATA/...)")
+    parser.add_argument("--tasks", type=int, default=600, help="test episodes")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    args = parser.parse_args(argv)
+    shown = [f"--method {args.method}", *([f"--variant {args.variant}"] if args.variant else [])]
+    try:
+        if args.iterations is not None and args.iterations < 1:
+            raise AlfaError(f"--iterations must be at least 1, got {args.iterations}")
+        doc = run(
+            Path(args.results),
+            Path(args.runs),
+            Path(args.out),
+            args.method,
+            ways=tuple(args.ways),
+            variant=args.variant,
+            iterations=args.iterations,
+            tasks=args.tasks,
+            data=args.data,
+            jobs=args.jobs,
+            command=" ".join(["python scripts/pretrained_omniglot.py", *shown]),
+        )
+    except AlfaError as exc:
+        print(f"alfa: error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

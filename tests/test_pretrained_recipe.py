@@ -1,0 +1,100 @@
+"""The pretrained-model recipe (alfa.paper.pretrained_recipe): the protocol's config on other
+classes, the budget its validation chose, a tested twin and an exported model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alfa.config import config_to_dict
+from alfa.errors import AlfaError
+from alfa.paper.omniglot_cells import protocol_config
+from alfa.paper.pretrained_recipe import main, pretrained_config, selected_iterations
+from alfa.runs.export import read_export
+from shared_paths import REAL_OMNIGLOT, REPO
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _table(path, rows):
+    path.write_text(json.dumps({"rows": rows}))
+    return path
+
+
+def _row(method, seed, iteration, accuracy=80.0):
+    return {
+        "ways": 20,
+        "method": method,
+        "seed": seed,
+        "accuracy": accuracy,
+        "ci95": 1.0,
+        "iterations": 6000,
+        "checkpoint_iteration": iteration,
+        "diverged": None if accuracy is not None else "diverged at 3",
+    }
+
+
+def test_the_runs_differ_from_the_protocol_only_in_classes_budget_and_validation():
+    base = _flat(config_to_dict(protocol_config(20, "learned_fixed", 0, 3500, variant="jitter")))
+    for part, split in (("twin", "minimal_train.txt"), ("model", "minimal_all.txt")):
+        config = pretrained_config(20, "learned_fixed", part, 3500, variant="jitter")
+        flat = _flat(config_to_dict(config))
+        changed = {k for k in base if base[k] != flat[k]}
+        assert changed == {"name", "data.split_file", "data.val_split_file", "train.val_every"}
+        assert flat["data.split_file"].endswith(split) and flat["train.val_every"] == 0
+        assert flat["train.iterations"] == 3500 and flat["data.jitter_degrees"] == 10.0
+        assert config.name == f"omniglot-20way-{part}"
+    with pytest.raises(AlfaError, match="unknown part 'all'"):
+        pretrained_config(20, "maml", "all", 10)
+
+
+def test_the_budget_is_the_median_of_the_seeds_validation_choices(tmp_path):
+    rows = [_row("maml", 0, 6000), _row("maml", 1, 4000), _row("maml", 2, 5500)]
+    rows += [_row("alfa_maml", 0, 3000), _row("alfa_maml", 1, 500, accuracy=None)]
+    table = _table(tmp_path / "t.json", rows)
+    assert selected_iterations(table, 20, "maml") == 5500
+    assert selected_iterations(table, 20, "alfa_maml") == 3000  # a diverged seed does not count
+    with pytest.raises(AlfaError, match="no tested 5-way maml cell"):
+        selected_iterations(table, 5, "maml")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(AlfaError, match=r"bad\.json' is not valid JSON"):
+        selected_iterations(tmp_path / "bad.json", 20, "maml")
+
+
+@pytest.mark.slow
+def test_a_short_recipe_exports_a_model_and_tests_its_twin(tmp_path, capsys, monkeypatch):
+    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.skip("real Omniglot zips not available")
+    monkeypatch.chdir(REPO)
+    results = tmp_path / "res"
+    results.mkdir()
+    _table(results / "omniglot_protocol.json", [_row("learned_fixed", 0, 2)])
+    argv = ["--method", "learned_fixed", "--ways", "20", "--results", str(results)]
+    argv += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    argv += ["--data", str(REAL_OMNIGLOT), "--tasks", "4", "--jobs", "1"]
+    assert main(argv) == 0
+    doc = json.loads((results / "pretrained_omniglot.json").read_text())
+    (entry,) = doc["models"]
+    assert entry["iterations"] == 2 and entry["test"]["tasks"] == 4
+    assert 0 < entry["test"]["mean"] < 1
+    assert set(entry["within"]["alphabets"]) == {"Early_Aramaic"}
+    assert set(entry["within"]["separate"]) == {"Tagalog"}
+    exported = read_export(tmp_path / "out" / "omniglot-20way.safetensors")
+    assert exported.iteration == 2 and exported.config.data.split_file.endswith("minimal_all.txt")
+    assert len(exported.class_lists["train"]) == 4 * 242  # every alphabet, with rotations
+    md = (results / "pretrained_omniglot.md").read_text()
+    assert "learned fixed" in md and "omniglot-20way.safetensors" in md
+    # a row the table has not tested is refused in one line
+    capsys.readouterr()
+    assert main([*argv[:1], "maml", *argv[2:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no tested 20-way maml cell" in err
