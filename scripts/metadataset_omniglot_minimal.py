@@ -45,9 +45,12 @@ CONFIG = "configs/metadataset/omniglot_minimal_protomaml.yaml"
 # run folder -> (label, config overrides)
 RUNS = {
     "protomaml": ("fo-Proto-MAML", []),
-    "protomaml_alfa": ("fo-Proto-MAML + ALFA", ["rule.name=alfa"]),
+    "protomaml_alfa": ("fo-Proto-MAML + ALFA", ["rule.name=alfa", "rule.generator=paper"]),
     "fomaml": ("fo-MAML", ["meta.head_init=learned"]),
-    "fomaml_alfa": ("fo-MAML + ALFA", ["meta.head_init=learned", "rule.name=alfa"]),
+    "fomaml_alfa": (
+        "fo-MAML + ALFA",
+        ["meta.head_init=learned", "rule.name=alfa", "rule.generator=paper"],
+    ),
 }
 PAIRS = [("protomaml", "protomaml_alfa"), ("fomaml", "fomaml_alfa")]
 NAME = "metadataset_omniglot_minimal"

@@ -123,3 +123,24 @@ def test_rms_statistics_double_the_state_and_keep_the_paper_part():
     torch.testing.assert_close(state[:, 6:8], layer_rms(grads, NAMES))
     with pytest.raises(ValueError, match="rms"):
         ALFA(NAMES, SHAPES, steps=1, state_statistics=("rms",))
+
+
+def test_the_stable_preset_builds_the_three_switches_and_yields_to_a_given_one():
+    from alfa import MetaLearner
+    from alfa.errors import ArgumentError
+    from alfa.models import MLP
+    from alfa.rules import make_rule
+
+    stable = make_rule("alfa", NAMES, SHAPES, 2, generator="stable")
+    assert stable.state_statistics == ("mean", "rms")
+    assert stable.generator.encoding == "log_sign" and stable.generator.output == "bounded"
+    mixed = make_rule("alfa", NAMES, SHAPES, 2, generator="stable", generator_output="linear")
+    assert mixed.generator.output == "linear" and mixed.generator.encoding == "log_sign"
+    paper = make_rule("alfa", NAMES, SHAPES, 2, generator="paper")
+    assert paper.state_statistics == ("mean",) and paper.generator.encoding == "raw"
+    learner = MetaLearner(MLP((4,)), rule="alfa", steps=2, generator="stable")
+    assert learner.rule.generator.output == "bounded"
+    with pytest.raises(ArgumentError, match="generator='steady' is not a preset"):
+        make_rule("alfa", NAMES, SHAPES, 2, generator="steady")
+    with pytest.raises(ArgumentError, match="no option 'generator'"):
+        make_rule("maml", NAMES, SHAPES, 2, generator="stable")

@@ -49,6 +49,7 @@ __all__ = [
 
 
 from alfa.config.schema import (
+    DEFAULT_GENERATOR,
     GENERATOR_PRESETS,
     Config,
     DataConfig,
@@ -169,13 +170,19 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _with_generator_preset(data: dict[str, Any]) -> dict[str, Any]:
+def _with_generator_preset(data: dict[str, Any], *, default: bool = False) -> dict[str, Any]:
     """``data`` with the switches that its ``rule.generator`` names filled in where ``data``
-    does not set them itself (:data:`~alfa.config.schema.GENERATOR_PRESETS`)."""
+    does not set them itself (:data:`~alfa.config.schema.GENERATOR_PRESETS`); with ``default``,
+    an ALFA rule that names no preset gets :data:`~alfa.config.schema.DEFAULT_GENERATOR`'s."""
     rule = data.get("rule")
-    if not isinstance(rule, dict) or not isinstance(rule.get("generator"), str):
+    if not isinstance(rule, dict):
         return data
-    preset = GENERATOR_PRESETS.get(rule["generator"], {})  # custom, or unknown: its check says
+    name = rule.get("generator")
+    if name is None and default and rule.get("name") == "alfa":
+        name = DEFAULT_GENERATOR
+    if not isinstance(name, str):
+        return data
+    preset = GENERATOR_PRESETS.get(name, {})  # custom, or unknown: its check says
     filled = {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}
     return {**data, "rule": {**filled, **rule}}
 
@@ -191,10 +198,12 @@ def generator_name(rule: RuleConfig) -> str:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from nested plain data.
 
-    ``rule.generator`` sets the generator switches the data does not set itself, and is then
-    recorded as what the switches are: the preset they match, or ``custom``.
+    ``rule.generator`` (for an ALFA rule that names none,
+    :data:`~alfa.config.schema.DEFAULT_GENERATOR`) sets the generator switches the data does not
+    set itself, and is then recorded as what the switches are: the preset they match, or
+    ``custom``.
     """
-    config = _build(Config, _with_generator_preset(data or {}), "")
+    config = _build(Config, _with_generator_preset(data or {}, default=True), "")
     name = generator_name(config.rule)
     if name != config.rule.generator:
         config = config.replace(rule=dataclasses.replace(config.rule, generator=name))

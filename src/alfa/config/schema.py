@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_GENERATOR",
     "DEFAULT_RULE",
     "GENERATOR_PRESETS",
     "Config",
@@ -31,6 +32,12 @@ is compared with and the one without meta-learned hyperparameters. ALFA is named
 wanted (``rule.name: alfa``, ``rule="alfa"``). A config that names no rule has always trained
 MAML, so every existing config keeps its meaning."""
 
+
+DEFAULT_GENERATOR = "paper"
+"""The generator preset of an ALFA config that names neither ``rule.generator`` nor the switch
+it sets: the paper's generator until the Omniglot protocol (``results/omniglot_protocol.md``)
+shows whether the stable switches also hold on images (docs/stability.md). The shipped configs
+name their preset (:mod:`alfa.config.writer`), so they do not change with it."""
 
 GeneratorPreset = Literal["paper", "stable", "custom"]
 """``rule.generator``: a name of :data:`GENERATOR_PRESETS`, or ``custom`` (another mix)."""

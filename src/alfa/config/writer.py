@@ -1,5 +1,7 @@
 """Write a config as a short YAML file: a comment header and only the keys that differ from the
-defaults (the shipped files under ``configs/`` are written this way)."""
+defaults (the shipped files under ``configs/`` are written this way), and for ALFA always the
+generator preset (``rule.generator``), so that a shipped config keeps its generator whatever
+:data:`~alfa.config.schema.DEFAULT_GENERATOR` becomes."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ __all__ = ["write_config"]
 
 
 def _short(config: Config) -> dict[str, Any]:
-    """Only the keys that differ from the defaults."""
+    """Only the keys that differ from the defaults, and ``rule.generator`` of an ALFA rule."""
 
     def diff(d: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         out = {}
@@ -27,7 +29,10 @@ def _short(config: Config) -> dict[str, Any]:
                 out[key] = value
         return out
 
-    return diff(config_to_dict(config), config_to_dict(Config()))
+    short = diff(config_to_dict(config), config_to_dict(Config()))
+    if config.rule.name == "alfa":
+        short["rule"] = {**short.get("rule", {}), "generator": config.rule.generator}
+    return short
 
 
 def write_config(path: Path, config: Config, header: str) -> Path:

@@ -156,7 +156,11 @@ def table3_config(column: str) -> Config:
             "image_size": 126,
         },
         "model": {"name": "resnet18", "norm": "support"},
-        "rule": {"name": "alfa" if column.endswith("_alfa") else "maml", "lr": base["rule_lr"]},
+        "rule": {
+            "name": "alfa" if column.endswith("_alfa") else "maml",
+            "lr": base["rule_lr"],
+            "generator": "paper",
+        },
         "meta": {
             "init": "learned",
             "steps": base["steps"],

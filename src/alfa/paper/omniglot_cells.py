@@ -80,7 +80,13 @@ CLIP = 1.0
 
 SEEDS = (0, 1, 2)
 
-_ALFA = {"name": "alfa", "lr": 0.1, "weight_decay": 0.0005, "generator_init": "unit"}
+_ALFA = {
+    "name": "alfa",
+    "lr": 0.1,
+    "weight_decay": 0.0005,
+    "generator_init": "unit",
+    "generator": "paper",
+}
 RULES: dict[str, dict[str, Any]] = {
     "maml": {"name": "maml", "lr": 0.1},
     "learned_fixed": {
@@ -94,12 +100,7 @@ RULES: dict[str, dict[str, Any]] = {
     },
     "alfa_maml": dict(_ALFA),
     "alfa_random": {**_ALFA, "per_element_decay": True},
-    "alfa_maml_stable": {
-        **_ALFA,
-        "state_encoding": "log_sign",
-        "state_statistics": ["mean", "rms"],
-        "generator_output": "bounded",
-    },
+    "alfa_maml_stable": {**_ALFA, "generator": "stable"},  # the three switches (stability.md)
 }
 INIT = {"alfa_random": "random"}
 """The rows whose initialisation is not meta-learned (the others learn it, as MAML does)."""

@@ -39,13 +39,16 @@ __all__ = ["PAPER_CELLS", "paper_config", "write_paper_configs"]
 
 METHODS: dict[str, dict[str, Any]] = {
     "maml": {"rule": {"name": "maml"}, "meta": {"init": "learned"}},
-    "alfa_maml": {"rule": {"name": "alfa"}, "meta": {"init": "learned"}},
+    "alfa_maml": {"rule": {"name": "alfa", "generator": "paper"}, "meta": {"init": "learned"}},
     "alfa_random": {
-        "rule": {"name": "alfa", "per_element_decay": True},
+        "rule": {"name": "alfa", "generator": "paper", "per_element_decay": True},
         "meta": {"init": "random"},
     },
     "maml_l2f": {"rule": {"name": "maml", "l2f": True}, "meta": {"init": "learned"}},
-    "alfa_maml_l2f": {"rule": {"name": "alfa", "l2f": True}, "meta": {"init": "learned"}},
+    "alfa_maml_l2f": {
+        "rule": {"name": "alfa", "generator": "paper", "l2f": True},
+        "meta": {"init": "learned"},
+    },
 }
 ROOTS = {
     "mini_imagenet": "data/mini_imagenet",
@@ -86,9 +89,12 @@ def _ablation(method: str) -> dict[str, Any]:
     """Rule and meta settings of a Table 5/6/7 method name (see :data:`ABLATIONS`)."""
     parts = method.split("-")
     if parts[0] == "input":  # Table 5: input-<weights|gradients|both>
-        return {"rule": {"name": "alfa", "generator_input": parts[1]}, "meta": {}}
+        return {
+            "rule": {"name": "alfa", "generator": "paper", "generator_input": parts[1]},
+            "meta": {},
+        }
     if parts[0] == "steps":  # Table 7: steps-<S>
-        return {"rule": {"name": "alfa"}, "meta": {"steps": int(parts[1])}}
+        return {"rule": {"name": "alfa", "generator": "paper"}, "meta": {"steps": int(parts[1])}}
     # Table 6: <maml|random>-<alpha|beta>-<fixed|adaptive>-<step|layer>
     init, which, kind, layout = parts
     rule: dict[str, Any] = {
@@ -98,6 +104,7 @@ def _ablation(method: str) -> dict[str, Any]:
         "learn_beta": which == "beta",
         "per_element_decay": False,
         "generate": [which],  # read by alfa only; the same in both columns
+        "generator": "paper",
         "name": "learned_fixed" if kind == "fixed" else "alfa",
     }
     return {"rule": rule, "meta": {"init": "learned" if init == "maml" else "random"}}

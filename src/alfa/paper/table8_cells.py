@@ -62,7 +62,7 @@ DEFAULT_ITERATIONS = 20000
 CLIP = 1.0
 """The one stabilisation of every row: the meta-gradient's global norm is clipped."""
 
-ALFA = {"name": "alfa", "lr": 0.01, "weight_decay": 0.0005}
+ALFA = {"name": "alfa", "lr": 0.01, "weight_decay": 0.0005, "generator": "paper"}
 BOUNDED = {"generator_output": "bounded"}
 LOG_SIGN = {"state_encoding": "log_sign"}
 RMS = {"state_statistics": ["mean", "rms"]}

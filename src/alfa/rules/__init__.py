@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from alfa.config import RuleConfig
+from alfa.config.schema import GENERATOR_PRESETS
 from alfa.errors import ArgumentError
 from alfa.rules.alfa import ALFA
 from alfa.rules.base import Hyperparameters, UpdateRule, layer_means
@@ -80,7 +81,10 @@ def make_rule(
     """The rule ``rule`` (a name of :data:`RULES` or a class) for the given adapted tensors.
 
     Args:
-        options: the rule's own keyword arguments (e.g. ALFA's ``lr``, ``generator_layers``).
+        options: the rule's own keyword arguments (e.g. ALFA's ``lr``, ``generator_layers``);
+            for ALFA also ``generator``, a preset of its three generator switches
+            (:data:`~alfa.config.schema.GENERATOR_PRESETS`: ``"paper"`` or ``"stable"``) that
+            the switches given beside it override.
         l2f: wrap the rule in :class:`L2F` (attenuation of the initialisation).
 
     Raises:
@@ -88,6 +92,13 @@ def make_rule(
             that is NaN or infinite.
     """
     cls = rule_class(rule)
+    if issubclass(cls, ALFA) and "generator" in options:
+        preset = options.pop("generator")
+        if preset not in GENERATOR_PRESETS:
+            raise ArgumentError(
+                f"generator={preset!r} is not a preset; choose {' or '.join(GENERATOR_PRESETS)}"
+            )
+        options = {**GENERATOR_PRESETS[preset], **options}
     allowed = rule_option_names(cls)
     unknown = [k for k in options if allowed is not None and k not in allowed]
     if unknown:
