@@ -259,3 +259,45 @@ def test_a_variant_is_its_own_table_compared_cell_by_cell_with_the_protocol(
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "omniglot", "--results", str(res), "--report-only", "--variant", "x"])
     assert exit_info.value.code == 2 and "invalid choice: 'x'" in capsys.readouterr().err
+
+
+def test_a_resumed_cell_says_its_time_is_that_of_its_last_part(tmp_path):
+    from alfa.paper.omniglot_report import summaries
+    from alfa.paper.omniglot_run import _train_parts
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert _train_parts(run_dir) == 1  # a run from before provenance files
+    start = '{"started": "2026-12-06T10:31:46Z", "command": "x"}\n'
+    (run_dir / "provenance.jsonl").write_text(start * 2)
+    assert _train_parts(run_dir) == 2
+    rows = [
+        {
+            "ways": 20,
+            "method": m,
+            "seed": 0,
+            "accuracy": 80.0,
+            "ci95": 0.4,
+            "iterations": 6000,
+            "checkpoint_iteration": 6000,
+            "best_val": 79.0,
+            "train_seconds": 3600.0,
+            "train_parts": parts,
+        }
+        for m, parts in (("maml", 1), ("alfa_maml", 2))
+    ]
+    doc = {
+        "rows": rows,
+        "summary": summaries(rows),
+        "paired": [],
+        "cells": [],
+        "written_by": "w",
+        "command": "c",
+        "results": "results",
+        "source": {"commit": "x"},
+    }
+    md = markdown(doc)
+    assert "| 60 min |" in md and "| 60 (last of 2 parts) min |" in md
+    assert "at least 2.0 CPU-hours" in md and "1 cell(s) stopped at a session's end" in md
+    rows[1]["train_parts"] = 1
+    assert "at least" not in markdown({**doc, "summary": summaries(rows)})

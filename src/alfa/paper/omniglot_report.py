@@ -277,6 +277,7 @@ def markdown(doc: dict[str, Any]) -> str:
     """``omniglot_protocol.md`` from ``omniglot_protocol.json``'s content."""
     rows, summary, pairs = doc["rows"], doc["summary"], doc["paired"]
     hours = sum(r.get("train_seconds") or 0.0 for r in rows) / 3600
+    resumed = [r for r in rows if (r.get("train_parts") or 1) > 1]
     variant = doc.get("variant")
     folder = f"omniglot_protocol_{variant}" if variant else "omniglot_protocol"
     title = "# Omniglot (minimal background sets, real data): MAML, learned-fixed and ALFA, seeded"
@@ -316,7 +317,13 @@ def markdown(doc: dict[str, Any]) -> str:
         "by validation accuracy is tested. Test: 600 fixed episodes (seed 1234), the same for "
         "every row and seed, so rows are compared paired over episodes.",
         f"- Seeds {', '.join(map(str, SEEDS))} for every row; one thread per run on a 2-core "
-        f"CPU ({hours:.1f} CPU-hours of training so far).",
+        f"CPU ({'at least ' if resumed else ''}{hours:.1f} CPU-hours of training so far"
+        + (
+            f"; {len(resumed)} cell(s) stopped at a session's end and resumed count only their "
+            "last part)."
+            if resumed
+            else ")."
+        ),
         "",
         "## Verdicts",
         "",
@@ -346,7 +353,11 @@ def markdown(doc: dict[str, Any]) -> str:
         )
         std = "" if s["std_over_seeds"] is None else f" ({_pct(s['std_over_seeds'])})"
         checkpoints = ", ".join(str(r.get("checkpoint_iteration", "-")) for r in cells)
-        minutes = ", ".join(f"{(r.get('train_seconds') or 0) / 60:.0f}" for r in cells)
+        minutes = ", ".join(
+            f"{(r.get('train_seconds') or 0) / 60:.0f}"
+            + (f" (last of {r['train_parts']} parts)" if (r.get("train_parts") or 1) > 1 else "")
+            for r in cells
+        )
         lines.append(
             f"| {s['ways']} | {LABELS[s['method']]} | {_pct(s['accuracy'])}{std} | {per_seed} "
             f"| {_pct(s['best_val'])} | {checkpoints} | {minutes} min |"

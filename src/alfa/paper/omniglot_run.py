@@ -96,6 +96,14 @@ def _validation(run_dir: Path) -> dict[str, Any]:
     return {"val_curve": curve, "best_val": best[1] if best else None}
 
 
+def _train_parts(run_dir: Path) -> int:
+    """How many processes trained a run: one line of its ``provenance.jsonl`` per start (a run
+    stopped at a session's end and resumed has two or more)."""
+    path = run_dir / "provenance.jsonl"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    return max(1, sum('"started"' in line for line in text.splitlines()))
+
+
 def _write(results: Path, doc: dict[str, Any]) -> None:
     from alfa.runs.checkpoint import atomic_write_bytes
 
@@ -203,7 +211,8 @@ def run(
             "iterations": config.train.iterations,
             "checkpoint_iteration": r.get("checkpoint_iteration"),
             "diverged": r.get("diverged"),
-            "train_seconds": round(r.get("seconds", 0.0), 1),
+            "train_seconds": round(r.get("seconds", 0.0), 1),  # of the last part only
+            "train_parts": _train_parts(run_dir),
             "commit": doc["source"]["commit"],
             **_validation(run_dir),
         }
