@@ -8,6 +8,9 @@ config continues from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -90,6 +93,25 @@ def train_and_test(
     return result
 
 
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """While inside, SIGINT and SIGTERM are recorded in the yielded list instead of ending this
+    process (in the main thread; elsewhere the list stays empty)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        s: signal.signal(s, lambda number, _frame: received.append(number)) for s in signals
+    }
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def train_and_test_all(
     work: Sequence[tuple[Config, Path]],
     tasks: int,
@@ -100,7 +122,13 @@ def train_and_test_all(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Train and test each ``(config, run_dir)`` of ``work``, ``jobs`` at a time, yielding
     ``(index in work, result)`` as each finishes. No new cell starts after ``deadline`` (a
-    ``time.time()`` value). With ``jobs`` 1 the cells run in this process, in order."""
+    ``time.time()`` value). With ``jobs`` 1 the cells run in this process, in order.
+
+    With several jobs, a SIGINT or SIGTERM to this process starts no new cell and lets the
+    running ones report: sent to the whole process group (Ctrl-C, ``kill -TERM -PGID``), each
+    running cell stops after its iteration with a checkpoint and is yielded as ``stopped``;
+    this process does not die before its workers have said so (they would be left waiting on
+    it)."""
 
     def late() -> bool:
         if deadline is not None and time.time() > deadline:
@@ -120,9 +148,15 @@ def train_and_test_all(
     waiting = list(enumerate(work))
     free = list(range(jobs))  # the progress bars' lines
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with (
+        ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
+        _stop_requests() as stop,
+    ):
         running: dict[Any, tuple[int, int]] = {}
         while waiting or running:
+            if waiting and stop:
+                print(f"{signal.Signals(stop[0]).name}: no new cell started")
+                waiting.clear()
             if waiting and late():
                 waiting.clear()
             while waiting and free:
