@@ -298,6 +298,6 @@ def test_a_resumed_cell_says_its_time_is_that_of_its_last_part(tmp_path):
     }
     md = markdown(doc)
     assert "| 60 min |" in md and "| 60 (last of 2 parts) min |" in md
-    assert "at least 2.0 CPU-hours" in md and "1 cell(s) stopped at a session's end" in md
+    assert "at least 2.0 CPU-hours" in md and "1 cell(s) stopped and resumed" in md
     rows[1]["train_parts"] = 1
     assert "at least" not in markdown({**doc, "summary": summaries(rows)})

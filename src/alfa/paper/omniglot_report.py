@@ -319,8 +319,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- Seeds {', '.join(map(str, SEEDS))} for every row; one thread per run on a 2-core "
         f"CPU ({'at least ' if resumed else ''}{hours:.1f} CPU-hours of training so far"
         + (
-            f"; {len(resumed)} cell(s) stopped at a session's end and resumed count only their "
-            "last part)."
+            f"; {len(resumed)} cell(s) stopped and resumed count only their last part)."
             if resumed
             else ")."
         ),

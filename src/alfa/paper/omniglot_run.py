@@ -98,7 +98,7 @@ def _validation(run_dir: Path) -> dict[str, Any]:
 
 def _train_parts(run_dir: Path) -> int:
     """How many processes trained a run: one line of its ``provenance.jsonl`` per start (a run
-    stopped at a session's end and resumed has two or more)."""
+    stopped and resumed has two or more)."""
     path = run_dir / "provenance.jsonl"
     text = path.read_text(errors="replace") if path.is_file() else ""
     return max(1, sum('"started"' in line for line in text.splitlines()))
