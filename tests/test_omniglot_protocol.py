@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alfa.cli.main import main
-from alfa.config import config_to_dict
+from alfa.config import config_to_dict, leaf_keys
 from alfa.paper.omniglot_cells import (
     CELLS,
     METHODS,
@@ -27,21 +27,11 @@ from alfa.runs.reopen import load_run
 from shared_paths import REAL_OMNIGLOT, REPO
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_rows_differ_only_in_the_rule_and_the_initialisation():
     for ways in (20, 5):
-        base = _flat(config_to_dict(protocol_config(ways, "maml", 0)))
+        base = leaf_keys(config_to_dict(protocol_config(ways, "maml", 0)))
         for method in METHODS:
-            other = _flat(config_to_dict(protocol_config(ways, method, 0)))
+            other = leaf_keys(config_to_dict(protocol_config(ways, method, 0)))
             changed = {k for k in base.keys() | other.keys() if base.get(k) != other.get(k)}
             allowed = {k for k in changed if k.startswith("rule.")} | ({"name"} & changed)
             if method == "alfa_random":
@@ -50,8 +40,8 @@ def test_rows_differ_only_in_the_rule_and_the_initialisation():
             assert ("name" in changed) == (method != "maml")
             assert other["meta.grad_clip"] == 1.0 and other["meta.first_order"] is False
     # seeds change only the seed and the name
-    a = _flat(config_to_dict(protocol_config(20, "alfa_maml", 0)))
-    b = _flat(config_to_dict(protocol_config(20, "alfa_maml", 2)))
+    a = leaf_keys(config_to_dict(protocol_config(20, "alfa_maml", 0)))
+    b = leaf_keys(config_to_dict(protocol_config(20, "alfa_maml", 2)))
     assert {k for k in a if a[k] != b[k]} == {"seed", "name"}
 
 
@@ -214,8 +204,8 @@ def test_a_damaged_per_episode_file_is_named_in_the_error(tmp_path):
 
 def test_a_variant_changes_only_its_keys_and_the_name():
     for method in METHODS:
-        base = _flat(config_to_dict(protocol_config(20, method, 1)))
-        jitter = _flat(config_to_dict(protocol_config(20, method, 1, variant="jitter")))
+        base = leaf_keys(config_to_dict(protocol_config(20, method, 1)))
+        jitter = leaf_keys(config_to_dict(protocol_config(20, method, 1, variant="jitter")))
         changed = {k for k in base if base[k] != jitter[k]}
         assert changed == {"name", *(f"data.{k}" for k in VARIANTS["jitter"]["data"])}
         assert jitter["name"] == f"20way-{method}-s1+jitter"

@@ -7,22 +7,12 @@ import json
 
 import pytest
 
-from alfa.config import config_to_dict
+from alfa.config import config_to_dict, leaf_keys
 from alfa.errors import AlfaError
 from alfa.paper.omniglot_cells import protocol_config
 from alfa.paper.pretrained_recipe import main, pretrained_config, selected_iterations
 from alfa.runs.export import read_export
 from shared_paths import REAL_OMNIGLOT, REPO
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _table(path, rows):
@@ -44,10 +34,12 @@ def _row(method, seed, iteration, accuracy=80.0):
 
 
 def test_the_runs_differ_from_the_protocol_only_in_classes_budget_and_validation():
-    base = _flat(config_to_dict(protocol_config(20, "learned_fixed", 0, 3500, variant="jitter")))
+    base = leaf_keys(
+        config_to_dict(protocol_config(20, "learned_fixed", 0, 3500, variant="jitter"))
+    )
     for part, split in (("twin", "minimal_train.txt"), ("model", "minimal_all.txt")):
         config = pretrained_config(20, "learned_fixed", part, 3500, variant="jitter")
-        flat = _flat(config_to_dict(config))
+        flat = leaf_keys(config_to_dict(config))
         changed = {k for k in base if base[k] != flat[k]}
         assert changed == {"name", "data.split_file", "data.val_split_file", "train.val_every"}
         assert flat["data.split_file"].endswith(split) and flat["train.val_every"] == 0
