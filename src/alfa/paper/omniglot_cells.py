@@ -51,8 +51,10 @@ __all__ = [
     "VARIANTS",
     "WAYS",
     "cell_key",
+    "check_variant",
     "parse_cell_key",
     "protocol_config",
+    "table_name",
 ]
 
 WAYS = (20, 5)
@@ -162,6 +164,19 @@ def parse_cell_key(key: str) -> tuple[int, str, int]:
     raise AlfaError(f"{key!r} is not a cell of the Omniglot protocol, e.g. {cell_key(*CELLS[0])}")
 
 
+def check_variant(variant: str | None) -> None:
+    """Raise :class:`AlfaError` unless ``variant`` is None (the protocol) or a key of
+    :data:`VARIANTS`."""
+    if variant is not None and variant not in VARIANTS:
+        raise AlfaError(f"unknown variant {variant!r}; the variants are {', '.join(VARIANTS)}")
+
+
+def table_name(variant: str | None = None) -> str:
+    """The stem of a table's files and evidence folder: ``omniglot_protocol``, or
+    ``omniglot_protocol_<variant>`` for a variant's."""
+    return f"omniglot_protocol_{variant}" if variant else "omniglot_protocol"
+
+
 def protocol_config(
     ways: int,
     method: str,
@@ -188,8 +203,7 @@ def protocol_config(
             f"unknown cell {ways}-way {method!r}; the methods are {', '.join(METHODS)} and the "
             f"ways {', '.join(map(str, WAYS))}"
         )
-    if variant is not None and variant not in VARIANTS:
-        raise AlfaError(f"unknown variant {variant!r}; the variants are {', '.join(VARIANTS)}")
+    check_variant(variant)
     changes = VARIANTS[variant] if variant else {}
     iterations = ITERATIONS[ways] if iterations is None else iterations
     root = DATA_ROOT if data is None else ",".join(f"{data}/{z}" for z in ZIPS)

@@ -35,7 +35,9 @@ from alfa.paper.omniglot_cells import (
     METHODS,
     VARIANTS,
     cell_key,
+    check_variant,
     protocol_config,
+    table_name,
 )
 from alfa.paper.omniglot_report import against_protocol, markdown, paired_rows, summaries
 from alfa.paper.provenance import source_commit
@@ -48,14 +50,6 @@ from alfa.paper.result_table import (
 )
 
 __all__ = ["add_arguments", "main", "report", "reproduce", "run", "select", "table_name"]
-
-NAME = "omniglot_protocol"
-
-
-def table_name(variant: str | None = None) -> str:
-    """The stem of a table's files and evidence folder: the protocol's, or a variant's."""
-    return f"{NAME}_{variant}" if variant else NAME
-
 
 _ROW_KEYS: dict[str, tuple[type, ...]] = {
     "ways": (int,),
@@ -114,9 +108,9 @@ def _write(results: Path, doc: dict[str, Any]) -> None:
     doc["summary"] = summaries(doc["rows"])
     doc["paired"] = paired_rows(doc["rows"], results / name)
     if doc.get("variant"):
-        base = _read(results / f"{NAME}.json")["rows"]
+        base = _read(results / f"{table_name()}.json")["rows"]
         doc["against_protocol"] = against_protocol(
-            doc["rows"], base, results / name, results / NAME
+            doc["rows"], base, results / name, results / table_name()
         )
     atomic_write_bytes(results / f"{name}.json", (json.dumps(doc, indent=1) + "\n").encode())
     atomic_write_bytes(results / f"{name}.md", markdown(doc).encode())
@@ -165,8 +159,7 @@ def run(
     for folder, what in ((results, "--results"), (runs, "--runs")):
         if folder.exists() and not folder.is_dir():
             raise AlfaError(f"{what} '{folder}' is not a folder; choose a folder")
-    if variant is not None and variant not in VARIANTS:
-        raise AlfaError(f"unknown variant {variant!r}; the variants are {', '.join(VARIANTS)}")
+    check_variant(variant)
     cells = select(only)
     name = table_name(variant)
     json_path = results / f"{name}.json"
@@ -264,7 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, results: str, runs: str, j
     )
     add_table_arguments(
         parser,
-        name=NAME,
+        name=table_name(),
         results=results,
         runs=runs,
         jobs=jobs,

@@ -24,7 +24,15 @@ from typing import Any
 
 from alfa.config import Config, config_from_dict, config_to_dict
 from alfa.errors import AlfaError
-from alfa.paper.omniglot_cells import LABELS, SPLITS, VARIANTS, WAYS, protocol_config
+from alfa.paper.omniglot_cells import (
+    LABELS,
+    SPLITS,
+    VARIANTS,
+    WAYS,
+    check_variant,
+    protocol_config,
+    table_name,
+)
 from alfa.paper.result_table import read_table
 
 __all__ = ["PARTS", "pretrained_config", "run", "selected_iterations"]
@@ -174,10 +182,8 @@ def run(
 
     if method not in LABELS:
         raise AlfaError(f"unknown row {method!r}; the rows are {', '.join(LABELS)}")
-    if variant is not None and variant not in VARIANTS:
-        raise AlfaError(f"unknown variant {variant!r}; the variants are {', '.join(VARIANTS)}")
-    stem = f"omniglot_protocol_{variant}" if variant else "omniglot_protocol"
-    table = results / f"{stem}.json" if table is None else table
+    check_variant(variant)
+    table = results / f"{table_name(variant)}.json" if table is None else table
     work: list[tuple[Config, Path]] = []
     for n in ways:
         budget = selected_iterations(table, n, method) if iterations is None else iterations
