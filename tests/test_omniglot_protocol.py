@@ -148,10 +148,37 @@ def test_a_short_run_is_resumable_ships_evidence_and_pairs_the_rows(tmp_path, ca
     assert md == markdown(json.loads((tmp_path / "res" / "omniglot_protocol.json").read_text()))
     assert "2 of 30 cells done" in md and "20way-learned_fixed-s0" in md
     assert "holds so far" in md or "fails so far" in md or "not shown" in md
+    assert "![validation curves" in md and "(omniglot_protocol.png)" in md
+    assert (tmp_path / "res" / "omniglot_protocol.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = md
     report(tmp_path / "res", "python scripts/omniglot_protocol.py --report-only")
     after = (tmp_path / "res" / "omniglot_protocol.md").read_text()
     assert after.split("## Protocol")[1] == before.split("## Protocol")[1]
+
+
+def _row(ways: int, method: str, seed: int, **extra) -> dict:
+    curve = [[500 * k, 60.0 + 5 * k + seed] for k in (1, 2, 3)]
+    row = {"ways": ways, "method": method, "seed": seed, "accuracy": 70.0 + seed, "ci95": 0.4}
+    return {**row, "val_curve": curve, "checkpoint_iteration": 1000, **extra}
+
+
+def test_the_figure_has_a_row_of_panels_for_each_number_of_ways_with_curves(tmp_path):
+    from PIL import Image
+
+    from alfa.paper.omniglot_figure import draw
+
+    assert draw([{**_row(20, "maml", 0), "val_curve": []}], tmp_path / "none.png", "t") is None
+    assert not (tmp_path / "none.png").exists()
+    one = [_row(20, m, s) for m in METHODS for s in SEEDS]
+    one.append(_row(20, "alfa_maml", 2, accuracy=None, diverged="non-finite loss"))
+    both = [*one, _row(5, "maml", 0), _row(5, "alfa_maml", 0, checkpoint_iteration=7)]
+    sizes = []
+    for name, rows in (("one", one), ("both", both)):
+        out = draw(rows, tmp_path / f"{name}.png", "title")
+        assert out is not None and out.read_bytes()[:4] == b"\x89PNG"
+        sizes.append(Image.open(out).size)
+    (w1, h1), (w2, h2) = sizes
+    assert w1 == w2 and h2 > 1.7 * h1  # a second row of panels, as tall as the first
 
 
 def test_a_damaged_table_is_refused_in_one_line_and_kept(tmp_path, capsys):

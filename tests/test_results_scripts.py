@@ -37,6 +37,7 @@ WRITERS = {
     "metadataset_omniglot_minimal.json": "scripts/metadataset_omniglot_minimal.py",
     "omniglot_protocol.md": "scripts/omniglot_protocol.py",
     "omniglot_protocol.json": "scripts/omniglot_protocol.py",
+    "omniglot_protocol.png": "scripts/omniglot_protocol.py",
     "omniglot_protocol": "scripts/omniglot_protocol.py",
 }
 TIMING = {"train_seconds", "seconds"}

@@ -25,7 +25,9 @@ from alfa.paper.omniglot_cells import (
     VARIANTS,
     WAYS,
     cell_key,
+    table_name,
 )
+from alfa.paper.omniglot_figure import drawn_ways
 from alfa.paper.statistics import paired
 
 __all__ = ["CLAIMS", "against_protocol", "markdown", "paired_rows", "summaries", "verdicts"]
@@ -279,7 +281,7 @@ def markdown(doc: dict[str, Any]) -> str:
     hours = sum(r.get("train_seconds") or 0.0 for r in rows) / 3600
     resumed = [r for r in rows if (r.get("train_parts") or 1) > 1]
     variant = doc.get("variant")
-    folder = f"omniglot_protocol_{variant}" if variant else "omniglot_protocol"
+    folder = table_name(variant)
     title = "# Omniglot (minimal background sets, real data): MAML, learned-fixed and ALFA, seeded"
     lines = [title + (f", variant `{variant}`" if variant else ""), ""]
     if variant:
@@ -335,6 +337,17 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "## Accuracy (%)",
         "",
+        *(
+            [
+                f"![validation curves and per-seed test accuracy of every row]({folder}.png)",
+                "",
+                "Left: each cell's validation accuracy along its meta-iterations, the tested "
+                "checkpoint dotted; right: each seed's test accuracy with its 95% CI.",
+                "",
+            ]
+            if drawn_ways(rows)
+            else []
+        ),
         "Mean over seeds (std over seeds); each seed's accuracy with its 95% CI over the 600 "
         "test episodes; the mean best validation accuracy; the tested checkpoint's iteration.",
         "",

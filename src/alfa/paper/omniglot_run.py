@@ -39,6 +39,7 @@ from alfa.paper.omniglot_cells import (
     protocol_config,
     table_name,
 )
+from alfa.paper.omniglot_figure import draw
 from alfa.paper.omniglot_report import against_protocol, markdown, paired_rows, summaries
 from alfa.paper.provenance import source_commit
 from alfa.paper.result_table import (
@@ -114,6 +115,13 @@ def _write(results: Path, doc: dict[str, Any]) -> None:
         )
     atomic_write_bytes(results / f"{name}.json", (json.dumps(doc, indent=1) + "\n").encode())
     atomic_write_bytes(results / f"{name}.md", markdown(doc).encode())
+    draw(doc["rows"], results / f"{name}.png", _figure_title(doc.get("variant")))
+
+
+def _figure_title(variant: str | None) -> str:
+    return "Omniglot protocol (minimal background sets, 4-CONV, 5 inner steps)" + (
+        f", variant {variant}" if variant else ""
+    )
 
 
 def select(only: list[str] | None) -> list[tuple[int, str, int]]:
