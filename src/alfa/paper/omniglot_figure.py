@@ -1,6 +1,6 @@
 """``omniglot_protocol.png`` (or a variant's): the protocol's table as a figure.
 
-One row of two panels for each number of ways that has a scored cell:
+One row of two panels for each number of ways that has a validation curve:
 
 - left, the validation accuracy of every cell along its meta-iterations (one colour per row of
   the table, one line per seed), with the checkpoint that selection chose marked by a dot and a

@@ -342,7 +342,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"![validation curves and per-seed test accuracy of every row]({folder}.png)",
                 "",
                 "Left: each cell's validation accuracy along its meta-iterations, the tested "
-                "checkpoint dotted; right: each seed's test accuracy with its 95% CI.",
+                "checkpoint marked by a dot; right: each seed's test accuracy with its 95% CI.",
                 "",
             ]
             if drawn_ways(rows)

@@ -50,7 +50,7 @@ from alfa.paper.result_table import (
     ship_cell,
 )
 
-__all__ = ["add_arguments", "main", "report", "reproduce", "run", "select", "table_name"]
+__all__ = ["add_arguments", "main", "report", "reproduce", "run", "select"]
 
 _ROW_KEYS: dict[str, tuple[type, ...]] = {
     "ways": (int,),
