@@ -7,7 +7,8 @@ One row of two panels for each number of ways that has a validation curve:
   run that diverged ending in a cross: where rows separate, and whether they are still climbing
   when the budget ends;
 - right, each seed's test accuracy on the 600 paired episodes with its 95% CI, row by row: the
-  spread over seeds beside the spread over episodes.
+  spread over seeds beside the spread over episodes (a run that diverged after a checkpoint
+  was tested there, as in the table, and is drawn as a cross).
 
 Everything is drawn from the rows of ``omniglot_protocol.json`` (their ``val_curve``,
 ``checkpoint_iteration``, ``accuracy`` and ``ci95``), so ``--report-only`` redraws it from the
@@ -19,9 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alfa.paper.omniglot_cells import METHODS, SEEDS, WAYS
+from alfa.paper.omniglot_cells import METHODS, SEEDS
+from alfa.paper.omniglot_report import scored, ways_with_curves
 
-__all__ = ["SHORT_LABELS", "draw", "drawn_ways"]
+__all__ = ["SHORT_LABELS", "draw"]
 
 SHORT_LABELS = {
     "maml": "MAML",
@@ -33,19 +35,10 @@ SHORT_LABELS = {
 """Row names short enough for an axis."""
 
 
-def _scored(row: dict[str, Any]) -> bool:
-    return row.get("accuracy") is not None and not row.get("diverged")
-
-
-def drawn_ways(rows: list[dict[str, Any]]) -> list[int]:
-    """The numbers of ways the figure has a row of panels for: those with a validation curve."""
-    return [w for w in WAYS if any(r["ways"] == w and r.get("val_curve") for r in rows)]
-
-
 def draw(rows: list[dict[str, Any]], out: Path, title: str) -> Path | None:
     """Draw the figure of ``rows`` (rows of ``omniglot_protocol.json``) into ``out``; None, and
     nothing written, when no row has a validation curve."""
-    shown = drawn_ways(rows)
+    shown = ways_with_curves(rows)
     if not shown:
         return None
     import matplotlib
@@ -109,14 +102,14 @@ def _test_panel(ax: Any, cells: list[dict[str, Any]], colours: dict[str, Any]) -
     methods = [m for m in METHODS if any(r["method"] == m for r in cells)]
     for x, method in enumerate(methods):
         for row in cells:
-            if row["method"] != method or not _scored(row):
+            if row["method"] != method or not scored(row):
                 continue
             offset = (row["seed"] - 1) * 0.18
             ax.errorbar(
                 x + offset,
                 row["accuracy"],
                 yerr=row.get("ci95") or 0.0,
-                fmt="o",
+                fmt="x" if row.get("diverged") else "o",
                 ms=4,
                 color=colours[method],
                 capsize=2,

@@ -27,10 +27,18 @@ from alfa.paper.omniglot_cells import (
     cell_key,
     table_name,
 )
-from alfa.paper.omniglot_figure import drawn_ways
 from alfa.paper.statistics import paired
 
-__all__ = ["CLAIMS", "against_protocol", "markdown", "paired_rows", "summaries", "verdicts"]
+__all__ = [
+    "CLAIMS",
+    "against_protocol",
+    "markdown",
+    "paired_rows",
+    "scored",
+    "summaries",
+    "verdicts",
+    "ways_with_curves",
+]
 
 CLAIMS = [
     ("alfa_maml", "maml", "1. ALFA+MAML is more accurate than MAML"),
@@ -50,8 +58,15 @@ CLAIMS = [
 """The paper's three claims, each as the comparison (a, b) that tests it."""
 
 
-def _scored(row: dict[str, Any]) -> bool:
+def scored(row: dict[str, Any]) -> bool:
+    """Whether a row was tested: a run that diverged after a checkpoint is, at that checkpoint."""
     return row.get("accuracy") is not None
+
+
+def ways_with_curves(rows: list[dict[str, Any]]) -> list[int]:
+    """The numbers of ways, in :data:`WAYS` order, with at least one validation curve: those the
+    figure (:mod:`alfa.paper.omniglot_figure`) draws."""
+    return [w for w in WAYS if any(r["ways"] == w and r.get("val_curve") for r in rows)]
 
 
 def summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,9 +78,9 @@ def summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             group = [r for r in rows if r["ways"] == ways and r["method"] == method]
             if not group:
                 continue
-            scored = [r for r in group if _scored(r)]
-            acc = [r["accuracy"] for r in scored]
-            val = [r["best_val"] for r in scored if r.get("best_val") is not None]
+            tested = [r for r in group if scored(r)]
+            acc = [r["accuracy"] for r in tested]
+            val = [r["best_val"] for r in tested if r.get("best_val") is not None]
             out.append(
                 {
                     "ways": ways,
@@ -113,7 +128,7 @@ def paired_rows(rows: list[dict[str, Any]], evidence: Path) -> list[dict[str, An
             per_seed = []
             for seed in SEEDS:
                 ka, kb = cell_key(ways, a, seed), cell_key(ways, b, seed)
-                if not all(k in by_key and _scored(by_key[k]) for k in (ka, kb)):
+                if not all(k in by_key and scored(by_key[k]) for k in (ka, kb)):
                     continue
                 ta, tb = (_per_episode(evidence / k) for k in (ka, kb))
                 stats = paired(ta, tb)
@@ -162,7 +177,7 @@ def against_protocol(
             "protocol_best_val": None if other is None else other.get("best_val"),
             "test": None,
         }
-        if other is not None and _scored(row) and _scored(other):
+        if other is not None and scored(row) and scored(other):
             ta, tb = _per_episode(evidence / key), _per_episode(base_evidence / key)
             stats = paired(ta, tb)
             stats.pop("share_a_lower")
@@ -345,7 +360,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 "checkpoint marked by a dot; right: each seed's test accuracy with its 95% CI.",
                 "",
             ]
-            if drawn_ways(rows)
+            if ways_with_curves(rows)
             else []
         ),
         "Mean over seeds (std over seeds); each seed's accuracy with its 95% CI over the 600 "
@@ -359,7 +374,7 @@ def markdown(doc: dict[str, Any]) -> str:
         cells = [by_key[cell_key(s["ways"], s["method"], seed)] for seed in s["seeds"]]
         per_seed = ", ".join(
             f"s{r['seed']}: diverged"
-            if not _scored(r)
+            if not scored(r)
             else f"s{r['seed']}: {_pct(r['accuracy'])} +- {_pct(r['ci95'])}"
             for r in cells
         )
