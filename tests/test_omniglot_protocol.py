@@ -318,3 +318,37 @@ def test_a_resumed_cell_says_its_time_is_that_of_its_last_part(tmp_path):
     assert "at least 2.0 CPU-hours" in md and "1 cell(s) stopped and resumed" in md
     rows[1]["train_parts"] = 1
     assert "at least" not in markdown({**doc, "summary": summaries(rows)})
+
+
+def test_rows_tested_at_the_budgets_last_checkpoint_are_named_as_perhaps_still_improving():
+    from alfa.paper.omniglot_report import summaries
+
+    rows = [
+        {
+            "ways": 20,
+            "method": m,
+            "seed": seed,
+            "accuracy": 80.0,
+            "ci95": 0.4,
+            "iterations": 6000,
+            "checkpoint_iteration": at,
+            "best_val": 79.0,
+            "train_seconds": 60.0,
+        }
+        for m, seed, at in (("maml", 0, 6000), ("maml", 1, 5500), ("alfa_maml", 0, 4500))
+    ]
+    doc = {
+        "rows": rows,
+        "summary": summaries(rows),
+        "paired": [],
+        "cells": [],
+        "written_by": "w",
+        "command": "c",
+        "results": "results",
+        "source": {"commit": "x"},
+    }
+    md = markdown(doc)
+    assert "last checkpoint in 1 of 3 tested cells (MAML 1 of 2): those runs may" in md
+    rows[0]["checkpoint_iteration"] = 5000
+    md = markdown({**doc, "summary": summaries(rows)})
+    assert "last checkpoint in 0 of 3 tested cells." in md and "may still" not in md
