@@ -194,3 +194,44 @@ def test_what_ran_is_read_from_the_results(tmp_path):
     assert status.endswith(
         "not run: 40x2 5-shot, 40x2 10-shot, 40x2 20-shot, 80x3 10-shot, 80x3 20-shot"
     )
+
+
+_QUOTED = re.compile(r"([+-]?\d+\.\d+) \+- (\d+\.\d+)")
+
+
+def quoted_numbers_missing(bullet: str, source: str) -> list[str]:
+    """The ``mean +- ci`` pairs that a Results bullet quotes and its results file does not hold,
+    as ``mean +- ci`` or as adjacent table cells (``| mean | ci |``). Sentences that speak of
+    earlier numbers (numbers of a replaced run, kept for the record) are not checked."""
+    missing = []
+    for sentence in re.split(r"(?<=[.;])\s+(?=[A-Z(])", bullet):
+        if "earlier" in sentence:
+            continue
+        for mean, ci in _QUOTED.findall(sentence):
+            if f"{mean} +- {ci}" not in source and f"| {mean} | {ci} |" not in source:
+                missing.append(f"{mean} +- {ci}")
+    return missing
+
+
+def test_quoted_numbers_detects_a_number_its_file_does_not_hold():
+    source = "| MAML | 68.53 | 0.43 |\ns0: +10.43 +- 0.34"
+    bullet = "MAML 68.53 +- 0.43%, +10.43 +- 0.34 points. ALFA 81.61 +- 0.38%."
+    assert quoted_numbers_missing(bullet, source) == ["81.61 +- 0.38"]
+    assert quoted_numbers_missing("The earlier numbers (71.65 +- 1.02%) came first.", "") == []
+
+
+def test_every_number_the_readme_quotes_from_a_results_file_is_in_it():
+    """A README Results bullet that links ``results/X.md`` quotes only numbers X.md holds, so a
+    regenerated results file cannot leave stale numbers in the README."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    checked = 0
+    for bullet in re.split(r"\n- ", section):
+        link = re.match(r"\[(results/[\w.-]+\.md)\]", bullet)
+        if link is None:
+            continue
+        source = (ROOT / link.group(1)).read_text(encoding="utf-8")
+        bullet = " ".join(bullet.split())
+        assert quoted_numbers_missing(bullet, source) == [], link.group(1)
+        checked += len(_QUOTED.findall(bullet))
+    assert checked >= 10  # the Omniglot rows are quoted
