@@ -278,8 +278,23 @@ def test_a_variant_is_its_own_table_compared_cell_by_cell_with_the_protocol(
     assert exit_info.value.code == 2 and "invalid choice: 'x'" in capsys.readouterr().err
 
 
-def test_a_resumed_cell_says_its_time_is_that_of_its_last_part(tmp_path):
+def _table(rows: list[dict]) -> dict:
+    """A table document of ``rows`` without paired comparisons, as the report reads it."""
     from alfa.paper.omniglot_report import summaries
+
+    return {
+        "rows": rows,
+        "summary": summaries(rows),
+        "paired": [],
+        "cells": [],
+        "written_by": "w",
+        "command": "c",
+        "results": "results",
+        "source": {"commit": "x"},
+    }
+
+
+def test_a_resumed_cell_says_its_time_is_that_of_its_last_part(tmp_path):
     from alfa.paper.omniglot_run import _train_parts
 
     run_dir = tmp_path / "run"
@@ -303,26 +318,14 @@ def test_a_resumed_cell_says_its_time_is_that_of_its_last_part(tmp_path):
         }
         for m, parts in (("maml", 1), ("alfa_maml", 2))
     ]
-    doc = {
-        "rows": rows,
-        "summary": summaries(rows),
-        "paired": [],
-        "cells": [],
-        "written_by": "w",
-        "command": "c",
-        "results": "results",
-        "source": {"commit": "x"},
-    }
-    md = markdown(doc)
+    md = markdown(_table(rows))
     assert "| 60 min |" in md and "| 60 (last of 2 parts) min |" in md
     assert "at least 2.0 CPU-hours" in md and "1 cell(s) stopped and resumed" in md
     rows[1]["train_parts"] = 1
-    assert "at least" not in markdown({**doc, "summary": summaries(rows)})
+    assert "at least" not in markdown(_table(rows))
 
 
 def test_rows_tested_at_the_budgets_last_checkpoint_are_named_as_perhaps_still_improving():
-    from alfa.paper.omniglot_report import summaries
-
     rows = [
         {
             "ways": 20,
@@ -337,18 +340,8 @@ def test_rows_tested_at_the_budgets_last_checkpoint_are_named_as_perhaps_still_i
         }
         for m, seed, at in (("maml", 0, 6000), ("maml", 1, 5500), ("alfa_maml", 0, 4500))
     ]
-    doc = {
-        "rows": rows,
-        "summary": summaries(rows),
-        "paired": [],
-        "cells": [],
-        "written_by": "w",
-        "command": "c",
-        "results": "results",
-        "source": {"commit": "x"},
-    }
-    md = markdown(doc)
+    md = markdown(_table(rows))
     assert "last checkpoint in 1 of 3 tested cells (MAML 1 of 2): those runs may" in md
     rows[0]["checkpoint_iteration"] = 5000
-    md = markdown({**doc, "summary": summaries(rows)})
+    md = markdown(_table(rows))
     assert "last checkpoint in 0 of 3 tested cells." in md and "may still" not in md
