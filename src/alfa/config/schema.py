@@ -35,9 +35,10 @@ MAML, so every existing config keeps its meaning."""
 
 DEFAULT_GENERATOR = "paper"
 """The generator preset of an ALFA config that names neither ``rule.generator`` nor the switch
-it sets: the paper's generator until the Omniglot protocol (``results/omniglot_protocol.md``)
-shows whether the stable switches also hold on images (docs/stability.md). The shipped configs
-name their preset (:mod:`alfa.config.writer`), so they do not change with it."""
+it sets: the paper's generator. The Omniglot protocol (``results/omniglot_protocol.md``) kept
+it: on images the stable switches were worse on validation in 2 of 3 seeds and neither
+generator diverged (docs/stability.md). The shipped configs name their preset
+(:mod:`alfa.config.writer`), so they do not change with it."""
 
 GeneratorPreset = Literal["paper", "stable", "custom"]
 """``rule.generator``: a name of :data:`GENERATOR_PRESETS`, or ``custom`` (another mix)."""
