@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -298,19 +299,14 @@ def _budget(rows: list[dict[str, Any]]) -> list[str]:
         tested = [r for r in rows if r["ways"] == ways and scored(r)]
         if not tested:
             continue
-        last = {
-            m: sum(r["checkpoint_iteration"] == r["iterations"] for r in group)
-            for m in LABELS
-            if (group := [r for r in tested if r["method"] == m])
-        }
-        at_end = [
-            f"{LABELS[m]} {n} of {sum(r['method'] == m for r in tested)}"
-            for m, n in last.items()
-            if n
-        ]
+        at_last = Counter(
+            r["method"] for r in tested if r["checkpoint_iteration"] == r["iterations"]
+        )
+        cells = Counter(r["method"] for r in tested)
+        at_end = [f"{LABELS[m]} {at_last[m]} of {cells[m]}" for m in LABELS if at_last[m]]
         lines.append(
             f"- {ways}-way: the best validation accuracy came at the last checkpoint in "
-            f"{sum(last.values())} of {len(tested)} tested cells"
+            f"{sum(at_last.values())} of {len(tested)} tested cells"
             + (
                 f" ({'; '.join(at_end)}): those runs may still have been improving when the "
                 "budget ended, so a gap involving them is the gap at this budget."
