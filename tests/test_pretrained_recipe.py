@@ -70,13 +70,20 @@ def test_a_short_recipe_exports_a_model_and_tests_its_twin(tmp_path, capsys, mon
     results = tmp_path / "res"
     results.mkdir()
     _table(results / "omniglot_protocol.json", [_row("learned_fixed", 0, 2)])
+    earlier = {"ways": 5, "method": "maml", "variant": None, "iterations": 7, "export": "x"}
+    earlier |= {"test": {"mean": 0.5, "ci95": 0.01}, "command": "an earlier 5-way command"}
+    earlier["within"] = {"alphabets": {}, "separate": {}}
+    (results / "pretrained_omniglot.json").write_text(json.dumps({"models": [earlier]}))
     argv = ["--method", "learned_fixed", "--ways", "20", "--results", str(results)]
     argv += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     argv += ["--data", str(REAL_OMNIGLOT), "--tasks", "4", "--jobs", "1"]
     assert main(argv) == 0
     doc = json.loads((results / "pretrained_omniglot.json").read_text())
-    (entry,) = doc["models"]
+    entry, kept = doc["models"]  # the 5-way model of an earlier run is kept, after the 20-way
+    assert kept == earlier
     assert entry["iterations"] == 2 and entry["test"]["tasks"] == 4
+    assert set(entry["train_seconds"]) == {"twin", "model"}
+    assert entry["command"].endswith("--method learned_fixed --ways 20")
     assert 0 < entry["test"]["mean"] < 1
     assert set(entry["within"]["alphabets"]) == {"Early_Aramaic"}
     assert set(entry["within"]["separate"]) == {"Tagalog"}
@@ -85,8 +92,21 @@ def test_a_short_recipe_exports_a_model_and_tests_its_twin(tmp_path, capsys, mon
     assert len(exported.class_lists["train"]) == 4 * 242  # every alphabet, with rotations
     md = (results / "pretrained_omniglot.md").read_text()
     assert "learned fixed" in md and "omniglot-20way.safetensors" in md
+    assert "- 5-way: `an earlier 5-way command`" in md
     # a row the table has not tested is refused in one line
     capsys.readouterr()
     assert main([*argv[:1], "maml", *argv[2:]]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no tested 20-way maml cell" in err
+
+
+def test_a_results_file_that_is_not_the_recipes_is_refused_before_training(tmp_path, capsys):
+    results = tmp_path / "res"
+    results.mkdir()
+    _table(results / "omniglot_protocol.json", [_row("learned_fixed", 0, 2)])
+    (results / "pretrained_omniglot.json").write_text('{"rows": []}')
+    argv = ["--method", "learned_fixed", "--ways", "20", "--results", str(results)]
+    assert main([*argv, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pretrained_omniglot.json' is not a" in err
+    assert not (tmp_path / "runs").exists()

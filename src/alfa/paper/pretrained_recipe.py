@@ -116,6 +116,20 @@ def _within(run_dir: Path, tasks: int) -> dict[str, Any]:
     return result
 
 
+def _kept(results: Path, ways: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The entries of an earlier ``pretrained_omniglot.json`` in ``results`` for other numbers
+    of ways than ``ways``: a recipe run for one number of ways keeps the other's model."""
+    path = results / f"{NAME}.json"
+    if not path.is_file():
+        return []
+    try:
+        models = json.loads(path.read_text())["models"]
+        return [m for m in models if m["ways"] not in ways]
+    except (ValueError, KeyError, TypeError) as exc:
+        message = f"'{path}' is not a pretrained_omniglot.json ({exc}); move it away"
+        raise AlfaError(message) from None
+
+
 def _percent(mean: float | None, ci: float | None) -> str:
     return "-" if mean is None else f"{100 * mean:.2f} +- {100 * (ci or 0):.2f}%"
 
@@ -125,14 +139,15 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# The pretrained Omniglot models",
         "",
-        f"Written by `{doc['command']}`. Each model is the protocol's row "
-        "(`results/omniglot_protocol.md`) trained on all 8 minimal alphabets for the "
-        "meta-iterations its validation chose; its twin, trained on 6 alphabets the same way, "
-        "is tested on the 2 held-out ones (Early_Aramaic, Tagalog).",
+        "Each model is a row of the protocol (`results/omniglot_protocol.md`) trained on all 8 "
+        "minimal alphabets for the meta-iterations its validation chose; its twin, trained on 6 "
+        "alphabets the same way, is tested on the 2 held-out ones (Early_Aramaic, Tagalog): on "
+        "the protocol's 600 test episodes, and on within-alphabet one-shot episodes (the "
+        "characters of one alphabet, unrotated, one drawing each as the support set).",
         "",
         "| ways | row | meta-iterations | twin: 600 test episodes | twin: within one alphabet "
-        "| exported model |",
-        "|---|---|---|---|---|---|",
+        "| exported model | wall time (twin, model) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for entry in doc["models"]:
         within = entry["within"]
@@ -147,9 +162,24 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {entry['ways']} | {row} | {entry['iterations']} | "
             f"{_percent(entry['test']['mean'], entry['test']['ci95'])} | {'; '.join(parts)} | "
-            f"`{entry['export']}` |"
+            f"`{entry['export']}` | {_hours(entry.get('train_seconds'))} |"
         )
+    lines += [
+        "",
+        "Wall time: of the process that finished each run, its tests included, one thread "
+        "per run (a run resumed after a stop counts only its last part).",
+        "",
+        "Written by:",
+        "",
+    ]
+    lines += [f"- {e['ways']}-way: `{e['command']}`" for e in doc["models"] if "command" in e]
     return "\n".join([*lines, ""])
+
+
+def _hours(seconds: dict[str, float] | None) -> str:
+    if not seconds:
+        return "-"
+    return ", ".join(f"{seconds[p] / 3600:.2f} h" for p in PARTS if p in seconds)
 
 
 def run(
@@ -184,6 +214,7 @@ def run(
         raise AlfaError(f"unknown row {method!r}; the rows are {', '.join(LABELS)}")
     check_variant(variant)
     table = results / f"{table_name(variant)}.json" if table is None else table
+    kept = _kept(results, ways)
     work: list[tuple[Config, Path]] = []
     for n in ways:
         budget = selected_iterations(table, n, method) if iterations is None else iterations
@@ -214,9 +245,15 @@ def run(
                 "within": _within(twin_dir, tasks),
                 "export": to.name,
                 "export_sha256": exported.metadata.get("sha256"),
+                "train_seconds": {
+                    "twin": round(result["seconds"], 1),
+                    "model": round(tested[index + 1]["seconds"], 1),
+                },
+                "command": command,
+                "table": str(table),
             }
         )
-    doc = {"command": command, "table": str(table), "models": models}
+    doc = {"models": sorted(models + kept, key=lambda m: WAYS.index(m["ways"]))}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(results / f"{NAME}.json", (json.dumps(doc, indent=1) + "\n").encode())
     atomic_write_bytes(results / f"{NAME}.md", markdown(doc).encode())
@@ -247,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
     args = parser.parse_args(argv)
     shown = [f"--method {args.method}", *([f"--variant {args.variant}"] if args.variant else [])]
+    if sorted(args.ways) != sorted(WAYS):
+        shown.append("--ways " + " ".join(map(str, args.ways)))
     try:
         if args.iterations is not None and args.iterations < 1:
             raise AlfaError(f"--iterations must be at least 1, got {args.iterations}")
