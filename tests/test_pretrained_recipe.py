@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from alfa.cli.main import main as cli_main
 from alfa.config import config_to_dict, leaf_keys
 from alfa.errors import AlfaError
 from alfa.paper.omniglot_cells import protocol_config
@@ -93,6 +94,17 @@ def test_a_short_recipe_exports_a_model_and_tests_its_twin(tmp_path, capsys, mon
     md = (results / "pretrained_omniglot.md").read_text()
     assert "learned fixed" in md and "omniglot-20way.safetensors" in md
     assert "- 5-way: `an earlier 5-way command`" in md
+    twin = results / "pretrained_omniglot" / "omniglot-20way-twin"
+    per_task = json.loads((twin / "per_task_accuracy.json").read_text())
+    assert len(per_task) == 4 and abs(sum(per_task) / 4 - entry["test"]["mean"]) < 1e-6
+    assert [p.name for p in (twin / "checkpoints").iterdir()] == ["step-0000002.pt"]
+    assert (twin / "class_lists").is_dir()
+    capsys.readouterr()  # the shipped twin is tested again from its own folder, to the same mean
+    assert cli_main(["eval", str(twin), "--tasks", "4", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["mean"] == pytest.approx(entry["test"]["mean"], abs=1e-9)
+    model = results / "pretrained_omniglot" / "omniglot-20way-model"
+    assert sorted(p.name for p in model.iterdir()) == ["config.yaml", "metrics.jsonl"]
     # a row the table has not tested is refused in one line
     capsys.readouterr()
     assert main([*argv[:1], "maml", *argv[2:]]) == 2

@@ -12,12 +12,15 @@ its seeds' tested checkpoints):
 - the *model*, on all 8 alphabets (``minimal_all.txt``), exported with its config and class
   lists as ``omniglot-<N>way.safetensors`` (:mod:`alfa.runs.export`).
 
-The results go to ``pretrained_omniglot.{md,json}``. The recipe is resumable run by run.
+The results go to ``pretrained_omniglot.{md,json}``, the runs' evidence to
+``pretrained_omniglot/<run>/`` beside them (the twin's checkpoint and per-episode accuracies,
+both runs' configs and logs). The recipe is resumable run by run.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ from alfa.paper.omniglot_cells import (
     protocol_config,
     table_name,
 )
-from alfa.paper.result_table import read_table
+from alfa.paper.result_table import read_table, ship_cell
 
 __all__ = ["PARTS", "pretrained_config", "run", "selected_iterations"]
 
@@ -114,6 +117,21 @@ def _within(run_dir: Path, tasks: int) -> dict[str, Any]:
     for entry in result["separate"].values():
         entry.pop("per_task", None)
     return result
+
+
+def _ship(twin_dir: Path, model_dir: Path, evidence: Path, per_task: list[float]) -> None:
+    """Copy the evidence of a number of ways' runs into ``evidence``: the twin's as a protocol
+    cell's (config, log, class lists, per-episode test accuracy) with its tested checkpoint,
+    the last (it trains without validation), and the model's config and log (its weights are
+    the exported file)."""
+    from alfa.runs.checkpoint import list_checkpoints
+
+    ship_cell(twin_dir, evidence / twin_dir.name, per_task, "per_task_accuracy.json")
+    last = list_checkpoints(twin_dir / "checkpoints")[-1]
+    shutil.copyfile(last, evidence / twin_dir.name / "checkpoints" / last.name)
+    (evidence / model_dir.name).mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "metrics.jsonl"):
+        shutil.copyfile(model_dir / name, evidence / model_dir.name / name)
 
 
 def _kept(results: Path, ways: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -235,6 +253,7 @@ def run(
         out.mkdir(parents=True, exist_ok=True)
         exported = export_run(model_dir, to, checkpoint="last")
         result = tested[index]
+        _ship(twin_dir, model_dir, results / NAME, result["per_task"])
         models.append(
             {
                 "ways": n,
