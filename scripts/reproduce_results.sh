@@ -12,12 +12,18 @@
 #   scripts/adaptivity.py        results/adaptivity.md, .json, .png (from results/table8*)
 #   scripts/metadataset_omniglot_minimal.py
 #                                results/metadataset_omniglot_minimal.md, .json
-#   scripts/omniglot_protocol.py results/omniglot_protocol.md, .json, results/omniglot_protocol/
+#   scripts/omniglot_protocol.py results/omniglot_protocol.md, .json, results/omniglot_protocol/;
+#                                with --variant jitter, results/omniglot_protocol_jitter*
+#   scripts/pretrained_omniglot.py
+#                                results/pretrained_omniglot.md, .json, results/pretrained_omniglot/
+#                                and the exported models, into OUT/pretrained (compare with
+#                                src/alfa/resources/pretrained/)
 # The full run trains every cell of each recipe (Table 8: 1-3 minutes per 40x2 cell and 5-10
 # per 80x3 cell on one core, train_seconds in results/table8.json; about 20 minutes for
 # Omniglot; about 15 minutes for Omniglot in Meta-Dataset's format; the Omniglot protocol's 30
-# cells take far longer: train_seconds in results/omniglot_protocol.json). JOBS (default 1)
-# trains that many Table 8 and Omniglot protocol cells at once. --quick shortens each script to
+# cells take far longer: train_seconds in results/omniglot_protocol.json, and the pretrained
+# model's two runs about an hour each: results/pretrained_omniglot.md). JOBS (default 1) trains
+# that many Table 8 cells, Omniglot protocol cells or pretrained-model runs at once. --quick shortens each script to
 # a few iterations and cells (seconds; the tests run it twice and compare the outputs).
 # PYTHON (default: python) runs the scripts. The Omniglot configs read the minimal zips from
 # $ALFA_DATA/omniglot (README, Getting the data); OMNIGLOT_DATA names their folder instead.
@@ -49,6 +55,12 @@ if (( quick )); then
     "$py" scripts/omniglot_protocol.py --results "$out/results" \
         --runs "$out/runs/omniglot_protocol" --iterations 2 --tasks 5 --jobs 1 \
         --only 5way-alfa_maml-s0 5way-maml-s0 "${omniglot[@]}"
+    "$py" scripts/omniglot_protocol.py --results "$out/results" --variant jitter \
+        --runs "$out/runs/omniglot_protocol" --iterations 2 --tasks 5 --jobs 1 \
+        --only 5way-alfa_maml-s0 "${omniglot[@]}"
+    "$py" scripts/pretrained_omniglot.py --results "$out/results" --method alfa_maml \
+        --variant jitter --ways 5 --runs "$out/runs/pretrained_omniglot" --out "$out/pretrained" \
+        --tasks 5 --jobs 1 "${omniglot[@]}"
 else
     "$py" scripts/table8.py --results "$out/results" --runs "$out/runs/table8" \
         --jobs "${JOBS:-1}"
@@ -60,5 +72,11 @@ else
         --runs "$out/runs/metadataset" "${omniglot[@]}"
     "$py" scripts/omniglot_protocol.py --results "$out/results" \
         --runs "$out/runs/omniglot_protocol" --jobs "${JOBS:-1}" "${omniglot[@]}"
+    "$py" scripts/omniglot_protocol.py --results "$out/results" --variant jitter \
+        --runs "$out/runs/omniglot_protocol" --jobs "${JOBS:-1}" \
+        --only '20way-alfa_maml-s[01]' "${omniglot[@]}"
+    "$py" scripts/pretrained_omniglot.py --results "$out/results" --method alfa_maml \
+        --variant jitter --ways 20 --runs "$out/runs/pretrained_omniglot" \
+        --out "$out/pretrained" --jobs "${JOBS:-1}" "${omniglot[@]}"
 fi
 echo "re-derived results in $out/results"

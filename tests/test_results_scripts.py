@@ -39,16 +39,20 @@ WRITERS = {
     "omniglot_protocol.json": "scripts/omniglot_protocol.py",
     "omniglot_protocol.png": "scripts/omniglot_protocol.py",
     "omniglot_protocol": "scripts/omniglot_protocol.py",
+    "omniglot_protocol_jitter.md": "scripts/omniglot_protocol.py",
+    "omniglot_protocol_jitter.json": "scripts/omniglot_protocol.py",
+    "omniglot_protocol_jitter.png": "scripts/omniglot_protocol.py",
+    "omniglot_protocol_jitter": "scripts/omniglot_protocol.py",
 }
 TIMING = {"train_seconds", "seconds"}
 
 
 def test_every_results_file_has_a_writer_that_the_one_command_runs():
     assert {p.name for p in RESULTS.iterdir()} == set(WRITERS)
-    text = SCRIPT.read_text()
+    quick, full = SCRIPT.read_text().split("if (( quick )); then", 1)[1].split("\nelse\n", 1)
     for writer in set(WRITERS.values()):
-        runs = re.findall(rf'"\$py" {re.escape(writer)} ', text)
-        assert len(runs) == 2, writer  # the full run and the --quick one
+        for branch in (quick, full):  # the --quick run and the full one
+            assert re.search(rf'"\$py" {re.escape(writer)} ', branch), writer
 
 
 def test_every_results_file_records_its_commit_and_command():
@@ -196,6 +200,12 @@ def test_the_quick_run_of_every_results_script_is_deterministic(tmp_path):
     protocol = first["omniglot_protocol.json"]
     assert [(r["ways"], r["method"]) for r in protocol["rows"]] == [(5, "maml"), (5, "alfa_maml")]
     assert all(0 < r["accuracy"] < 100 and r["test_tasks"] == 5 for r in protocol["rows"])
+    (jittered,) = first["omniglot_protocol_jitter.json"]["rows"]
+    assert (jittered["ways"], jittered["method"], jittered["seed"]) == (5, "alfa_maml", 0)
+    (model,) = first["pretrained_omniglot.json"]["models"]
+    assert (model["ways"], model["method"], model["variant"]) == (5, "alfa_maml", "jitter")
+    assert model["iterations"] == jittered["checkpoint_iteration"]  # the budget it chose
+    assert 0 < model["test"]["mean"] < 1 and model["test"]["tasks"] == 5
 
 
 def test_alfa_eval_of_a_shipped_checkpoint_prints_the_shipped_number(capsys):

@@ -164,8 +164,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "characters of one alphabet, unrotated, one drawing each as the support set).",
         "",
         "| ways | row | meta-iterations | twin: 600 test episodes | twin: within one alphabet "
-        "| exported model | wall time (twin, model) |",
-        "|---|---|---|---|---|---|---|",
+        "| exported model | twin wall time | model wall time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for entry in doc["models"]:
         within = entry["within"]
@@ -180,7 +180,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {entry['ways']} | {row} | {entry['iterations']} | "
             f"{_percent(entry['test']['mean'], entry['test']['ci95'])} | {'; '.join(parts)} | "
-            f"`{entry['export']}` | {_hours(entry.get('train_seconds'))} |"
+            f"`{entry['export']}` | {_minutes(entry, 'twin')} | {_minutes(entry, 'model')} |"
         )
     lines += [
         "",
@@ -194,10 +194,9 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
-def _hours(seconds: dict[str, float] | None) -> str:
-    if not seconds:
-        return "-"
-    return ", ".join(f"{seconds[p] / 3600:.2f} h" for p in PARTS if p in seconds)
+def _minutes(entry: dict[str, Any], part: str) -> str:
+    seconds = entry.get("train_seconds", {}).get(part)
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def run(
