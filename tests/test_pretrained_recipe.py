@@ -104,7 +104,10 @@ def test_a_short_recipe_exports_a_model_and_tests_its_twin(tmp_path, capsys, mon
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["mean"] == pytest.approx(entry["test"]["mean"], abs=1e-9)
     model = results / "pretrained_omniglot" / "omniglot-20way-model"
-    assert sorted(p.name for p in model.iterdir()) == ["config.yaml", "metrics.jsonl"]
+    shipped = ["config.yaml", "metrics.jsonl", "provenance.jsonl"]
+    assert sorted(p.name for p in model.iterdir()) == shipped
+    assert (twin / "provenance.jsonl").is_file()
+    assert set(entry["source"]) == {"commit", "modified_src"}
     # a row the table has not tested is refused in one line
     capsys.readouterr()
     assert main([*argv[:1], "maml", *argv[2:]]) == 2

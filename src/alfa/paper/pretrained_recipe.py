@@ -36,6 +36,7 @@ from alfa.paper.omniglot_cells import (
     protocol_config,
     table_name,
 )
+from alfa.paper.provenance import source_commit
 from alfa.paper.result_table import read_table, ship_cell
 
 __all__ = ["PARTS", "pretrained_config", "run", "selected_iterations"]
@@ -123,15 +124,16 @@ def _ship(twin_dir: Path, model_dir: Path, evidence: Path, per_task: list[float]
     """Copy the evidence of a number of ways' runs into ``evidence``: the twin's as a protocol
     cell's (config, log, class lists, per-episode test accuracy) with its tested checkpoint,
     the last (it trains without validation), and the model's config and log (its weights are
-    the exported file)."""
+    the exported file); both runs' provenance (commit and command of each training process)."""
     from alfa.runs.checkpoint import list_checkpoints
 
     ship_cell(twin_dir, evidence / twin_dir.name, per_task, "per_task_accuracy.json")
     last = list_checkpoints(twin_dir / "checkpoints")[-1]
     shutil.copyfile(last, evidence / twin_dir.name / "checkpoints" / last.name)
     (evidence / model_dir.name).mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "metrics.jsonl"):
+    for name in ("config.yaml", "metrics.jsonl", "provenance.jsonl"):
         shutil.copyfile(model_dir / name, evidence / model_dir.name / name)
+    shutil.copyfile(twin_dir / "provenance.jsonl", evidence / twin_dir.name / "provenance.jsonl")
 
 
 def _kept(results: Path, ways: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -271,6 +273,8 @@ def run(
                 "table": str(table),
             }
         )
+    for entry in models:
+        entry["source"] = source_commit()
     doc = {"models": sorted(models + kept, key=lambda m: WAYS.index(m["ways"]))}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(results / f"{NAME}.json", (json.dumps(doc, indent=1) + "\n").encode())
