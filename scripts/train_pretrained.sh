@@ -20,7 +20,9 @@
 # $ALFA_DATA/omniglot holds images_background_small1.zip and images_background_small2.zip
 # (default ALFA_DATA: ../shared/data beside the repository). The runs and the exported files
 # store the data path as ${ALFA_DATA}/omniglot/..., not as a path of this machine.
-# WAYS="20 5" by default. ALFA is the command that runs the CLI (default: `alfa`). OUT is where
+# WAYS="5" by default: the shipped omniglot-20way now comes from the Omniglot protocol
+# (scripts/pretrained_omniglot.py); WAYS="20 5" trains this recipe's earlier 20-way model too
+# (give OUT another folder to keep the shipped file). ALFA is the command that runs the CLI (default: `alfa`). OUT is where
 # the exported files go (default src/alfa/resources/pretrained: the shipped files are replaced;
 # another folder leaves them as they are). One thread per run (OMP_NUM_THREADS=1,
 # train.threads=1) on the CPU, with the separate 4-CONV layers the shipped models were trained
@@ -32,7 +34,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 export ALFA_DATA=${ALFA_DATA:-../shared/data}
 RUNS=${RUNS:-runs/pretrained}
-WAYS=${WAYS:-20 5}
+WAYS=${WAYS:-5}
 read -r -a ALFA <<< "${ALFA:-alfa}"
 OUT=${OUT:-src/alfa/resources/pretrained}
 SPLITS=configs/omniglot/splits

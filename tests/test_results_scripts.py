@@ -43,6 +43,9 @@ WRITERS = {
     "omniglot_protocol_jitter.json": "scripts/omniglot_protocol.py",
     "omniglot_protocol_jitter.png": "scripts/omniglot_protocol.py",
     "omniglot_protocol_jitter": "scripts/omniglot_protocol.py",
+    "pretrained_omniglot.md": "scripts/pretrained_omniglot.py",
+    "pretrained_omniglot.json": "scripts/pretrained_omniglot.py",
+    "pretrained_omniglot": "scripts/pretrained_omniglot.py",
 }
 TIMING = {"train_seconds", "seconds"}
 
@@ -78,6 +81,10 @@ def test_every_results_file_records_its_commit_and_command():
     md = (RESULTS / "adaptivity.md").read_text()
     assert adaptivity["source"]["commit"] in md and table8["source"]["commit"] in md
     assert re.fullmatch(r"[0-9a-f]{40}", clip["commit"])
+    pretrained = json.loads((RESULTS / "pretrained_omniglot.json").read_text())
+    for model in pretrained["models"]:
+        assert model["command"].startswith("python scripts/pretrained_omniglot.py")
+        assert re.fullmatch(r"[0-9a-f]{40}", model["source"]["commit"])
     # The runs behind the Meta-Dataset results: their commit, and each run's command.
     assert re.fullmatch(r"[0-9a-f]{40}", metadataset["runs_source"]["commit"])
     assert all(

@@ -234,6 +234,7 @@ def run(
     check_variant(variant)
     table = results / f"{table_name(variant)}.json" if table is None else table
     kept = _kept(results, ways)
+    source = source_commit()  # before this run writes anything
     work: list[tuple[Config, Path]] = []
     for n in ways:
         budget = selected_iterations(table, n, method) if iterations is None else iterations
@@ -274,7 +275,7 @@ def run(
             }
         )
     for entry in models:
-        entry["source"] = source_commit()
+        entry["source"] = source
     doc = {"models": sorted(models + kept, key=lambda m: WAYS.index(m["ways"]))}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(results / f"{NAME}.json", (json.dumps(doc, indent=1) + "\n").encode())
