@@ -23,8 +23,9 @@
 # Omniglot; about 15 minutes for Omniglot in Meta-Dataset's format; the Omniglot protocol's 30
 # cells take far longer: train_seconds in results/omniglot_protocol.json, and the pretrained
 # model's two runs about an hour each: results/pretrained_omniglot.md). JOBS (default 1) trains
-# that many Table 8 cells, Omniglot protocol cells or pretrained-model runs at once. --quick shortens each script to
-# a few iterations and cells (seconds; the tests run it twice and compare the outputs).
+# that many Table 8 cells, Omniglot protocol cells or pretrained-model runs at once. --quick
+# shortens each script to a few iterations and cells (seconds; the tests run it twice and
+# compare the outputs).
 # PYTHON (default: python) runs the scripts. The Omniglot configs read the minimal zips from
 # $ALFA_DATA/omniglot (README, Getting the data); OMNIGLOT_DATA names their folder instead.
 set -euo pipefail

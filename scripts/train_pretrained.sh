@@ -22,13 +22,13 @@
 # store the data path as ${ALFA_DATA}/omniglot/..., not as a path of this machine.
 # WAYS="5" by default: the shipped omniglot-20way now comes from the Omniglot protocol
 # (scripts/pretrained_omniglot.py); WAYS="20 5" trains this recipe's earlier 20-way model too
-# (give OUT another folder to keep the shipped file). ALFA is the command that runs the CLI (default: `alfa`). OUT is where
-# the exported files go (default src/alfa/resources/pretrained: the shipped files are replaced;
-# another folder leaves them as they are). One thread per run (OMP_NUM_THREADS=1,
-# train.threads=1) on the CPU, with the separate 4-CONV layers the shipped models were trained
-# with (train.kernels=unfused; the fused blocks of the default, auto, round differently, and
-# only where a C++ compiler is present): a rerun gives the same weights bit for bit on the same
-# machine and software.
+# (give OUT another folder to keep the shipped file). ALFA is the command that runs the CLI
+# (default: `alfa`). OUT is where the exported files go (default src/alfa/resources/pretrained:
+# the shipped files are replaced; another folder leaves them as they are). One thread per run
+# (OMP_NUM_THREADS=1, train.threads=1) on the CPU, with the separate 4-CONV layers the shipped
+# models were trained with (train.kernels=unfused; the fused blocks of the default, auto, round
+# differently, and only where a C++ compiler is present): a rerun gives the same weights bit
+# for bit on the same machine and software.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1

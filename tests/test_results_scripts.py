@@ -47,7 +47,7 @@ WRITERS = {
     "pretrained_omniglot.json": "scripts/pretrained_omniglot.py",
     "pretrained_omniglot": "scripts/pretrained_omniglot.py",
 }
-TIMING = {"train_seconds", "seconds"}
+TIMING = {"train_seconds", "seconds", "started"}  # "started": a run's provenance line
 
 
 def test_every_results_file_has_a_writer_that_the_one_command_runs():
