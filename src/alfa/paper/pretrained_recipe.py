@@ -272,10 +272,9 @@ def run(
                 },
                 "command": command,
                 "table": str(table),
+                "source": source,
             }
         )
-    for entry in models:
-        entry["source"] = source
     doc = {"models": sorted(models + kept, key=lambda m: WAYS.index(m["ways"]))}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(results / f"{NAME}.json", (json.dumps(doc, indent=1) + "\n").encode())
