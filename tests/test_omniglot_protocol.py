@@ -294,15 +294,30 @@ def _table(rows: list[dict]) -> dict:
     }
 
 
-def test_a_resumed_cell_says_its_time_is_that_of_its_last_part(tmp_path):
-    from alfa.paper.omniglot_run import _train_parts
+def test_a_resumed_cell_counts_the_recorded_time_of_its_parts(tmp_path):
+    from alfa.paper.provenance import run_time
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    assert _train_parts(run_dir) == 1  # a run from before provenance files
-    start = '{"started": "2026-12-06T10:31:46Z", "command": "x"}\n'
-    (run_dir / "provenance.jsonl").write_text(start * 2)
-    assert _train_parts(run_dir) == 2
+    one = {"train_seconds": 3600.0, "train_parts": 1}  # a row from before the time was recorded
+    two = {"train_seconds": 3600.0, "train_parts": 2}
+    assert run_time(run_dir, 3600.0) == {  # a run from before provenance files
+        **one,
+        "train_seconds_measured": 0.0,
+        "train_parts_unmeasured": 1,
+    }
+    killed = '{"started": "2026-12-06T10:31:46Z", "command": "x"}\n'
+    ended = '{"started": "2026-12-06T11:31:46Z", "command": "x", "train_seconds": 1800.0}\n'
+    (run_dir / "provenance.jsonl").write_text(killed + ended)
+    partial = run_time(run_dir, 600.0)
+    assert partial == {
+        "train_seconds": 600.0,
+        "train_parts": 2,
+        "train_seconds_measured": 1800.0,
+        "train_parts_unmeasured": 1,
+    }
+    (run_dir / "provenance.jsonl").write_text(ended * 2)
+    whole = run_time(run_dir, 600.0)
     rows = [
         {
             "ways": 20,
@@ -313,15 +328,22 @@ def test_a_resumed_cell_says_its_time_is_that_of_its_last_part(tmp_path):
             "iterations": 6000,
             "checkpoint_iteration": 6000,
             "best_val": 79.0,
-            "train_seconds": 3600.0,
-            "train_parts": parts,
+            **time,
         }
-        for m, parts in (("maml", 1), ("alfa_maml", 2))
+        for m, time in (
+            ("maml", one),
+            ("alfa_maml", two),
+            ("learned_fixed", partial),
+            ("alfa_random", whole),
+        )
     ]
     md = markdown(_table(rows))
-    assert "| 60 min |" in md and "| 60 (last of 2 parts) min |" in md
-    assert "at least 2.0 CPU-hours" in md and "1 cell(s) stopped and resumed" in md
-    rows[1]["train_parts"] = 1
+    assert "| 60 min |" in md  # one process trained it: its time is the run's
+    assert "| at least 60 (2 parts) min |" in md  # of the last process alone
+    assert "| at least 30 (2 parts) min |" in md  # what the parts recorded
+    assert "| 60 (2 parts) min |" in md  # every part recorded its time
+    assert "at least 3.5 CPU-hours" in md and "2 cell(s) stopped and resumed" in md
+    rows[1:3] = []
     assert "at least" not in markdown(_table(rows))
 
 

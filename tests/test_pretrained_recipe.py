@@ -78,12 +78,24 @@ def test_a_short_recipe_exports_a_model_and_tests_its_twin(tmp_path, capsys, mon
     argv = ["--method", "learned_fixed", "--ways", "20", "--results", str(results)]
     argv += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     argv += ["--data", str(REAL_OMNIGLOT), "--tasks", "4", "--jobs", "1"]
+    import alfa.runs.evaluate as evaluation
+
+    tested, evaluate = [], evaluation.evaluate
+    monkeypatch.setattr(  # the model, trained on every alphabet, is not tested on seen classes
+        evaluation,
+        "evaluate",
+        lambda *a, **k: tested.append(type(a[1]).__name__) or evaluate(*a, **k),
+    )
     assert main(argv) == 0
+    assert [name for name in tested if name != "PartSource"] == ["EpisodicSource"]  # the twin
     doc = json.loads((results / "pretrained_omniglot.json").read_text())
     entry, kept = doc["models"]  # the 5-way model of an earlier run is kept, after the 20-way
     assert kept == earlier
     assert entry["iterations"] == 2 and entry["test"]["tasks"] == 4
-    assert set(entry["train_seconds"]) == {"twin", "model"}
+    for part in ("twin", "model"):  # one process trained each run and recorded its time
+        spent = entry["training"][part]
+        assert (spent["train_parts"], spent["train_parts_unmeasured"]) == (1, 0)
+        assert 0 < spent["train_seconds_measured"] <= spent["train_seconds"]
     assert entry["command"].endswith("--method learned_fixed --ways 20")
     assert 0 < entry["test"]["mean"] < 1
     assert set(entry["within"]["alphabets"]) == {"Early_Aramaic"}
@@ -93,7 +105,7 @@ def test_a_short_recipe_exports_a_model_and_tests_its_twin(tmp_path, capsys, mon
     assert len(exported.class_lists["train"]) == 4 * 242  # every alphabet, with rotations
     md = (results / "pretrained_omniglot.md").read_text()
     assert "learned fixed" in md and "omniglot-20way.safetensors" in md
-    assert "- 5-way: `an earlier 5-way command`" in md
+    assert "- 5-way: `an earlier 5-way command`" in md and "(last process)" not in md
     twin = results / "pretrained_omniglot" / "omniglot-20way-twin"
     per_task = json.loads((twin / "per_task_accuracy.json").read_text())
     assert len(per_task) == 4 and abs(sum(per_task) / 4 - entry["test"]["mean"]) < 1e-6
@@ -125,3 +137,10 @@ def test_a_results_file_that_is_not_the_recipes_is_refused_before_training(tmp_p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pretrained_omniglot.json' is not a" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_shipped_page_is_the_recipe_s_rendering_of_its_json():
+    from alfa.paper.pretrained_recipe import markdown
+
+    doc = json.loads((REPO / "results" / "pretrained_omniglot.json").read_text())
+    assert (REPO / "results" / "pretrained_omniglot.md").read_text() == markdown(doc)

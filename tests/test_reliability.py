@@ -312,6 +312,8 @@ def test_a_non_finite_generated_alpha_names_step_layer_and_task(tmp_path, capsys
     assert "iteration 23: non-finite generated alpha at inner step 0" in line
     assert "layer 'net.2.weight', task 1" in line
     _check_kept(run)
+    (record,) = [json.loads(x) for x in (run / "provenance.jsonl").read_text().splitlines()]
+    assert record["status"] == "diverged" and record["iterations"] == [0, None]
 
 
 def test_non_finite_meta_parameters_are_never_checkpointed():

@@ -47,7 +47,8 @@ WRITERS = {
     "pretrained_omniglot.json": "scripts/pretrained_omniglot.py",
     "pretrained_omniglot": "scripts/pretrained_omniglot.py",
 }
-TIMING = {"train_seconds", "seconds", "started"}  # "started": a run's provenance line
+# "started", "ended": a run's provenance line; "train_seconds_measured": the sum of its lines'
+TIMING = {"train_seconds", "seconds", "started", "ended", "train_seconds_measured"}
 
 
 def test_every_results_file_has_a_writer_that_the_one_command_runs():
@@ -102,6 +103,19 @@ def test_every_results_file_records_its_commit_and_command():
     md = (RESULTS / "metadataset_omniglot_minimal.md").read_text()
     assert metadataset["runs_source"]["commit"] in md
     assert all(r["command"] in md for r in metadataset["runs"].values())
+
+
+def test_every_shipped_protocol_cell_says_which_processes_trained_it():
+    for name in ("omniglot_protocol", "omniglot_protocol_jitter"):
+        doc = json.loads((RESULTS / f"{name}.json").read_text())
+        for row in doc["rows"]:
+            cell = RESULTS / name / f"{row['ways']}way-{row['method']}-s{row['seed']}"
+            lines = (cell / "provenance.jsonl").read_text().splitlines()
+            records = [json.loads(x) for x in lines]
+            assert len(records) == row["train_parts"], cell
+            for record in records:
+                assert re.fullmatch(r"[0-9a-f]{40}", record["commit"]), cell
+                assert record["command"].startswith("python scripts/omniglot_protocol.py"), cell
 
 
 def test_the_metadataset_page_is_the_script_s_rendering_of_its_json():

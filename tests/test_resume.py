@@ -3,6 +3,7 @@ checkpoint, then resumed, ends bit for bit like an uninterrupted run with the sa
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -194,6 +195,11 @@ def test_sigint_and_sigterm_stop_cleanly_and_resume_exactly(reference, tmp_path)
     assert stops[0] < stops[1]
     _finish(run, log)
     assert_same_run(run, ref)
+    records = [json.loads(x) for x in (run / "provenance.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["stopped", "stopped", "finished"]
+    spans = [[0, stops[0]], [stops[0], stops[1]], [stops[1], ITERATIONS]]
+    assert [r["iterations"] for r in records] == spans
+    assert all(r["train_seconds"] > 0 and r["ended"] >= r["started"] for r in records)
 
 
 def _train_in_process(run: Path, *extra: str) -> int:

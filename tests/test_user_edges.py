@@ -88,7 +88,7 @@ def test_each_invocation_of_a_run_records_its_provenance(tmp_path, capsys):
     import re
     import sys
 
-    from alfa.runs.provenance import provenance
+    from alfa.runs.provenance import provenance, training_time
     from alfa.version import package_version
 
     run = tmp_path / "run"
@@ -106,6 +106,41 @@ def test_each_invocation_of_a_run_records_its_provenance(tmp_path, capsys):
     assert first["command"].startswith("python ")  # pytest's process
     script = provenance("cpu", argv=[f"{sys.prefix}/bin/alfa", "train", "my config.yaml"])
     assert script["command"] == "alfa train 'my config.yaml'"
+    # each line ends with how its invocation ended; training_time adds them up
+    second = json.loads(lines[1])
+    assert (first["status"], first["iterations"]) == ("finished", [0, 2])
+    assert (second["status"], second["iterations"]) == ("finished", [2, 3])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first["ended"])
+    total = round(first["train_seconds"] + second["train_seconds"], 1)
+    assert training_time(run) == {"parts": 2, "seconds": total, "unmeasured": 0}
+
+
+def test_the_training_time_of_a_run_counts_what_its_provenance_measured(tmp_path):
+    import json
+
+    from alfa.runs.provenance import FILE, finish_provenance, training_time
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert training_time(run) == {"parts": 1, "seconds": 0.0, "unmeasured": 1}  # no file
+    ended = {"started": "s", "ended": "e", "train_seconds": 60.0}
+    killed = {"started": "s"}  # an invocation killed before it could record its end
+    (run / FILE).write_text("\n".join(json.dumps(r) for r in (ended, killed, ended)) + "\n")
+    assert training_time(run) == {"parts": 3, "seconds": 120.0, "unmeasured": 1}
+    before = (run / FILE).read_bytes()
+    finish_provenance(run, status="stopped", first=5, last=9, seconds=1.0)  # last line ended
+    assert (run / FILE).read_bytes() == before
+    (run / FILE).write_text(json.dumps(killed) + "\n" + '{"started": "s", "comm')  # torn line
+    finish_provenance(run, status="stopped", first=5, last=9, seconds=1.0)
+    assert training_time(run) == {"parts": 1, "seconds": 0.0, "unmeasured": 1}
+    (run / FILE).write_text(json.dumps(killed) + "\n")
+    finish_provenance(run, status="stopped", first=5, last=9, seconds=12.34)
+    record = json.loads((run / FILE).read_text())
+    assert (record["status"], record["iterations"], record["train_seconds"]) == (
+        "stopped",
+        [5, 9],
+        12.3,
+    )
 
 
 def test_the_generic_engine_says_why_it_was_chosen(caplog):

@@ -46,13 +46,14 @@ def train_and_test(
     position: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume) one cell, then test its best checkpoint on ``tasks`` fixed test tasks.
+    """Train (or resume) one cell, then test its best checkpoint on ``tasks`` fixed test tasks
+    (none when ``tasks`` is 0: a run trained only to be exported).
 
     Returns the evaluation (with each task's value under ``"per_task"``) and ``name``,
     ``seconds``, ``checkpoint_iteration`` and ``diverged`` (the message, or None). A run that
     diverged is tested at its best checkpoint before that point; one that diverged before any
-    checkpoint returns only ``name``, ``seconds`` and ``diverged``; a stopped run (Ctrl-C) only
-    ``stopped``.
+    checkpoint, or that is not tested, returns only ``name``, ``seconds`` and ``diverged``; a
+    stopped run (Ctrl-C) only ``stopped``.
     """
     import torch
 
@@ -74,6 +75,8 @@ def train_and_test(
         diverged = str(exc)
         if not (run_dir / "checkpoints" / "best.pt").is_file():
             return {"name": config.name, "diverged": diverged, "seconds": time.time() - start}
+    if tasks == 0:
+        return {"name": config.name, "diverged": diverged, "seconds": time.time() - start}
     _, learner, source, state = load_run(run_dir)  # the best checkpoint by validation
     result = evaluate(
         learner,
@@ -114,15 +117,16 @@ def _stop_requests() -> Iterator[list[int]]:
 
 def train_and_test_all(
     work: Sequence[tuple[Config, Path]],
-    tasks: int,
+    tasks: int | Sequence[int],
     *,
     jobs: int = 1,
     deadline: float | None = None,
     progress: bool = True,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Train and test each ``(config, run_dir)`` of ``work``, ``jobs`` at a time, yielding
-    ``(index in work, result)`` as each finishes. No new cell starts after ``deadline`` (a
-    ``time.time()`` value). With ``jobs`` 1 the cells run in this process, in order.
+    ``(index in work, result)`` as each finishes. ``tasks``: the test tasks of every cell, or of
+    each (0: not tested). No new cell starts after ``deadline`` (a ``time.time()`` value). With
+    ``jobs`` 1 the cells run in this process, in order.
 
     With several jobs, a SIGINT or SIGTERM to this process starts no new cell and lets the
     running ones report: sent to the whole process group (Ctrl-C, ``kill -TERM -PGID``), each
@@ -136,11 +140,14 @@ def train_and_test_all(
             return True
         return False
 
+    each = [tasks] * len(work) if isinstance(tasks, int) else list(tasks)
+    if len(each) != len(work):
+        raise ValueError(f"{len(each)} test task counts for {len(work)} cells")
     if jobs <= 1:
         for index, (config, run_dir) in enumerate(work):
             if late():
                 return
-            yield index, train_and_test(config, run_dir, tasks, progress=progress)
+            yield index, train_and_test(config, run_dir, each[index], progress=progress)
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -163,7 +170,7 @@ def train_and_test_all(
                 index, (config, run_dir) = waiting.pop(0)
                 slot = free.pop(0)
                 future = pool.submit(
-                    train_and_test, config, run_dir, tasks, position=slot, progress=progress
+                    train_and_test, config, run_dir, each[index], position=slot, progress=progress
                 )
                 running[future] = (index, slot)
             if not running:

@@ -28,6 +28,7 @@ from alfa.paper.omniglot_cells import (
     cell_key,
     table_name,
 )
+from alfa.paper.provenance import wall_time
 from alfa.paper.statistics import paired
 
 __all__ = [
@@ -317,11 +318,18 @@ def _budget(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _minutes(row: dict[str, Any]) -> str:
+    seconds, whole = wall_time(row)
+    parts = row.get("train_parts") or 1
+    count = f" ({parts} parts)" if parts > 1 else ""
+    return f"{seconds / 60:.0f}{count}" if whole else f"at least {seconds / 60:.0f}{count}"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """``omniglot_protocol.md`` from ``omniglot_protocol.json``'s content."""
     rows, summary, pairs = doc["rows"], doc["summary"], doc["paired"]
-    hours = sum(r.get("train_seconds") or 0.0 for r in rows) / 3600
-    resumed = [r for r in rows if (r.get("train_parts") or 1) > 1]
+    hours = sum(wall_time(r)[0] for r in rows) / 3600
+    resumed = [r for r in rows if not wall_time(r)[1]]
     variant = doc.get("variant")
     folder = table_name(variant)
     title = "# Omniglot (minimal background sets, real data): MAML, learned-fixed and ALFA, seeded"
@@ -339,10 +347,11 @@ def markdown(doc: dict[str, Any]) -> str:
         ]
     lines += [
         f"Written by `{doc['written_by']}` at commit `{doc['source']['commit']}`; every cell is "
-        f"shipped in `{doc['results']}/{folder}/<cell>/` (config, metrics, best "
-        "checkpoint, per-episode test accuracies), where `alfa eval <cell>` reproduces its "
-        "number. The table is complete when every cell below has run; cells still missing are "
-        "listed at the end.",
+        f"shipped in `{doc['results']}/{folder}/<cell>/` (config, metrics, provenance: the "
+        "commit, command and time of each process that trained it, best checkpoint, "
+        "per-episode test accuracies), where `alfa eval <cell>` reproduces its number. The "
+        "table is complete when every cell below has run; cells still missing are listed at "
+        "the end.",
         "",
         "## Protocol",
         "",
@@ -363,7 +372,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- Seeds {', '.join(map(str, SEEDS))} for every row; one thread per run on a 2-core "
         f"CPU ({'at least ' if resumed else ''}{hours:.1f} CPU-hours of training so far"
         + (
-            f"; {len(resumed)} cell(s) stopped and resumed count only their last part)."
+            f"; {len(resumed)} cell(s) stopped and resumed count only the parts whose time was "
+            "recorded)."
             if resumed
             else ")."
         ),
@@ -409,11 +419,7 @@ def markdown(doc: dict[str, Any]) -> str:
         )
         std = "" if s["std_over_seeds"] is None else f" ({_pct(s['std_over_seeds'])})"
         checkpoints = ", ".join(str(r.get("checkpoint_iteration", "-")) for r in cells)
-        minutes = ", ".join(
-            f"{(r.get('train_seconds') or 0) / 60:.0f}"
-            + (f" (last of {r['train_parts']} parts)" if (r.get("train_parts") or 1) > 1 else "")
-            for r in cells
-        )
+        minutes = ", ".join(_minutes(r) for r in cells)
         lines.append(
             f"| {s['ways']} | {LABELS[s['method']]} | {_pct(s['accuracy'])}{std} | {per_seed} "
             f"| {_pct(s['best_val'])} | {checkpoints} | {minutes} min |"

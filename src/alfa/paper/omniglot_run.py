@@ -12,8 +12,9 @@ protocol's table in the same results folder.
 It is resumable cell by cell: a cell already in ``omniglot_protocol.json`` with the same budget
 is skipped, an interrupted one continues from its last checkpoint (``--stop-after`` starts no new
 cell after a time, for machines that stop every process after a few hours). Each finished cell's
-best checkpoint, ``config.yaml``, ``metrics.jsonl``, class lists and per-episode test accuracies
-are copied to ``<results>/omniglot_protocol/<cell>/``, where ``alfa eval`` reproduces its number.
+best checkpoint, ``config.yaml``, ``metrics.jsonl``, ``provenance.jsonl``, class lists and
+per-episode test accuracies are copied to ``<results>/omniglot_protocol/<cell>/``, where
+``alfa eval`` reproduces its number.
 The shipped ``results/omniglot_protocol.*`` are written by ``python scripts/omniglot_protocol.py``;
 ``alfa reproduce omniglot`` writes into ``runs/omniglot_protocol``.
 """
@@ -41,7 +42,7 @@ from alfa.paper.omniglot_cells import (
 )
 from alfa.paper.omniglot_figure import draw
 from alfa.paper.omniglot_report import against_protocol, markdown, paired_rows, summaries
-from alfa.paper.provenance import source_commit
+from alfa.paper.provenance import run_time, source_commit
 from alfa.paper.result_table import (
     add_table_arguments,
     read_table,
@@ -89,14 +90,6 @@ def _validation(run_dir: Path) -> dict[str, Any]:
             curve.append([record["iteration"], round(100.0 * value, 4)])
     best = max(curve, key=lambda p: p[1], default=None)
     return {"val_curve": curve, "best_val": best[1] if best else None}
-
-
-def _train_parts(run_dir: Path) -> int:
-    """How many processes trained a run: one line of its ``provenance.jsonl`` per start (a run
-    stopped and resumed has two or more)."""
-    path = run_dir / "provenance.jsonl"
-    text = path.read_text(errors="replace") if path.is_file() else ""
-    return max(1, sum('"started"' in line for line in text.splitlines()))
 
 
 def _write(results: Path, doc: dict[str, Any]) -> None:
@@ -212,8 +205,7 @@ def run(
             "iterations": config.train.iterations,
             "checkpoint_iteration": r.get("checkpoint_iteration"),
             "diverged": r.get("diverged"),
-            "train_seconds": round(r.get("seconds", 0.0), 1),  # of the last part only
-            "train_parts": _train_parts(run_dir),
+            **run_time(run_dir, r.get("seconds", 0.0)),
             "commit": doc["source"]["commit"],
             **_validation(run_dir),
         }

@@ -10,7 +10,8 @@ its seeds' tested checkpoints):
   alphabets and on within-alphabet one-shot episodes (:mod:`alfa.runs.within_alphabet`): the
   accuracy reported for the pretrained model;
 - the *model*, on all 8 alphabets (``minimal_all.txt``), exported with its config and class
-  lists as ``omniglot-<N>way.safetensors`` (:mod:`alfa.runs.export`).
+  lists as ``omniglot-<N>way.safetensors`` (:mod:`alfa.runs.export`); it is not tested, as no
+  alphabet is held out from it.
 
 The results go to ``pretrained_omniglot.{md,json}``, the runs' evidence to
 ``pretrained_omniglot/<run>/`` beside them (the twin's checkpoint and per-episode accuracies,
@@ -36,7 +37,7 @@ from alfa.paper.omniglot_cells import (
     protocol_config,
     table_name,
 )
-from alfa.paper.provenance import source_commit
+from alfa.paper.provenance import run_time, source_commit, wall_time
 from alfa.paper.result_table import read_table, ship_cell
 
 __all__ = ["PARTS", "pretrained_config", "run", "selected_iterations"]
@@ -123,8 +124,8 @@ def _within(run_dir: Path, tasks: int) -> dict[str, Any]:
 def _ship(twin_dir: Path, model_dir: Path, evidence: Path, per_task: list[float]) -> None:
     """Copy the evidence of a number of ways' runs into ``evidence``: the twin's as a protocol
     cell's (config, log, class lists, per-episode test accuracy) with its tested checkpoint,
-    the last (it trains without validation), and the model's config and log (its weights are
-    the exported file); both runs' provenance (commit and command of each training process)."""
+    the last (it trains without validation), and the model's config, log and provenance (its
+    weights are the exported file)."""
     from alfa.runs.checkpoint import list_checkpoints
 
     ship_cell(twin_dir, evidence / twin_dir.name, per_task, "per_task_accuracy.json")
@@ -133,7 +134,6 @@ def _ship(twin_dir: Path, model_dir: Path, evidence: Path, per_task: list[float]
     (evidence / model_dir.name).mkdir(parents=True, exist_ok=True)
     for name in ("config.yaml", "metrics.jsonl", "provenance.jsonl"):
         shutil.copyfile(model_dir / name, evidence / model_dir.name / name)
-    shutil.copyfile(twin_dir / "provenance.jsonl", evidence / twin_dir.name / "provenance.jsonl")
 
 
 def _kept(results: Path, ways: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -186,8 +186,10 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Wall time: of the process that finished each run, its tests included, one thread "
-        "per run (a run resumed after a stop counts only its last part).",
+        "Wall time: one thread per run; the sum of the training times of the processes that "
+        "trained it (at least that, when one was killed before it could record its time); "
+        '"last process": an entry from before that record, the time of the process that '
+        "finished the run, tests included (one that only resumed a finished run tested it).",
         "",
         "Written by:",
         "",
@@ -197,8 +199,13 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def _minutes(entry: dict[str, Any], part: str) -> str:
+    """A run's wall time: what its processes recorded (:func:`alfa.paper.provenance.wall_time`),
+    or for an entry from before that record, that of the process that finished it."""
+    if part in entry.get("training", {}):
+        seconds, whole = wall_time(entry["training"][part])
+        return f"{seconds / 60:.1f} min" if whole else f"at least {seconds / 60:.1f} min"
     seconds = entry.get("train_seconds", {}).get(part)
-    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+    return "-" if seconds is None else f"{seconds / 60:.1f} min (last process)"
 
 
 def run(
@@ -241,7 +248,9 @@ def run(
         for part in PARTS:
             config = pretrained_config(n, method, part, budget, variant=variant, data=data)
             work.append((config, runs / config.name))
-    tested = dict(train_and_test_all(work, tasks, jobs=jobs, progress=jobs == 1))
+    # the twin is tested; the model, trained on every alphabet, has no held-out one to test on
+    counts = [tasks if part == "twin" else 0 for _ in ways for part in PARTS]
+    tested = dict(train_and_test_all(work, counts, jobs=jobs, progress=jobs == 1))
     if len(tested) < len(work) or any(r.get("stopped") for r in tested.values()):
         raise AlfaError("training stopped before every run finished; run the command again")
     diverged = [work[i][0].name for i, r in tested.items() if r.get("diverged")]
@@ -266,9 +275,9 @@ def run(
                 "within": _within(twin_dir, tasks),
                 "export": to.name,
                 "export_sha256": exported.metadata.get("sha256"),
-                "train_seconds": {
-                    "twin": round(result["seconds"], 1),
-                    "model": round(tested[index + 1]["seconds"], 1),
+                "training": {
+                    "twin": run_time(twin_dir, result["seconds"]),
+                    "model": run_time(model_dir, tested[index + 1]["seconds"]),
                 },
                 "command": command,
                 "table": str(table),

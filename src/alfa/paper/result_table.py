@@ -91,10 +91,12 @@ def select_cells(
 
 def ship_cell(run_dir: Path, dest: Path, per_task: list[float] | None, per_task_file: str) -> None:
     """Copy the evidence of a finished cell into ``dest``: its best checkpoint, config, log,
-    class lists (when the run kept any) and per-task test values (10 digits)."""
+    provenance (the commit, command and time of each process that trained it), class lists (when
+    the run kept any) and per-task test values (10 digits)."""
     (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "metrics.jsonl"):
-        shutil.copyfile(run_dir / name, dest / name)
+    for name in ("config.yaml", "metrics.jsonl", "provenance.jsonl"):
+        if name != "provenance.jsonl" or (run_dir / name).is_file():  # older runs lack it
+            shutil.copyfile(run_dir / name, dest / name)
     if (run_dir / "class_lists").is_dir():
         shutil.copytree(run_dir / "class_lists", dest / "class_lists", dirs_exist_ok=True)
     best = run_dir / "checkpoints" / "best.pt"

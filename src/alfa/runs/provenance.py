@@ -5,7 +5,11 @@ one) appends one JSON line to
 ``RUN/provenance.jsonl``: the alfa version, the git commit of the source tree when alfa runs
 from a git checkout (with the tracked files under ``src/`` that differ from it), the versions of
 torch and Python, the device, the command line and the start time (UTC), and which engine runs
-the inner loop. The results scripts use :func:`source_commit` and :func:`command_line` too.
+the inner loop. When that invocation stops training (finished, stopped by a signal, diverged,
+aborted or failed) its line gains the end time, the status, the iterations it trained and its
+wall time (:func:`finish_provenance`); a line without them is an invocation that was killed.
+:func:`training_time` adds up a run's invocations. The results scripts use
+:func:`source_commit` and :func:`command_line` too.
 
 Importing this module does not import torch (the command line's ``--help`` stays light).
 """
@@ -24,7 +28,15 @@ from typing import Any
 
 from alfa.version import package_version
 
-__all__ = ["FILE", "command_line", "provenance", "record_provenance", "source_commit"]
+__all__ = [
+    "FILE",
+    "command_line",
+    "finish_provenance",
+    "provenance",
+    "record_provenance",
+    "source_commit",
+    "training_time",
+]
 
 ROOT = Path(__file__).resolve().parents[3]
 """The source tree (``src/alfa/runs/provenance.py`` -> the folder holding ``src``)."""
@@ -80,7 +92,7 @@ def provenance(
     if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
         where += f" ({torch.cuda.get_device_name(device)})"
     record: dict[str, Any] = {
-        "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started": _now(),
         "command": _this_command(list(sys.argv if argv is None else argv)),
         "alfa_version": package_version(),
         **source_commit(),
@@ -104,3 +116,60 @@ def record_provenance(run_dir: Path, record: dict[str, Any]) -> Path:
         before += b"\n"
     atomic_write_bytes(path, before + (json.dumps(record) + "\n").encode("utf-8"))
     return path
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def finish_provenance(
+    run_dir: Path, *, status: str, first: int, last: int | None, seconds: float
+) -> None:
+    """Add how this invocation ended to its line, the last of ``run_dir/provenance.jsonl``:
+    ``ended`` (UTC), ``status`` ("finished", "stopped", "diverged", "aborted" by a second
+    signal, or "failed"), ``iterations`` (``[first, last]``: it trained iterations ``first + 1``
+    to ``last``; ``last`` None when not known) and ``train_seconds`` (its wall time from the
+    line's writing). A last line that already ended, or that does not parse, is left as it
+    is."""
+    from alfa.runs.checkpoint import atomic_write_bytes
+
+    path = Path(run_dir) / FILE
+    if not path.is_file():
+        return
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    try:
+        record = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return
+    if not isinstance(record, dict) or "ended" in record:
+        return
+    record.update(
+        ended=_now(), status=status, iterations=[first, last], train_seconds=round(seconds, 1)
+    )
+    lines[-1] = json.dumps(record)
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def training_time(run_dir: Path) -> dict[str, Any]:
+    """How long a run trained, from its ``provenance.jsonl``: ``parts`` (the invocations that
+    trained it, at least 1), ``seconds`` (the sum of those that recorded their wall time) and
+    ``unmeasured`` (those that did not: killed, or from before the record had it)."""
+    path = Path(run_dir) / FILE
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    parts, seconds, unmeasured = 0, 0.0, 0
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or "started" not in record:
+            continue
+        parts += 1
+        value = record.get("train_seconds")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds += float(value)
+        else:
+            unmeasured += 1
+    if parts == 0:  # a run from before provenance files: one invocation, not measured
+        return {"parts": 1, "seconds": 0.0, "unmeasured": 1}
+    return {"parts": parts, "seconds": round(seconds, 1), "unmeasured": unmeasured}

@@ -46,6 +46,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ from alfa.runs.divergence import (
 from alfa.runs.durable import is_disk_full
 from alfa.runs.last_good import last_good_checkpoint
 from alfa.runs.memory import check_memory
-from alfa.runs.provenance import provenance, record_provenance
+from alfa.runs.provenance import finish_provenance, provenance, record_provenance
 from alfa.runs.reopen import check_path_names
 from alfa.runs.rundir import (
     check_new_run_dir,
@@ -242,6 +243,8 @@ def train(
     start, best, window = 0, None, Window()
     top: list[tuple[float, int]] = []
     lock, point = None, None
+    began: float | None = None  # when this invocation began to train
+    ended: tuple[str, int | None] = ("failed", None)  # how, and at which iteration
 
     def open_run() -> Any:  # rank 0: every check that can refuse the resume
         nonlocal lock
@@ -284,7 +287,8 @@ def train(
         if start < config.train.iterations:  # an invocation that trains (a finished run: none)
             engine = learner.engine
             on_main(lambda: record_provenance(run_dir, provenance(device, engine=engine)), here)
-        return _loop(
+            began = time.time()
+        result = _loop(
             config,
             run_dir,
             learner,
@@ -300,12 +304,32 @@ def train(
             position=position,
             here=here,
         )
+        ended = (result.status, result.iteration)
+        return result
+    except DivergenceError:
+        ended = ("diverged", None)
+        raise
+    except Aborted:  # a second signal
+        ended = ("aborted", None)
+        raise
     except AlfaError as exc:
         if is_disk_full(exc) and paths["config"].is_file():  # what was written before stays
             raise type(exc)(f"{exc}; free space, then: alfa train --resume {run_dir}") from exc
         raise
     finally:
+        if began is not None and here.main:  # no collective here: a peer may have died
+            _finish(run_dir, ended, start, time.time() - began)
         unlock_run_dir(lock, run_dir)
+
+
+def _finish(run_dir: Path, ended: tuple[str, int | None], start: int, seconds: float) -> None:
+    """Record in the run's provenance line how this invocation ended (a disk that cannot take
+    it does not hide the error that ended training)."""
+    status, last = ended
+    try:
+        finish_provenance(run_dir, status=status, first=start, last=last, seconds=seconds)
+    except (AlfaError, OSError) as exc:
+        print(f"alfa: warning: the provenance of '{run_dir}' lacks its end: {exc}", file=sys.stderr)
 
 
 def _divergence(
