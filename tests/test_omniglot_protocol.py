@@ -18,6 +18,7 @@ from alfa.paper.omniglot_cells import (
     SEEDS,
     VARIANTS,
     cell_key,
+    last_validation,
     protocol_config,
 )
 from alfa.paper.omniglot_report import CLAIMS, markdown, verdicts
@@ -367,3 +368,9 @@ def test_rows_tested_at_the_budgets_last_checkpoint_are_named_as_perhaps_still_i
     rows[0]["checkpoint_iteration"] = 5000
     md = markdown(_table(rows))
     assert "last checkpoint in 0 of 3 tested cells." in md and "may still" not in md
+    # 10,000 meta-iterations validate every 833: the last validation is at 9,996
+    rows[0].update(ways=5, iterations=10000, checkpoint_iteration=9996)
+    md = markdown(_table(rows))
+    assert "5-way: the best validation accuracy came at the last checkpoint in 1 of 1" in md
+    config = protocol_config(5, "maml", 0)
+    assert config.train.val_every == 833 and last_validation(10000) == 9996 == 12 * 833

@@ -52,9 +52,11 @@ __all__ = [
     "WAYS",
     "cell_key",
     "check_variant",
+    "last_validation",
     "parse_cell_key",
     "protocol_config",
     "table_name",
+    "validation_interval",
 ]
 
 WAYS = (20, 5)
@@ -177,6 +179,19 @@ def table_name(variant: str | None = None) -> str:
     return f"omniglot_protocol_{variant}" if variant else "omniglot_protocol"
 
 
+def validation_interval(iterations: int) -> int:
+    """The validation and checkpoint interval of a cell of ``iterations`` meta-iterations: a
+    twelfth of it (rounded down, so the last validation may come a few iterations before the
+    end: at 9,996 of 10,000)."""
+    return max(1, iterations // 12)
+
+
+def last_validation(iterations: int) -> int:
+    """The iteration of a cell's last validation, the last checkpoint that can be tested."""
+    every = validation_interval(iterations)
+    return iterations - iterations % every
+
+
 def protocol_config(
     ways: int,
     method: str,
@@ -207,7 +222,7 @@ def protocol_config(
     changes = VARIANTS[variant] if variant else {}
     iterations = ITERATIONS[ways] if iterations is None else iterations
     root = DATA_ROOT if data is None else ",".join(f"{data}/{z}" for z in ZIPS)
-    every = max(1, iterations // 12)
+    every = validation_interval(iterations)
     sections: dict[str, Any] = {
         "seed": seed,
         "name": cell_key(ways, method, seed) + (f"+{variant}" if variant else ""),

@@ -26,6 +26,7 @@ from alfa.paper.omniglot_cells import (
     VARIANTS,
     WAYS,
     cell_key,
+    last_validation,
     table_name,
 )
 from alfa.paper.provenance import wall_time
@@ -301,7 +302,9 @@ def _budget(rows: list[dict[str, Any]]) -> list[str]:
         if not tested:
             continue
         at_last = Counter(
-            r["method"] for r in tested if r["checkpoint_iteration"] == r["iterations"]
+            r["method"]
+            for r in tested
+            if r["checkpoint_iteration"] == last_validation(r["iterations"])
         )
         cells = Counter(r["method"] for r in tested)
         at_end = [f"{LABELS[m]} {at_last[m]} of {cells[m]}" for m in LABELS if at_last[m]]
