@@ -73,9 +73,7 @@ def train_and_test(
             return {"name": config.name, "stopped": True}
     except DivergenceError as exc:
         diverged = str(exc)
-        if not (run_dir / "checkpoints" / "best.pt").is_file():
-            return {"name": config.name, "diverged": diverged, "seconds": time.time() - start}
-    if tasks == 0:
+    if tasks == 0 or (diverged and not (run_dir / "checkpoints" / "best.pt").is_file()):
         return {"name": config.name, "diverged": diverged, "seconds": time.time() - start}
     _, learner, source, state = load_run(run_dir)  # the best checkpoint by validation
     result = evaluate(

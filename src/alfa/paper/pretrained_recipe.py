@@ -243,13 +243,14 @@ def run(
     kept = _kept(results, ways)
     source = source_commit()  # before this run writes anything
     work: list[tuple[Config, Path]] = []
+    counts: list[int] = []  # test episodes of each run
     for n in ways:
         budget = selected_iterations(table, n, method) if iterations is None else iterations
         for part in PARTS:
             config = pretrained_config(n, method, part, budget, variant=variant, data=data)
             work.append((config, runs / config.name))
-    # the twin is tested; the model, trained on every alphabet, has no held-out one to test on
-    counts = [tasks if part == "twin" else 0 for _ in ways for part in PARTS]
+            # the model, trained on every alphabet, has no held-out one to be tested on
+            counts.append(tasks if part == "twin" else 0)
     tested = dict(train_and_test_all(work, counts, jobs=jobs, progress=jobs == 1))
     if len(tested) < len(work) or any(r.get("stopped") for r in tested.values()):
         raise AlfaError("training stopped before every run finished; run the command again")
