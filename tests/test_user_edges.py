@@ -141,6 +141,13 @@ def test_the_training_time_of_a_run_counts_what_its_provenance_measured(tmp_path
         [5, 9],
         12.3,
     )
+    # damaged lines (not UTF-8, nested a million deep) are no records, and are kept as they are
+    damaged = b'{"started": "\xff"}\n' + b"[" * 10**6 + b"\n"
+    (run / FILE).write_bytes(damaged + json.dumps(killed).encode() + b"\n")
+    assert training_time(run) == {"parts": 1, "seconds": 0.0, "unmeasured": 1}
+    finish_provenance(run, status="finished", first=9, last=12, seconds=3.0)
+    assert (run / FILE).read_bytes().startswith(damaged)
+    assert training_time(run) == {"parts": 1, "seconds": 3.0, "unmeasured": 0}
 
 
 def test_the_generic_engine_says_why_it_was_chosen(caplog):

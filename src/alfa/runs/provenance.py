@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from alfa.errors import AlfaError
+from alfa.limits import MAX_TEXT_BYTES, check_depth, read_bytes
 from alfa.version import package_version
 
 __all__ = [
@@ -122,6 +124,24 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _lines(path: Path) -> list[bytes]:
+    """The lines of a provenance file (none when there is no file), read within
+    :data:`alfa.limits.MAX_TEXT_BYTES`."""
+    if not path.is_file():
+        return []
+    return read_bytes(path, cap=MAX_TEXT_BYTES, what="provenance file").splitlines()
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """A line's record, or None for a line that is not one (torn by a kill, or damaged)."""
+    try:
+        check_depth(line, "a provenance line")
+        record = json.loads(line.decode("utf-8"))
+    except (AlfaError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def finish_provenance(
     run_dir: Path, *, status: str, first: int, last: int | None, seconds: float
 ) -> None:
@@ -130,39 +150,37 @@ def finish_provenance(
     signal, or "failed"), ``iterations`` (``[first, last]``: it trained iterations ``first + 1``
     to ``last``; ``last`` None when not known) and ``train_seconds`` (its wall time from the
     line's writing). A last line that already ended, or that does not parse, is left as it
-    is."""
+    is, and the other lines are kept byte for byte.
+
+    Raises:
+        AlfaError: the file cannot be read, or is larger than :data:`alfa.limits.MAX_TEXT_BYTES`.
+    """
     from alfa.runs.checkpoint import atomic_write_bytes
 
     path = Path(run_dir) / FILE
-    if not path.is_file():
-        return
-    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    try:
-        record = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        return
-    if not isinstance(record, dict) or "ended" in record:
+    lines = _lines(path)
+    record = _record(lines[-1]) if lines else None
+    if record is None or "ended" in record:
         return
     record.update(
         ended=_now(), status=status, iterations=[first, last], train_seconds=round(seconds, 1)
     )
-    lines[-1] = json.dumps(record)
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    lines[-1] = json.dumps(record).encode("utf-8")
+    atomic_write_bytes(path, b"\n".join(lines) + b"\n")
 
 
 def training_time(run_dir: Path) -> dict[str, Any]:
     """How long a run trained, from its ``provenance.jsonl``: ``parts`` (the invocations that
     trained it, at least 1), ``seconds`` (the sum of those that recorded their wall time) and
-    ``unmeasured`` (those that did not: killed, or from before the record had it)."""
-    path = Path(run_dir) / FILE
-    text = path.read_text(errors="replace") if path.is_file() else ""
+    ``unmeasured`` (those that did not: killed, or from before the record had it).
+
+    Raises:
+        AlfaError: the file cannot be read, or is larger than :data:`alfa.limits.MAX_TEXT_BYTES`.
+    """
     parts, seconds, unmeasured = 0, 0.0, 0
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict) or "started" not in record:
+    for line in _lines(Path(run_dir) / FILE):
+        record = _record(line)
+        if record is None or "started" not in record:
             continue
         parts += 1
         value = record.get("train_seconds")
