@@ -38,7 +38,7 @@ from alfa.paper.omniglot_cells import (
     table_name,
 )
 from alfa.paper.provenance import run_time, source_commit, wall_time
-from alfa.paper.result_table import read_table, ship_cell
+from alfa.paper.result_table import copy_run_record, read_table, ship_cell
 
 __all__ = ["PARTS", "pretrained_config", "run", "selected_iterations"]
 
@@ -131,9 +131,7 @@ def _ship(twin_dir: Path, model_dir: Path, evidence: Path, per_task: list[float]
     ship_cell(twin_dir, evidence / twin_dir.name, per_task, "per_task_accuracy.json")
     last = list_checkpoints(twin_dir / "checkpoints")[-1]
     shutil.copyfile(last, evidence / twin_dir.name / "checkpoints" / last.name)
-    (evidence / model_dir.name).mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "metrics.jsonl", "provenance.jsonl"):
-        shutil.copyfile(model_dir / name, evidence / model_dir.name / name)
+    copy_run_record(model_dir, evidence / model_dir.name)
 
 
 def _kept(results: Path, ways: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 from alfa.errors import AlfaError
 from alfa.limits import read_bytes
 
-__all__ = ["add_table_arguments", "read_table", "script_main", "select_cells", "ship_cell"]
+__all__ = [
+    "add_table_arguments",
+    "copy_run_record",
+    "read_table",
+    "script_main",
+    "select_cells",
+    "ship_cell",
+]
 
 Cell = TypeVar("Cell", bound=tuple)
 
@@ -89,14 +96,21 @@ def select_cells(
     return [c for c in cells if any(fnmatch.fnmatch(name(*c), p) for p in only)]
 
 
+def copy_run_record(run_dir: Path, dest: Path) -> None:
+    """Copy what a run wrote about itself into ``dest`` (made if missing): its config, its log
+    (``metrics.jsonl``) and its provenance (older runs lack it)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "metrics.jsonl", "provenance.jsonl"):
+        if name != "provenance.jsonl" or (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, dest / name)
+
+
 def ship_cell(run_dir: Path, dest: Path, per_task: list[float] | None, per_task_file: str) -> None:
     """Copy the evidence of a finished cell into ``dest``: its best checkpoint, config, log,
     provenance (the commit, command and time of each process that trained it), class lists (when
     the run kept any) and per-task test values (10 digits)."""
-    (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "metrics.jsonl", "provenance.jsonl"):
-        if name != "provenance.jsonl" or (run_dir / name).is_file():  # older runs lack it
-            shutil.copyfile(run_dir / name, dest / name)
+    copy_run_record(run_dir, dest)
+    (dest / "checkpoints").mkdir(exist_ok=True)
     if (run_dir / "class_lists").is_dir():
         shutil.copytree(run_dir / "class_lists", dest / "class_lists", dirs_exist_ok=True)
     best = run_dir / "checkpoints" / "best.pt"
