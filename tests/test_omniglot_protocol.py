@@ -93,6 +93,8 @@ def _pair(n: int, up: int, down: int) -> dict:
         (1, 1, 0, "holds so far:"),
         (3, 0, 3, "fails:"),
         (3, 2, 0, "not shown: better beyond the CI in 2 and worse in 0 of 3 seeds"),
+        (1, 0, 1, "fails so far:"),
+        (2, 1, 0, "not shown so far: better beyond the CI in 1 and worse in 0 of 2 seeds"),
     ],
 )
 def test_a_claim_holds_only_when_every_seed_wins_beyond_the_ci(n, up, down, start):

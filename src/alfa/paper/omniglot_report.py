@@ -235,15 +235,14 @@ def _verdict(pair: dict[str, Any] | None) -> str:
     up, down = pair["seeds_a_better_beyond_ci"], pair["seeds_b_better_beyond_ci"]
     seeds = f"{n} seed{'s' if n > 1 else ''}"
     diff = f"{pair['mean_over_seeds']:+.2f} points on average"
+    so_far = "" if n >= 3 else " so far"  # fewer seeds than the protocol's 3 have run
     if up == n:
-        word = "holds" if n >= 3 else "holds so far"
-        return f"{word}: better beyond the paired 95% CI in all {seeds} ({diff})"
+        return f"holds{so_far}: better beyond the paired 95% CI in all {seeds} ({diff})"
     if down == n:
-        word = "fails" if n >= 3 else "fails so far"
-        return f"{word}: worse beyond the paired 95% CI in all {seeds} ({diff})"
+        return f"fails{so_far}: worse beyond the paired 95% CI in all {seeds} ({diff})"
     return (
-        f"not shown: better beyond the CI in {up} and worse in {down} of {seeds}, within it in "
-        f"{n - up - down} ({diff})"
+        f"not shown{so_far}: better beyond the CI in {up} and worse in {down} of {seeds}, "
+        f"within it in {n - up - down} ({diff})"
     )
 
 
