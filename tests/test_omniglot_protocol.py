@@ -90,7 +90,7 @@ def _pair(n: int, up: int, down: int) -> dict:
     ("n", "up", "down", "start"),
     [
         (3, 3, 0, "holds:"),
-        (1, 1, 0, "holds so far:"),
+        (1, 1, 0, "holds so far: better beyond the paired 95% CI in the one seed run ("),
         (3, 0, 3, "fails:"),
         (3, 2, 0, "not shown: better beyond the CI in 2 and worse in 0 of 3 seeds"),
         (1, 0, 1, "fails so far:"),

@@ -235,11 +235,12 @@ def _verdict(pair: dict[str, Any] | None) -> str:
     up, down = pair["seeds_a_better_beyond_ci"], pair["seeds_b_better_beyond_ci"]
     seeds = f"{n} seed{'s' if n > 1 else ''}"
     diff = f"{pair['mean_over_seeds']:+.2f} points on average"
+    every = f"all {seeds}" if n > 1 else "the one seed run"
     so_far = "" if n >= 3 else " so far"  # fewer seeds than the protocol's 3 have run
     if up == n:
-        return f"holds{so_far}: better beyond the paired 95% CI in all {seeds} ({diff})"
+        return f"holds{so_far}: better beyond the paired 95% CI in {every} ({diff})"
     if down == n:
-        return f"fails{so_far}: worse beyond the paired 95% CI in all {seeds} ({diff})"
+        return f"fails{so_far}: worse beyond the paired 95% CI in {every} ({diff})"
     return (
         f"not shown{so_far}: better beyond the CI in {up} and worse in {down} of {seeds}, "
         f"within it in {n - up - down} ({diff})"
