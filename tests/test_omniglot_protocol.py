@@ -11,6 +11,7 @@ import pytest
 
 from alfa.cli.main import main
 from alfa.config import config_to_dict, leaf_keys
+from alfa.errors import DataError
 from alfa.paper.omniglot_cells import (
     CELLS,
     METHODS,
@@ -22,7 +23,7 @@ from alfa.paper.omniglot_cells import (
     protocol_config,
 )
 from alfa.paper.omniglot_report import CLAIMS, markdown, verdicts
-from alfa.paper.omniglot_run import report, run
+from alfa.paper.omniglot_run import _validation, report, run
 from alfa.runs.evaluate import evaluate
 from alfa.runs.reopen import load_run
 from shared_paths import REAL_OMNIGLOT, REPO
@@ -376,3 +377,17 @@ def test_rows_tested_at_the_budgets_last_checkpoint_are_named_as_perhaps_still_i
     assert "5-way: the best validation accuracy came at the last checkpoint in 1 of 1" in md
     config = protocol_config(5, "maml", 0)
     assert config.train.val_every == 833 and last_validation(10000) == 9996 == 12 * 833
+
+
+def test_a_cells_validation_curve_is_read_through_the_checked_metrics_reader(tmp_path):
+    lines = [
+        {"iteration": 1, "split": "train", "accuracy": 0.5},
+        {"iteration": 2, "split": "val", "accuracy": 0.625},
+        {"iteration": 4, "split": "val", "accuracy": 0.75},
+    ]
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"iteration": 5, "spl')
+    assert _validation(tmp_path) == {"val_curve": [[2, 62.5], [4, 75.0]], "best_val": 75.0}
+    log.write_text("[1, 2]\n" + json.dumps(lines[1]) + "\n")  # not a record: named, no crash
+    with pytest.raises(DataError, match=r"metrics\.jsonl' line 1 is not a metrics record"):
+        _validation(tmp_path)

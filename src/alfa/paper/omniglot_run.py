@@ -77,15 +77,16 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _validation(run_dir: Path) -> dict[str, Any]:
     """The validation curve of a run (iteration, accuracy in points) from its ``metrics.jsonl``,
-    and its best point (the checkpoint that is tested)."""
+    and its best point (the checkpoint that is tested).
+
+    Raises:
+        DataError: the log is damaged (:func:`alfa.runs.runlog.read_metrics`).
+    """
+    from alfa.runs.runlog import read_metrics
+
     curve = []
-    path = run_dir / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a kill; the run log starts a new one
-            continue
-        value = record.get("accuracy") if isinstance(record, dict) else None
+    for record in read_metrics(run_dir / "metrics.jsonl"):
+        value = record.get("accuracy")
         if record.get("split") == "val" and isinstance(value, float) and math.isfinite(value):
             curve.append([record["iteration"], round(100.0 * value, 4)])
     best = max(curve, key=lambda p: p[1], default=None)
