@@ -38,14 +38,19 @@ from alfa.paper.omniglot_cells import (
     table_name,
 )
 from alfa.paper.provenance import run_time, source_commit, wall_time
-from alfa.paper.result_table import copy_run_record, read_table, ship_cell
+from alfa.paper.result_table import copy_run_record, ship_cell
+from alfa.paper.row_choice import choose_row, protocol_rows
 
-__all__ = ["PARTS", "pretrained_config", "run", "selected_iterations"]
+__all__ = ["BEST", "PARTS", "pretrained_config", "run", "selected_iterations"]
 
 NAME = "pretrained_omniglot"
 
 PARTS = {"twin": "minimal_train.txt", "model": "minimal_all.txt"}
 """The training classes of each of a number of ways' two runs."""
+
+BEST = "best"
+"""The ``--method`` that lets the protocol's validation choose each number of ways' row and
+variant (:func:`alfa.paper.row_choice.choose_row`)."""
 
 
 def selected_iterations(table: Path, ways: int, method: str) -> int:
@@ -56,16 +61,10 @@ def selected_iterations(table: Path, ways: int, method: str) -> int:
     Raises:
         AlfaError: the table cannot be read, or holds no scored cell of the row.
     """
-    doc = read_table(
-        table,
-        row_keys={"ways": (int,), "method": (str,), "seed": (int,)},
-        score="accuracy",
-        key=lambda r: f"{r['ways']}-{r['method']}",
-        known={f"{w}-{m}" for w in WAYS for m in LABELS},
-    )
+    rows = protocol_rows(table)
     chosen = sorted(
         r["checkpoint_iteration"]
-        for r in doc["rows"]
+        for r in rows
         if (r["ways"], r["method"]) == (ways, method)
         and r.get("accuracy") is not None
         and isinstance(r.get("checkpoint_iteration"), int)
@@ -189,9 +188,13 @@ def markdown(doc: dict[str, Any]) -> str:
         '"last process": an entry from before that record, the time of the process that '
         "finished the run, tests included (one that only resumed a finished run tested it).",
         "",
-        "Written by:",
-        "",
     ]
+    chosen = [e for e in doc["models"] if "choice" in e]
+    if chosen:
+        lines += ["Chosen on validation (`--method best`, `alfa.paper.row_choice`):", ""]
+        lines += [f"- {e['ways']}-way: {e['choice']['reason']}" for e in chosen]
+        lines.append("")
+    lines += ["Written by:", ""]
     lines += [f"- {e['ways']}-way: `{e['command']}`" for e in doc["models"] if "command" in e]
     return "\n".join([*lines, ""])
 
@@ -224,28 +227,39 @@ def run(
     """Train (or resume) the twin and the model of each number of ``ways``, test the twin,
     export the model to ``out/omniglot-<N>way.safetensors`` and write the result files.
 
-    ``table``: the protocol table that chooses the meta-iterations (default: the protocol's, or
-    the variant's, in ``results``); ``iterations`` overrides it.
+    ``method``: a row of the protocol, or :data:`BEST` to let validation choose the row and
+    variant of each number of ways (:func:`~alfa.paper.row_choice.choose_row`; the entry records
+    why). ``table``: the protocol table that chooses the meta-iterations (default: the
+    protocol's, or the variant's, in ``results``); ``iterations`` overrides it.
 
     Raises:
-        AlfaError: an unknown method or variant, or a table without the row.
+        AlfaError: an unknown method or variant, a table without the row, or (:data:`BEST`) a
+            number of ways whose protocol cells have not all run.
     """
     from alfa.paper.cells import train_and_test_all
     from alfa.runs.checkpoint import atomic_write_bytes
     from alfa.runs.export import export_run
 
-    if method not in LABELS:
-        raise AlfaError(f"unknown row {method!r}; the rows are {', '.join(LABELS)}")
+    if method != BEST and method not in LABELS:
+        raise AlfaError(f"unknown row {method!r}; the rows are {', '.join(LABELS)}, or {BEST}")
+    if method == BEST and variant is not None:
+        raise AlfaError(f"--variant goes with a named --method; {BEST} chooses the variant too")
     check_variant(variant)
-    table = results / f"{table_name(variant)}.json" if table is None else table
+    choices = {n: choose_row(results, n) for n in ways} if method == BEST else {}
+    rows = {n: (c.method, c.variant) for n, c in choices.items()} or dict.fromkeys(
+        ways, (method, variant)
+    )
     kept = _kept(results, ways)
     source = source_commit()  # before this run writes anything
     work: list[tuple[Config, Path]] = []
     counts: list[int] = []  # test episodes of each run
+    tables: dict[int, Path] = {}
     for n in ways:
-        budget = selected_iterations(table, n, method) if iterations is None else iterations
+        row, row_variant = rows[n]
+        tables[n] = results / f"{table_name(row_variant)}.json" if table is None else table
+        budget = selected_iterations(tables[n], n, row) if iterations is None else iterations
         for part in PARTS:
-            config = pretrained_config(n, method, part, budget, variant=variant, data=data)
+            config = pretrained_config(n, row, part, budget, variant=row_variant, data=data)
             work.append((config, runs / config.name))
             # the model, trained on every alphabet, has no held-out one to be tested on
             counts.append(tasks if part == "twin" else 0)
@@ -267,8 +281,8 @@ def run(
         models.append(
             {
                 "ways": n,
-                "method": method,
-                "variant": variant,
+                "method": rows[n][0],
+                "variant": rows[n][1],
                 "iterations": twin.train.iterations,
                 "test": {k: result[k] for k in ("mean", "ci95", "tasks", "steps")},
                 "within": _within(twin_dir, tasks),
@@ -279,9 +293,10 @@ def run(
                     "model": run_time(model_dir, tested[index + 1]["seconds"]),
                 },
                 "command": command,
-                "table": str(table),
+                "table": str(tables[n]),
                 "source": source,
             }
+            | ({"choice": choices[n].as_dict()} if n in choices else {})
         )
     doc = {"models": sorted(models + kept, key=lambda m: WAYS.index(m["ways"]))}
     results.mkdir(parents=True, exist_ok=True)
@@ -300,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Train the pretrained Omniglot models with a row of the Omniglot protocol "
         "(its validation-chosen budget), test their 6-alphabet twins and export the models."
     )
-    parser.add_argument("--method", required=True, choices=list(LABELS), help="the row")
+    parser.add_argument(
+        "--method",
+        required=True,
+        choices=[*LABELS, BEST],
+        help=f"the row; {BEST}: the row and variant the protocol's validation chooses",
+    )
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="a variant of the protocol")
     parser.add_argument("--ways", type=int, nargs="+", default=list(WAYS), choices=WAYS)
     parser.add_argument("--iterations", type=int, help="meta-iterations (default: the table's)")
