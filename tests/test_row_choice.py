@@ -114,3 +114,32 @@ def test_the_results_page_says_why_a_chosen_row_was_chosen():
     doc["models"][0]["choice"] = choice.as_dict()
     md = markdown(doc)
     assert f"- 20-way: {choice.reason()}\n" in md.split("Chosen on validation", 1)[1]
+
+
+@pytest.mark.slow
+def test_a_recipe_run_with_best_trains_the_chosen_row_and_records_why(tmp_path, monkeypatch):
+    from shared_paths import REAL_OMNIGLOT
+
+    if not (REAL_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.skip("real Omniglot zips not available")
+    monkeypatch.chdir(REPO)
+    results = tmp_path / "res"
+    results.mkdir()
+    rows = [
+        _row(m, s, 90.0 if m == "learned_fixed" else 80.0) | {"checkpoint_iteration": 2}
+        for m in METHODS
+        for s in SEEDS
+    ]
+    _write(results / "omniglot_protocol.json", rows)
+    argv = ["--method", "best", "--ways", "20", "--results", str(results)]
+    argv += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    argv += ["--data", str(REAL_OMNIGLOT), "--tasks", "4", "--jobs", "1"]
+    assert main(argv) == 0
+    (entry,) = json.loads((results / "pretrained_omniglot.json").read_text())["models"]
+    assert (entry["method"], entry["variant"], entry["iterations"]) == ("learned_fixed", None, 2)
+    assert entry["choice"]["validation"]["learned_fixed"] == 90.0
+    assert entry["command"].endswith("--method best --ways 20")
+    config = (results / "pretrained_omniglot" / "omniglot-20way-twin" / "config.yaml").read_text()
+    assert "learned_fixed" in config
+    md = (results / "pretrained_omniglot.md").read_text()
+    assert f"- 20-way: {entry['choice']['reason']}" in md
