@@ -67,7 +67,7 @@ class RowChoice:
     """Each variant that ran the chosen row: (seed, the variant's, the row's best validation)."""
 
     def reason(self) -> str:
-        """One sentence: why this row (and variant) was chosen."""
+        """Why this row was chosen, in a sentence, and one more for each variant that ran it."""
         others = "".join(
             f"; {LABELS[m]} {v:.2f}" for m, v in self.validation.items() if m != self.method
         )
@@ -84,6 +84,7 @@ class RowChoice:
         return text
 
     def as_dict(self) -> dict[str, Any]:
+        """The choice as a JSON object, its reason included (``pretrained_omniglot.json``)."""
         return {
             "method": self.method,
             "variant": self.variant,
