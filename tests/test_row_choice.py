@@ -92,6 +92,21 @@ def test_the_choice_waits_for_every_cell_and_names_those_missing(tmp_path):
         choose_row(tmp_path, 20)
 
 
+
+def test_the_choice_reads_tables_as_the_runner_does(tmp_path):
+    """One reader: a variant's row the runner would refuse (no ci95) stops the choice too."""
+    from alfa.paper.omniglot_run import report
+
+    _protocol(tmp_path, {"alfa_maml": [90.0] * 3})
+    variant = tmp_path / "omniglot_protocol_jitter.json"
+    row = _row("alfa_maml", 0, 95.0)
+    del row["ci95"]
+    _write(variant, [row])
+    with pytest.raises(AlfaError, match=r"omniglot_protocol_jitter.json' row 0 lacks .*ci95"):
+        choose_row(tmp_path, 20)
+    with pytest.raises(AlfaError, match=r"omniglot_protocol_jitter.json' row 0 lacks .*ci95"):
+        report(tmp_path, "test", "jitter")
+
 def test_the_recipe_refuses_best_before_training_in_one_line(tmp_path, capsys):
     _protocol(tmp_path, {})
     argv = ["--results", str(tmp_path), "--runs", str(tmp_path / "runs")]

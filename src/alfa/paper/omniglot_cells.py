@@ -33,10 +33,12 @@ difference is the variant's.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from alfa.config import Config, config_from_dict
 from alfa.errors import AlfaError
+from alfa.paper.result_table import read_table
 
 __all__ = [
     "CELLS",
@@ -45,6 +47,7 @@ __all__ = [
     "ITERATIONS",
     "LABELS",
     "METHODS",
+    "ROW_KEYS",
     "RULES",
     "SEEDS",
     "STEPS",
@@ -55,6 +58,7 @@ __all__ = [
     "last_validation",
     "parse_cell_key",
     "protocol_config",
+    "read_protocol_table",
     "table_name",
     "validation_interval",
 ]
@@ -177,6 +181,35 @@ def table_name(variant: str | None = None) -> str:
     """The stem of a table's files and evidence folder: ``omniglot_protocol``, or
     ``omniglot_protocol_<variant>`` for a variant's."""
     return f"omniglot_protocol_{variant}" if variant else "omniglot_protocol"
+
+
+ROW_KEYS: dict[str, tuple[type, ...]] = {
+    "ways": (int,),
+    "method": (str,),
+    "seed": (int,),
+    "accuracy": (int, float, type(None)),
+    "ci95": (int, float, type(None)),
+    "iterations": (int,),
+}
+"""What a row of an ``omniglot_protocol*.json`` must hold (and of which types) to be kept."""
+
+
+def read_protocol_table(path: Path) -> dict[str, Any]:
+    """An ``omniglot_protocol*.json`` (the protocol's or a variant's), its rows checked against
+    :data:`ROW_KEYS` and :data:`CELLS` by :func:`~alfa.paper.result_table.read_table`; a table
+    of no rows when the file does not exist.
+
+    Raises:
+        AlfaError: naming the file (and the row) when it cannot be read or does not hold the
+            protocol's rows.
+    """
+    return read_table(
+        path,
+        row_keys=ROW_KEYS,
+        score="accuracy",
+        key=lambda r: cell_key(r["ways"], r["method"], r["seed"]),
+        known={cell_key(*c) for c in CELLS},
+    )
 
 
 def validation_interval(iterations: int) -> int:

@@ -38,6 +38,7 @@ from alfa.paper.omniglot_cells import (
     cell_key,
     check_variant,
     protocol_config,
+    read_protocol_table,
     table_name,
 )
 from alfa.paper.omniglot_figure import draw
@@ -45,7 +46,6 @@ from alfa.paper.omniglot_report import against_protocol, markdown, paired_rows, 
 from alfa.paper.provenance import run_time, source_commit
 from alfa.paper.result_table import (
     add_table_arguments,
-    read_table,
     script_main,
     select_cells,
     ship_cell,
@@ -53,26 +53,9 @@ from alfa.paper.result_table import (
 
 __all__ = ["add_arguments", "main", "report", "reproduce", "run", "select"]
 
-_ROW_KEYS: dict[str, tuple[type, ...]] = {
-    "ways": (int,),
-    "method": (str,),
-    "seed": (int,),
-    "accuracy": (int, float, type(None)),
-    "ci95": (int, float, type(None)),
-    "iterations": (int,),
-}
-"""What a row of ``omniglot_protocol.json`` must hold (and of which types) to be kept."""
-
 
 def _key(row: dict[str, Any]) -> str:
     return cell_key(row["ways"], row["method"], row["seed"])
-
-
-def _read(path: Path) -> dict[str, Any]:
-    """An earlier ``omniglot_protocol.json``, checked
-    (:func:`~alfa.paper.result_table.read_table`)."""
-    known = {cell_key(*c) for c in CELLS}
-    return read_table(path, row_keys=_ROW_KEYS, score="accuracy", key=_key, known=known)
 
 
 def _validation(run_dir: Path) -> dict[str, Any]:
@@ -103,7 +86,7 @@ def _write(results: Path, doc: dict[str, Any]) -> None:
     doc["summary"] = summaries(doc["rows"])
     doc["paired"] = paired_rows(doc["rows"], results / name)
     if doc.get("variant"):
-        base = _read(results / f"{table_name()}.json")["rows"]
+        base = read_protocol_table(results / f"{table_name()}.json")["rows"]
         doc["against_protocol"] = against_protocol(
             doc["rows"], base, results / name, results / table_name()
         )
@@ -165,7 +148,7 @@ def run(
     cells = select(only)
     name = table_name(variant)
     json_path = results / f"{name}.json"
-    doc = _read(json_path)
+    doc = read_protocol_table(json_path)
     if doc["rows"] and doc.get("budget_iterations") != iterations:
         raise AlfaError(
             f"'{json_path}' holds runs of another budget (--iterations "
@@ -229,7 +212,7 @@ def report(results: Path, written_by: str, variant: str | None = None) -> dict[s
     json_path = results / f"{table_name(variant)}.json"
     if not json_path.is_file():
         raise AlfaError(f"'{json_path}' does not exist; there is nothing to report")
-    doc = _read(json_path)
+    doc = read_protocol_table(json_path)
     doc.setdefault("command", written_by)
     doc.update(source=source_commit(), written_by=written_by, results=str(results), variant=variant)
     _write(results, doc)

@@ -35,11 +35,12 @@ from alfa.paper.omniglot_cells import (
     WAYS,
     check_variant,
     protocol_config,
+    read_protocol_table,
     table_name,
 )
 from alfa.paper.provenance import run_time, source_commit, wall_time
 from alfa.paper.result_table import copy_run_record, ship_cell
-from alfa.paper.row_choice import choose_row, protocol_rows
+from alfa.paper.row_choice import choose_row
 
 __all__ = ["BEST", "PARTS", "pretrained_config", "run", "selected_iterations"]
 
@@ -61,7 +62,7 @@ def selected_iterations(table: Path, ways: int, method: str) -> int:
     Raises:
         AlfaError: the table cannot be read, or holds no scored cell of the row.
     """
-    rows = protocol_rows(table)
+    rows = read_protocol_table(table)["rows"]
     chosen = sorted(
         r["checkpoint_iteration"]
         for r in rows

@@ -23,35 +23,17 @@ from typing import Any
 
 from alfa.errors import AlfaError
 from alfa.paper.omniglot_cells import (
-    CELLS,
     LABELS,
     METHODS,
     SEEDS,
     VARIANTS,
     WAYS,
     cell_key,
+    read_protocol_table,
     table_name,
 )
-from alfa.paper.result_table import read_table
 
-__all__ = ["RowChoice", "choose_row", "protocol_rows"]
-
-
-def protocol_rows(table: Path) -> list[dict[str, Any]]:
-    """The rows of an ``omniglot_protocol*.json`` (the protocol's or a variant's), checked by
-    :func:`~alfa.paper.result_table.read_table`; none when the file does not exist.
-
-    Raises:
-        AlfaError: the file cannot be read or does not hold the protocol's rows.
-    """
-    doc = read_table(
-        table,
-        row_keys={"ways": (int,), "method": (str,), "seed": (int,)},
-        score="accuracy",
-        key=lambda r: cell_key(r["ways"], r["method"], r["seed"]),
-        known={cell_key(*c) for c in CELLS},
-    )
-    return doc["rows"]
+__all__ = ["RowChoice", "choose_row"]
 
 
 @dataclass(frozen=True)
@@ -108,13 +90,13 @@ def _variant_pairs(
     """(seed, the variant's, the row's) best validation accuracies in the seeds where both ran;
     None when a seed of the variant diverged or it never ran the row."""
     table = results / f"{table_name(variant)}.json"
-    rows = [r for r in protocol_rows(table) if (r["ways"], r["method"]) == (ways, method)]
+    ran = read_protocol_table(table)["rows"]
+    rows = [r for r in ran if (r["ways"], r["method"]) == (ways, method)]
     if not rows or any(r.get("diverged") for r in rows):
         return None
     return [
         (r["seed"], _best_val(r, table), base[r["seed"]])
         for r in sorted(rows, key=lambda r: r["seed"])
-        if r["seed"] in base
     ]
 
 
@@ -128,7 +110,8 @@ def choose_row(results: Path, ways: int) -> RowChoice:
     if ways not in WAYS:
         raise AlfaError(f"the protocol has no {ways}-way rows; it has {', '.join(map(str, WAYS))}")
     table = results / f"{table_name()}.json"
-    rows = {(r["method"], r["seed"]): r for r in protocol_rows(table) if r["ways"] == ways}
+    ran = read_protocol_table(table)["rows"]
+    rows = {(r["method"], r["seed"]): r for r in ran if r["ways"] == ways}
     missing = [cell_key(ways, m, s) for m in METHODS for s in SEEDS if (m, s) not in rows]
     if missing:
         raise AlfaError(
