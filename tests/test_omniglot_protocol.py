@@ -391,3 +391,22 @@ def test_a_cells_validation_curve_is_read_through_the_checked_metrics_reader(tmp
     log.write_text("[1, 2]\n" + json.dumps(lines[1]) + "\n")  # not a record: named, no crash
     with pytest.raises(DataError, match=r"metrics\.jsonl' line 1 is not a metrics record"):
         _validation(tmp_path)
+
+
+def test_the_accuracy_table_shows_each_seeds_best_validation_beside_the_mean():
+    rows = [
+        {
+            "ways": 20,
+            "method": "maml",
+            "seed": seed,
+            "accuracy": 80.0,
+            "ci95": 0.4,
+            "iterations": 6000,
+            "checkpoint_iteration": 5000,
+            "best_val": val,
+            "train_seconds": 60.0,
+        }
+        for seed, val in ((0, 79.0), (1, 80.5), (2, None))
+    ]
+    md = markdown(_table(rows))
+    assert "| 79.75 (79.00, 80.50, -) | 5000, 5000, 5000 |" in md

@@ -406,7 +406,8 @@ def markdown(doc: dict[str, Any]) -> str:
             else []
         ),
         "Mean over seeds (std over seeds); each seed's accuracy with its 95% CI over the 600 "
-        "test episodes; the mean best validation accuracy; the tested checkpoint's iteration.",
+        "test episodes; the best validation accuracy, mean over seeds (each seed's); the tested "
+        "checkpoint's iteration.",
         "",
         "| ways | method | accuracy | per seed | best validation | checkpoint | train time |",
         "|---|---|---|---|---|---|---|",
@@ -423,9 +424,10 @@ def markdown(doc: dict[str, Any]) -> str:
         std = "" if s["std_over_seeds"] is None else f" ({_pct(s['std_over_seeds'])})"
         checkpoints = ", ".join(str(r.get("checkpoint_iteration", "-")) for r in cells)
         minutes = ", ".join(_minutes(r) for r in cells)
+        val = ", ".join(_pct(r.get("best_val")) for r in cells)
         lines.append(
             f"| {s['ways']} | {LABELS[s['method']]} | {_pct(s['accuracy'])}{std} | {per_seed} "
-            f"| {_pct(s['best_val'])} | {checkpoints} | {minutes} min |"
+            f"| {_pct(s['best_val'])} ({val}) | {checkpoints} | {minutes} min |"
         )
     lines += [
         "",
