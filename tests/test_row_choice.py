@@ -92,7 +92,6 @@ def test_the_choice_waits_for_every_cell_and_names_those_missing(tmp_path):
         choose_row(tmp_path, 20)
 
 
-
 def test_the_choice_reads_tables_as_the_runner_does(tmp_path):
     """One reader: a variant's row the runner would refuse (no ci95) stops the choice too."""
     from alfa.paper.omniglot_run import report
@@ -106,6 +105,7 @@ def test_the_choice_reads_tables_as_the_runner_does(tmp_path):
         choose_row(tmp_path, 20)
     with pytest.raises(AlfaError, match=r"omniglot_protocol_jitter.json' row 0 lacks .*ci95"):
         report(tmp_path, "test", "jitter")
+
 
 def test_the_recipe_refuses_best_before_training_in_one_line(tmp_path, capsys):
     _protocol(tmp_path, {})
