@@ -90,7 +90,8 @@ def _pair(n: int, up: int, down: int) -> dict:
 @pytest.mark.parametrize(
     ("n", "up", "down", "start"),
     [
-        (3, 3, 0, "holds:"),
+        (3, 3, 0, "holds: better beyond the paired 95% CI in all 3 seeds ("),
+        (2, 2, 0, "holds so far: better beyond the paired 95% CI in both seeds ("),
         (1, 1, 0, "holds so far: better beyond the paired 95% CI in the one seed run ("),
         (3, 0, 3, "fails:"),
         (3, 2, 0, "not shown: better beyond the CI in 2 and worse in 0 of 3 seeds"),

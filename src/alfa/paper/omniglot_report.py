@@ -235,7 +235,7 @@ def _verdict(pair: dict[str, Any] | None) -> str:
     up, down = pair["seeds_a_better_beyond_ci"], pair["seeds_b_better_beyond_ci"]
     seeds = f"{n} seed{'s' if n > 1 else ''}"
     diff = f"{pair['mean_over_seeds']:+.2f} points on average"
-    every = f"all {seeds}" if n > 1 else "the one seed run"
+    every = {1: "the one seed run", 2: "both seeds"}.get(n, f"all {seeds}")
     so_far = "" if n >= 3 else " so far"  # fewer seeds than the protocol's 3 have run
     if up == n:
         return f"holds{so_far}: better beyond the paired 95% CI in {every} ({diff})"
