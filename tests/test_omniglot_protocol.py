@@ -159,6 +159,19 @@ def test_a_short_run_is_resumable_ships_evidence_and_pairs_the_rows(tmp_path, ca
     report(tmp_path / "res", "python scripts/omniglot_protocol.py --report-only")
     after = (tmp_path / "res" / "omniglot_protocol.md").read_text()
     assert after.split("## Protocol")[1] == before.split("## Protocol")[1]
+    # a report that cannot be made (a shipped cell's evidence moved away) loses no finished row
+    evidence = cell.parent / "20way-maml-s0" / "per_task_accuracy.json"
+    kept = evidence.read_bytes()
+    evidence.unlink()
+    capsys.readouterr()
+    with pytest.raises(Exception, match=r"20way-maml-s0/per_task_accuracy\.json.*row is saved in"):
+        run(tmp_path / "res", tmp_path / "runs", **{**kwargs, "only": ["20way-learned_fixed-s0"]})
+    assert "the rows are saved in" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "res" / "omniglot_protocol.json").read_text())
+    assert len(saved["rows"]) == 3 and "paired" not in saved and "summary" not in saved
+    evidence.write_bytes(kept)
+    mended = report(tmp_path / "res", "python scripts/omniglot_protocol.py --report-only")
+    assert len(mended["rows"]) == 3 and any(p["b"] == "learned_fixed" for p in mended["paired"])
 
 
 def _row(ways: int, method: str, seed: int, **extra) -> dict:

@@ -46,12 +46,17 @@ from alfa.paper.omniglot_report import against_protocol, markdown, paired_rows, 
 from alfa.paper.provenance import run_time, source_commit
 from alfa.paper.result_table import (
     add_table_arguments,
+    save_table,
     script_main,
     select_cells,
     ship_cell,
 )
 
 __all__ = ["add_arguments", "main", "report", "reproduce", "run", "select"]
+
+
+_DERIVED = ("cells", "summary", "paired", "against_protocol")
+"""The keys of a table that :func:`_write` computes from its rows."""
 
 
 def _key(row: dict[str, Any]) -> str:
@@ -137,7 +142,9 @@ def run(
     trained at once, each in its own process on one thread (the results do not depend on it).
 
     Raises:
-        AlfaError: a bad folder, pattern, or earlier ``omniglot_protocol.json``.
+        AlfaError: a bad folder, pattern, or earlier ``omniglot_protocol.json``; or, after the
+            cells ran, a report that cannot be made from the shipped evidence (every finished
+            cell's row is saved first: :func:`~alfa.paper.result_table.save_table`).
     """
     from alfa.paper.cells import train_and_test_all
 
@@ -169,6 +176,10 @@ def run(
     for ways, method, seed in todo:
         config = protocol_config(ways, method, seed, iterations, tasks, data, variant)
         work.append((config, runs / f"{config.name}-{config.train.iterations}"))
+
+    def save() -> str | None:  # a finished cell's row is saved at once, even without its report
+        return save_table(lambda: _write(results, doc), json_path, doc, _DERIVED)
+
     finished = train_and_test_all(work, tasks, jobs=jobs, deadline=deadline, progress=jobs == 1)
     for index, r in finished:
         (ways, method, seed), (config, run_dir) = todo[index], work[index]
@@ -194,11 +205,16 @@ def run(
             **_validation(run_dir),
         }
         doc["rows"] = [x for x in doc["rows"] if _key(x) != key] + [row]
-        _write(results, doc)  # a finished cell is saved at once
+        save()
         score = "diverged" if not scored else f"{row['accuracy']:.2f} +- {row['ci95']:.2f}%"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
         sys.stdout.flush()
-    _write(results, doc)
+    failure = save()
+    if failure:
+        raise AlfaError(
+            f"{failure}; every finished cell's row is saved in '{json_path}': mend that and write "
+            "the report with --report-only"
+        )
     return doc
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "add_table_arguments",
     "copy_run_record",
     "read_table",
+    "save_table",
     "script_main",
     "select_cells",
     "ship_cell",
@@ -78,6 +79,32 @@ def read_table(
                 "file away to run every cell again"
             )
     return doc
+
+
+def save_table(
+    write: Callable[[], None], json_path: Path, doc: dict[str, Any], derived: Sequence[str]
+) -> str | None:
+    """Write a table's result files with ``write``; None when it did.
+
+    When they cannot be made (``write`` raised :class:`AlfaError`: a shipped cell's evidence was
+    moved away or damaged), ``doc`` is written to ``json_path`` without its ``derived`` keys,
+    so that no finished cell's row is lost and a later ``--report-only`` rebuilds the rest; the
+    reason is printed as a warning and returned.
+    """
+    try:
+        write()
+    except AlfaError as exc:
+        from alfa.runs.checkpoint import atomic_write_bytes
+
+        rows_only = {k: v for k, v in doc.items() if k not in derived}
+        atomic_write_bytes(json_path, (json.dumps(rows_only, indent=1) + "\n").encode())
+        print(
+            f"warning: {exc}; the rows are saved in '{json_path}', the report is not",
+            file=sys.stderr,
+        )
+        sys.stderr.flush()
+        return str(exc)
+    return None
 
 
 def select_cells(

@@ -30,6 +30,7 @@ from alfa.paper.provenance import source_commit
 from alfa.paper.result_table import (
     add_table_arguments,
     read_table,
+    save_table,
     script_main,
     select_cells,
     ship_cell,
@@ -100,6 +101,11 @@ def run(
 
     ``deadline`` (a ``time.time()`` value): start no new cell after it. ``jobs``: cells trained
     at once, each in its own process on one thread (the results do not depend on it).
+
+    Raises:
+        AlfaError: a bad folder, pattern, or earlier ``table8.json``; or, after the cells ran,
+            a report that cannot be made from the shipped evidence (every finished cell's row
+            is saved first: :func:`~alfa.paper.result_table.save_table`).
     """
     from alfa.paper.cells import train_and_test_all
 
@@ -136,6 +142,10 @@ def run(
         (controlled_config(*c, iterations=iterations), runs / f"{cell_key(*c)}-{iterations}")
         for c in todo
     ]
+
+    def save() -> str | None:
+        return save_table(lambda: _write(results, doc), json_path, doc, ("summary", "paired"))
+
     finished = train_and_test_all(work, tasks, jobs=jobs, deadline=deadline, progress=False)
     for index, r in finished:
         (net, shots, method, seed), (config, run_dir) = todo[index], work[index]
@@ -165,11 +175,16 @@ def run(
         doc["rows"] = [
             x for x in doc["rows"] if cell_key(x["net"], x["shots"], x["method"], x["seed"]) != key
         ] + [row]
-        _write(results, doc)  # a finished cell is saved at once
+        save()  # a finished cell's row is saved at once, even without its report
         score = "diverged" if row["mse"] is None else f"{row['mse']:.4f} +- {row['ci95']:.4f}"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
         sys.stdout.flush()
-    _write(results, doc)
+    failure = save()
+    if failure:
+        raise AlfaError(
+            f"{failure}; every finished cell's row is saved in '{json_path}': mend that and write "
+            "the report with --report-only"
+        )
     return doc
 
 
