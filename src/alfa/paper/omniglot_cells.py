@@ -59,6 +59,7 @@ __all__ = [
     "parse_cell_key",
     "protocol_config",
     "read_protocol_table",
+    "row_key",
     "table_name",
     "validation_interval",
 ]
@@ -158,6 +159,11 @@ def cell_key(ways: int, method: str, seed: int) -> str:
     return f"{ways}way-{method}-s{seed}"
 
 
+def row_key(row: dict[str, Any]) -> str:
+    """The :func:`cell_key` of a row of an ``omniglot_protocol*.json``."""
+    return cell_key(row["ways"], row["method"], row["seed"])
+
+
 def parse_cell_key(key: str) -> tuple[int, str, int]:
     """The inverse of :func:`cell_key`.
 
@@ -207,7 +213,7 @@ def read_protocol_table(path: Path) -> dict[str, Any]:
         path,
         row_keys=ROW_KEYS,
         score="accuracy",
-        key=lambda r: cell_key(r["ways"], r["method"], r["seed"]),
+        key=row_key,
         known={cell_key(*c) for c in CELLS},
     )
 

@@ -27,6 +27,7 @@ from alfa.paper.omniglot_cells import (
     WAYS,
     cell_key,
     last_validation,
+    row_key,
     table_name,
 )
 from alfa.paper.provenance import wall_time
@@ -124,7 +125,7 @@ def _per_episode(cell: Path) -> list[float]:
 def paired_rows(rows: list[dict[str, Any]], evidence: Path) -> list[dict[str, Any]]:
     """Paired per-episode accuracy differences a - b (in points), seed by seed, for each
     comparison of :data:`~alfa.paper.omniglot_cells.COMPARISONS` whose both cells scored."""
-    by_key = {cell_key(r["ways"], r["method"], r["seed"]): r for r in rows}
+    by_key = {row_key(r): r for r in rows}
     out = []
     for ways in WAYS:
         for a, b in COMPARISONS:
@@ -167,10 +168,10 @@ def against_protocol(
     """Each cell of a variant against the protocol's cell of the same ways, row and seed: the
     difference of their best validation accuracies, and the paired per-episode test difference
     (variant - protocol, in points) when both scored."""
-    base = {cell_key(r["ways"], r["method"], r["seed"]): r for r in base_rows}
+    base = {row_key(r): r for r in base_rows}
     out = []
     for row in rows:
-        key = cell_key(row["ways"], row["method"], row["seed"])
+        key = row_key(row)
         other = base.get(key)
         entry: dict[str, Any] = {
             "ways": row["ways"],
@@ -277,7 +278,7 @@ def _stability(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> lis
             f"- {ways}-way: "
             + (f"diverged runs: {'; '.join(diverged)}." if diverged else "no run diverged.")
         )
-        by_key = {cell_key(r["ways"], r["method"], r["seed"]): r for r in rows}
+        by_key = {row_key(r): r for r in rows}
         worse = both = 0
         for seed in SEEDS:
             a = by_key.get(cell_key(ways, "alfa_maml_stable", seed))
@@ -412,7 +413,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "| ways | method | accuracy | per seed | best validation | checkpoint | train time |",
         "|---|---|---|---|---|---|---|",
     ]
-    by_key = {cell_key(r["ways"], r["method"], r["seed"]): r for r in rows}
+    by_key = {row_key(r): r for r in rows}
     for s in summary:
         cells = [by_key[cell_key(s["ways"], s["method"], seed)] for seed in s["seeds"]]
         per_seed = ", ".join(

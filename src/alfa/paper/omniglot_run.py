@@ -39,6 +39,7 @@ from alfa.paper.omniglot_cells import (
     check_variant,
     protocol_config,
     read_protocol_table,
+    row_key,
     table_name,
 )
 from alfa.paper.omniglot_figure import draw
@@ -57,10 +58,6 @@ __all__ = ["add_arguments", "main", "report", "reproduce", "run", "select"]
 
 _DERIVED = ("cells", "summary", "paired", "against_protocol")
 """The keys of a table that :func:`_write` computes from its rows."""
-
-
-def _key(row: dict[str, Any]) -> str:
-    return cell_key(row["ways"], row["method"], row["seed"])
 
 
 def _validation(run_dir: Path) -> dict[str, Any]:
@@ -86,7 +83,7 @@ def _write(results: Path, doc: dict[str, Any]) -> None:
 
     name = table_name(doc.get("variant"))
     order = {cell_key(*c): i for i, c in enumerate(CELLS)}
-    doc["rows"].sort(key=lambda r: order[_key(r)])
+    doc["rows"].sort(key=lambda r: order[row_key(r)])
     doc["cells"] = [list(c) for c in CELLS]
     doc["summary"] = summaries(doc["rows"])
     doc["paired"] = paired_rows(doc["rows"], results / name)
@@ -164,7 +161,7 @@ def run(
     doc.update(budget_iterations=iterations, command=command, written_by=command, variant=variant)
     doc["results"] = str(results)
     doc["source"] = source_commit()
-    done = {_key(r) for r in doc["rows"]}
+    done = {row_key(r) for r in doc["rows"]}
     todo = [c for c in cells if cell_key(*c) not in done]
     label = f"omniglot protocol{f' ({variant})' if variant else ''}"
     print(f"{label}: {len(cells) - len(todo)} cell(s) done, {len(todo)} to run")
@@ -204,7 +201,7 @@ def run(
             "commit": doc["source"]["commit"],
             **_validation(run_dir),
         }
-        doc["rows"] = [x for x in doc["rows"] if _key(x) != key] + [row]
+        doc["rows"] = [x for x in doc["rows"] if row_key(x) != key] + [row]
         save()
         score = "diverged" if not scored else f"{row['accuracy']:.2f} +- {row['ci95']:.2f}%"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")

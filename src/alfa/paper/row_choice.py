@@ -30,6 +30,7 @@ from alfa.paper.omniglot_cells import (
     WAYS,
     cell_key,
     read_protocol_table,
+    row_key,
     table_name,
 )
 
@@ -79,7 +80,7 @@ class RowChoice:
 def _best_val(row: dict[str, Any], table: Path) -> float:
     value = row.get("best_val")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        key = cell_key(row["ways"], row["method"], row["seed"])
+        key = row_key(row)
         raise AlfaError(f"'{table}' cell {key} has no best validation accuracy (best_val)")
     return float(value)
 
