@@ -48,6 +48,7 @@ from alfa.paper.provenance import run_time, source_commit
 from alfa.paper.result_table import (
     add_table_arguments,
     save_table,
+    save_table_or_fail,
     script_main,
     select_cells,
     ship_cell,
@@ -206,12 +207,7 @@ def run(
         score = "diverged" if not scored else f"{row['accuracy']:.2f} +- {row['ci95']:.2f}%"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
         sys.stdout.flush()
-    failure = save()
-    if failure:
-        raise AlfaError(
-            f"{failure}; every finished cell's row is saved in '{json_path}': mend that and write "
-            "the report with --report-only"
-        )
+    save_table_or_fail(lambda: _write(results, doc), json_path, doc, _DERIVED)
     return doc
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "copy_run_record",
     "read_table",
     "save_table",
+    "save_table_or_fail",
     "script_main",
     "select_cells",
     "ship_cell",
@@ -105,6 +106,22 @@ def save_table(
         sys.stderr.flush()
         return str(exc)
     return None
+
+
+def save_table_or_fail(
+    write: Callable[[], None], json_path: Path, doc: dict[str, Any], derived: Sequence[str]
+) -> None:
+    """:func:`save_table`, for a recipe's last save: a report that cannot be made stops it.
+
+    Raises:
+        AlfaError: naming the reason and ``json_path``, where every finished row is saved.
+    """
+    failure = save_table(write, json_path, doc, derived)
+    if failure:
+        raise AlfaError(
+            f"{failure}; every finished cell's row is saved in '{json_path}': mend that and write "
+            "the report with --report-only"
+        )
 
 
 def select_cells(

@@ -31,6 +31,7 @@ from alfa.paper.result_table import (
     add_table_arguments,
     read_table,
     save_table,
+    save_table_or_fail,
     script_main,
     select_cells,
     ship_cell,
@@ -179,12 +180,7 @@ def run(
         score = "diverged" if row["mse"] is None else f"{row['mse']:.4f} +- {row['ci95']:.4f}"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
         sys.stdout.flush()
-    failure = save()
-    if failure:
-        raise AlfaError(
-            f"{failure}; every finished cell's row is saved in '{json_path}': mend that and write "
-            "the report with --report-only"
-        )
+    save_table_or_fail(lambda: _write(results, doc), json_path, doc, ("summary", "paired"))
     return doc
 
 
