@@ -10,13 +10,30 @@ from pathlib import Path
 import pytest
 
 from alfa.config import config_to_dict, leaf_keys, load_config
-from alfa.paper.table8_cells import ADAPTIVITY, CELLS, MAIN, RULES, controlled_config
+from alfa.paper.table8_cells import (
+    ADAPTIVITY,
+    CELLS,
+    MAIN,
+    RULES,
+    cell_key,
+    controlled_config,
+    row_key,
+)
 from alfa.paper.table8_report import paired
 from alfa.paper.table8_run import run
 from alfa.runs.evaluate import evaluate
 from alfa.runs.reopen import changed_keys, load_run, resumable
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_row_key_names_the_cell_of_a_table_row():
+    """A row of table8_controlled.json is keyed by the same name as its cell's run folder."""
+    row = {"net": "40x3", "shots": 10, "method": "alfa_maml", "seed": 2, "mse": 0.5}
+    assert row_key(row) == cell_key("40x3", 10, "alfa_maml", 2) == "40x3-k10-alfa_maml-s2"
+    assert {
+        row_key(dict(zip(("net", "shots", "method", "seed"), c, strict=True))) for c in CELLS
+    } == {cell_key(*c) for c in CELLS}
 
 
 def test_controlled_rows_differ_only_in_the_rule():

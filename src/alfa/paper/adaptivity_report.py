@@ -26,7 +26,7 @@ from typing import Any
 
 from alfa.errors import AlfaError
 from alfa.paper.provenance import source_commit
-from alfa.paper.table8_cells import ADAPTIVITY, LABELS, cell_key
+from alfa.paper.table8_cells import ADAPTIVITY, LABELS, cell_key, row_key
 
 __all__ = ["draw_panels", "main", "selection", "write"]
 
@@ -144,7 +144,7 @@ def write(results: Path, tasks: int = 200) -> dict[str, Any]:
     rows = selection(doc, evidence)
     diagnostics = []
     for r in doc["rows"]:
-        key = cell_key(r["net"], r["shots"], r["method"], r["seed"])
+        key = row_key(r)
         cell = evidence / key
         alfa = r["method"].startswith("alfa_maml") and not r["method"].endswith("_noclip")
         if alfa and r["shots"] == 5 and (cell / "checkpoints" / "best.pt").is_file():

@@ -43,6 +43,7 @@ __all__ = [
     "SEEDS",
     "cell_key",
     "controlled_config",
+    "row_key",
     "shipped_config",
     "write_table8_configs",
 ]
@@ -142,7 +143,13 @@ CELLS = _cells()
 
 
 def cell_key(net: str, shots: int, method: str, seed: int) -> str:
+    """A cell's name, ``<net>-k<shots>-<method>-s<seed>``: its run folder and evidence folder."""
     return f"{net}-k{shots}-{method}-s{seed}"
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """The :func:`cell_key` of a row of ``table8_controlled.json``."""
+    return cell_key(row["net"], row["shots"], row["method"], row["seed"])
 
 
 def controlled_config(

@@ -21,6 +21,7 @@ from alfa.paper.table8_cells import (
     PAPER_TABLE8,
     SEEDS,
     cell_key,
+    row_key,
 )
 
 __all__ = ["markdown", "paired", "paired_rows", "summaries"]  # paired: from alfa.paper.statistics
@@ -98,7 +99,7 @@ COMPARISONS = [
 
 def paired_rows(rows: list[dict[str, Any]], evidence: Path) -> list[dict[str, Any]]:
     """Paired differences (per seed) for each comparison whose both cells are done."""
-    by_key = {cell_key(r["net"], r["shots"], r["method"], r["seed"]): r for r in rows}
+    by_key = {row_key(r): r for r in rows}
     out = []
     nets = sorted({(r["net"], r["shots"]) for r in rows})
     for net, shots in nets:
@@ -229,7 +230,7 @@ def markdown(doc: dict[str, Any]) -> str:
     seeds = sorted({r["eval_seed"] for r in rows if r.get("eval_seed") is not None})
     seed = f" (seed {', '.join(map(str, seeds))})" if seeds else ""
     folder = doc.get("results", "results").rstrip("/")
-    have = {cell_key(r["net"], r["shots"], r["method"], r["seed"]) for r in rows}
+    have = {row_key(r) for r in rows}
     left: dict[str, list[str]] = {}
     for c in CELLS:
         if cell_key(*c) not in have:

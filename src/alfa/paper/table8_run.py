@@ -36,7 +36,14 @@ from alfa.paper.result_table import (
     select_cells,
     ship_cell,
 )
-from alfa.paper.table8_cells import CELLS, DEFAULT_ITERATIONS, LABELS, cell_key, controlled_config
+from alfa.paper.table8_cells import (
+    CELLS,
+    DEFAULT_ITERATIONS,
+    LABELS,
+    cell_key,
+    controlled_config,
+    row_key,
+)
 from alfa.paper.table8_report import markdown, paired_rows, summaries
 
 __all__ = ["main", "report", "reproduce", "run"]
@@ -59,7 +66,7 @@ def _read(path: Path) -> dict[str, Any]:
         path,
         row_keys=_ROW_KEYS,
         score="mse",
-        key=lambda r: cell_key(r["net"], r["shots"], r["method"], r["seed"]),
+        key=row_key,
         known={cell_key(*c) for c in CELLS},
     )
 
@@ -68,7 +75,7 @@ def _write(results: Path, doc: dict[str, Any]) -> None:
     from alfa.runs.checkpoint import atomic_write_bytes
 
     order = {cell_key(*c): i for i, c in enumerate(CELLS)}
-    doc["rows"].sort(key=lambda r: order[cell_key(r["net"], r["shots"], r["method"], r["seed"])])
+    doc["rows"].sort(key=lambda r: order[row_key(r)])
     evidence = results / "table8"
     doc["summary"] = summaries(doc["rows"])
     doc["paired"] = paired_rows(doc["rows"], evidence)
@@ -128,11 +135,7 @@ def run(
     for row in doc["rows"]:
         row.setdefault("commit", earlier)  # rows written before rows recorded their commit
     doc["source"] = source_commit()
-    done = {
-        cell_key(r["net"], r["shots"], r["method"], r["seed"])
-        for r in doc["rows"]
-        if r["mse"] is not None or r.get("diverged")
-    }
+    done = {row_key(r) for r in doc["rows"] if r["mse"] is not None or r.get("diverged")}
     todo = [c for c in cells if cell_key(*c) not in done]
     print(f"table8: {len(cells) - len(todo)} cell(s) done, {len(todo)} to run")
     try:
@@ -173,9 +176,7 @@ def run(
             "train_seconds": round(r.get("seconds", 0.0), 1),
             "commit": doc["source"]["commit"],
         }
-        doc["rows"] = [
-            x for x in doc["rows"] if cell_key(x["net"], x["shots"], x["method"], x["seed"]) != key
-        ] + [row]
+        doc["rows"] = [x for x in doc["rows"] if row_key(x) != key] + [row]
         save()  # a finished cell's row is saved at once, even without its report
         score = "diverged" if row["mse"] is None else f"{row['mse']:.4f} +- {row['ci95']:.4f}"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
