@@ -12,6 +12,7 @@ import pytest
 from alfa.cli.main import main
 from alfa.config import config_to_dict, leaf_keys
 from alfa.errors import DataError
+from alfa.paper import omniglot_run
 from alfa.paper.omniglot_cells import (
     CELLS,
     METHODS,
@@ -123,7 +124,12 @@ def test_a_short_run_is_resumable_ships_evidence_and_pairs_the_rows(tmp_path, ca
     monkeypatch.chdir(REPO)  # the class lists are relative to the repository
     only = ["20way-maml-s0", "20way-alfa_maml-s0"]
     kwargs = {"iterations": 2, "only": only, "tasks": 6, "data": str(REAL_OMNIGLOT)}
+    writes = []  # the report is written once per finished cell, not again at the end
+    write = omniglot_run._write
+    monkeypatch.setattr(omniglot_run, "_write", lambda *a: writes.append(write(*a)))
     doc = run(tmp_path / "res", tmp_path / "runs", **kwargs)
+    assert len(writes) == 2
+    monkeypatch.setattr(omniglot_run, "_write", write)
     rows = {r["method"]: r for r in doc["rows"]}
     assert set(rows) == {"maml", "alfa_maml"}
     for r in rows.values():

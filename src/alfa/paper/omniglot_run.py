@@ -178,6 +178,7 @@ def run(
     def save() -> str | None:  # a finished cell's row is saved at once, even without its report
         return save_table(lambda: _write(results, doc), json_path, doc, _DERIVED)
 
+    written = False  # whether the last save wrote the report as well as the rows
     finished = train_and_test_all(work, tasks, jobs=jobs, deadline=deadline, progress=jobs == 1)
     for index, r in finished:
         (ways, method, seed), (config, run_dir) = todo[index], work[index]
@@ -203,11 +204,12 @@ def run(
             **_validation(run_dir),
         }
         doc["rows"] = [x for x in doc["rows"] if row_key(x) != key] + [row]
-        save()
+        written = save() is None
         score = "diverged" if not scored else f"{row['accuracy']:.2f} +- {row['ci95']:.2f}%"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
         sys.stdout.flush()
-    save_table_or_fail(lambda: _write(results, doc), json_path, doc, _DERIVED)
+    if not written:  # no cell finished, or the last one's report could not be made
+        save_table_or_fail(lambda: _write(results, doc), json_path, doc, _DERIVED)
     return doc
 
 

@@ -150,6 +150,7 @@ def run(
     def save() -> str | None:
         return save_table(lambda: _write(results, doc), json_path, doc, ("summary", "paired"))
 
+    written = False  # whether the last save wrote the report as well as the rows
     finished = train_and_test_all(work, tasks, jobs=jobs, deadline=deadline, progress=False)
     for index, r in finished:
         (net, shots, method, seed), (config, run_dir) = todo[index], work[index]
@@ -177,11 +178,12 @@ def run(
             "commit": doc["source"]["commit"],
         }
         doc["rows"] = [x for x in doc["rows"] if row_key(x) != key] + [row]
-        save()  # a finished cell's row is saved at once, even without its report
+        written = save() is None  # a finished cell's row is saved at once, even without its report
         score = "diverged" if row["mse"] is None else f"{row['mse']:.4f} +- {row['ci95']:.4f}"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
         sys.stdout.flush()
-    save_table_or_fail(lambda: _write(results, doc), json_path, doc, ("summary", "paired"))
+    if not written:  # no cell finished, or the last one's report could not be made
+        save_table_or_fail(lambda: _write(results, doc), json_path, doc, ("summary", "paired"))
     return doc
 
 
