@@ -126,7 +126,9 @@ def train_and_test_all(
     each (0: not tested). No new cell starts after ``deadline`` (a ``time.time()`` value). With
     ``jobs`` 1 the cells run in this process, in order.
 
-    With several jobs, a SIGINT or SIGTERM to this process starts no new cell and lets the
+    With one job, a cell stopped by SIGINT or SIGTERM (with a checkpoint) is yielded as
+    ``stopped`` and no new cell starts after it. With several jobs, a SIGINT or SIGTERM to this
+    process starts no new cell and lets the
     running ones report: sent to the whole process group (Ctrl-C, ``kill -TERM -PGID``), each
     running cell stops after its iteration with a checkpoint and is yielded as ``stopped``;
     this process does not die before its workers have said so (they would be left waiting on
@@ -145,7 +147,11 @@ def train_and_test_all(
         for index, (config, run_dir) in enumerate(work):
             if late():
                 return
-            yield index, train_and_test(config, run_dir, each[index], progress=progress)
+            result = train_and_test(config, run_dir, each[index], progress=progress)
+            yield index, result
+            if result.get("stopped"):  # the cell took the signal: the recipe is stopping
+                print("stopped: no new cell started")
+                return
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
