@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def test_row_key_names_the_cell_of_a_table_row():
-    """A row of table8_controlled.json is keyed by the same name as its cell's run folder."""
+    """A row of table8.json is keyed by the same name as its cell's run folder."""
     row = {"net": "40x3", "shots": 10, "method": "alfa_maml", "seed": 2, "mse": 0.5}
     assert row_key(row) == cell_key("40x3", 10, "alfa_maml", 2) == "40x3-k10-alfa_maml-s2"
     assert {

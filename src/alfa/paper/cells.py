@@ -128,11 +128,10 @@ def train_and_test_all(
 
     With one job, a cell stopped by SIGINT or SIGTERM (with a checkpoint) is yielded as
     ``stopped`` and no new cell starts after it. With several jobs, a SIGINT or SIGTERM to this
-    process starts no new cell and lets the
-    running ones report: sent to the whole process group (Ctrl-C, ``kill -TERM -PGID``), each
-    running cell stops after its iteration with a checkpoint and is yielded as ``stopped``;
-    this process does not die before its workers have said so (they would be left waiting on
-    it)."""
+    process starts no new cell and lets the running ones report: sent to the whole process group
+    (Ctrl-C, ``kill -TERM -PGID``), each running cell stops after its iteration with a
+    checkpoint and is yielded as ``stopped``; this process does not die before its workers have
+    said so (they would be left waiting on it)."""
 
     def late() -> bool:
         if deadline is not None and time.time() > deadline:

@@ -148,7 +148,7 @@ def cell_key(net: str, shots: int, method: str, seed: int) -> str:
 
 
 def row_key(row: dict[str, Any]) -> str:
-    """The :func:`cell_key` of a row of ``table8_controlled.json``."""
+    """The :func:`cell_key` of a row of ``table8.json``."""
     return cell_key(row["net"], row["shots"], row["method"], row["seed"])
 
 
