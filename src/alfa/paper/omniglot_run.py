@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +176,7 @@ def run(
         config = protocol_config(ways, method, seed, iterations, tasks, data, variant)
         work.append((config, runs / f"{config.name}-{config.train.iterations}"))
 
-    def save() -> str | None:  # a finished cell's row is saved at once, even without its report
-        return save_table(lambda: _write(results, doc), json_path, doc, _DERIVED)
+    saving = (partial(_write, results, doc), json_path, doc, _DERIVED)
 
     written = False  # whether the last save wrote the report as well as the rows
     finished = train_and_test_all(work, tasks, jobs=jobs, deadline=deadline, progress=jobs == 1)
@@ -204,12 +204,12 @@ def run(
             **_validation(run_dir),
         }
         doc["rows"] = [x for x in doc["rows"] if row_key(x) != key] + [row]
-        written = save() is None
+        written = save_table(*saving) is None  # the finished cell's row is saved at once
         score = "diverged" if not scored else f"{row['accuracy']:.2f} +- {row['ci95']:.2f}%"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
         sys.stdout.flush()
     if not written:  # no cell finished, or the last one's report could not be made
-        save_table_or_fail(lambda: _write(results, doc), json_path, doc, _DERIVED)
+        save_table_or_fail(*saving)
     return doc
 
 

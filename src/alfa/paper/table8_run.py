@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,7 @@ def run(
         for c in todo
     ]
 
-    def save() -> str | None:
-        return save_table(lambda: _write(results, doc), json_path, doc, ("summary", "paired"))
+    saving = (partial(_write, results, doc), json_path, doc, ("summary", "paired"))
 
     written = False  # whether the last save wrote the report as well as the rows
     finished = train_and_test_all(work, tasks, jobs=jobs, deadline=deadline, progress=False)
@@ -178,12 +178,12 @@ def run(
             "commit": doc["source"]["commit"],
         }
         doc["rows"] = [x for x in doc["rows"] if row_key(x) != key] + [row]
-        written = save() is None  # a finished cell's row is saved at once, even without its report
+        written = save_table(*saving) is None  # the finished cell's row is saved at once
         score = "diverged" if row["mse"] is None else f"{row['mse']:.4f} +- {row['ci95']:.4f}"
         print(f"{key}: {score} (iteration {row['checkpoint_iteration']}, {row['train_seconds']} s)")
         sys.stdout.flush()
     if not written:  # no cell finished, or the last one's report could not be made
-        save_table_or_fail(lambda: _write(results, doc), json_path, doc, ("summary", "paired"))
+        save_table_or_fail(*saving)
     return doc
 
 
