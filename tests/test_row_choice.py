@@ -41,12 +41,16 @@ def _protocol(results, best, **diverged):
     _write(results / "omniglot_protocol.json", rows)
 
 
-def test_the_shipped_20_way_model_uses_the_row_and_variant_validation_chooses():
-    choice = choose_row(REPO / "results", 20)
+@pytest.mark.parametrize("ways", [20, 5])
+def test_each_shipped_model_uses_the_row_and_variant_validation_chooses(ways):
+    choice = choose_row(REPO / "results", ways)
     doc = json.loads((REPO / "results" / "pretrained_omniglot.json").read_text())
-    (entry,) = [m for m in doc["models"] if m["ways"] == 20]
+    (entry,) = [m for m in doc["models"] if m["ways"] == ways]
     assert (choice.method, choice.variant) == (entry["method"], entry["variant"])
+    assert (entry["method"], entry["variant"]) == ("alfa_maml", "jitter")  # as the docs say
     assert choice.reason().startswith("ALFA+MAML has the highest best validation accuracy")
+    if "choice" in entry:  # trained with --method best: the entry records this very choice
+        assert entry["choice"] == choice.as_dict()
 
 
 def test_the_highest_mean_over_seeds_wins_not_the_highest_seed(tmp_path):
@@ -124,11 +128,14 @@ def test_the_results_page_says_why_a_chosen_row_was_chosen():
     from alfa.paper.pretrained_recipe import markdown
 
     doc = json.loads((REPO / "results" / "pretrained_omniglot.json").read_text())
+    doc["models"] = [m for m in doc["models"] if m["ways"] == 20]
     assert "Chosen on validation" not in markdown(doc)  # the 20-way row was named
     choice = choose_row(REPO / "results", 20)
     doc["models"][0]["choice"] = choice.as_dict()
     md = markdown(doc)
     assert f"- 20-way: {choice.reason()}\n" in md.split("Chosen on validation", 1)[1]
+    shipped = (REPO / "results" / "pretrained_omniglot.md").read_text()  # 5-way: --method best
+    assert f"- 5-way: {choose_row(REPO / 'results', 5).reason()}\n" in shipped
 
 
 @pytest.mark.slow
