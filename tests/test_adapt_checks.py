@@ -11,7 +11,7 @@ from PIL import Image
 
 from alfa.cli.main import main
 
-MODEL = ["--pretrained", "omniglot-5way"]  # 28x28 grey, dark-on-light drawings, 2 inner steps
+MODEL = ["--pretrained", "omniglot-5way"]  # 28x28 grey, dark-on-light drawings, 5 inner steps
 
 
 def _drawing(path: Path, k: int, *, dark_on_light: bool = True, size: int = 105) -> Path:
@@ -97,10 +97,10 @@ def test_more_steps_than_the_rule_learned_need_force(tmp_path, capsys):
     query = str(_drawing(tmp_path / "q.png", 3))
     code, err = _run(capsys, str(support), query, "--steps", "10")
     assert code == 2
-    assert "--steps 10 is more than the 2 inner steps the rule learned hyperparameters for" in err
+    assert "--steps 10 is more than the 5 inner steps the rule learned hyperparameters for" in err
     assert "add --force" in err
     code, err = _run(capsys, str(support), query, "--steps", "10", "--force")
     assert code == 0
-    assert "reuse the learned hyperparameters of step 2" in err
+    assert "reuse the learned hyperparameters of step 5" in err
     code, err = _run(capsys, str(support), query, "--steps", "1")  # fewer: allowed
     assert code == 0 and _warnings(err) == []

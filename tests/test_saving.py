@@ -109,7 +109,7 @@ def test_pretrained_loads_a_shipped_model_and_leaves_the_threads_alone():
     threads = torch.get_num_threads()
     learner = alfa.pretrained("omniglot-5way")
     assert isinstance(learner, alfa.MetaLearner) and not learner.training
-    assert learner.steps == 2 and learner.engine == "fast"
+    assert learner.steps == 5 and learner.engine == "fast"
     assert torch.get_num_threads() == threads
     with pytest.raises(AlfaError, match="available: omniglot-20way, omniglot-5way"):
         alfa.pretrained("omniglot-7way")
